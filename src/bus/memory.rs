@@ -1,0 +1,38 @@
+//! In-process ephemeral state for a single manager without Redis.
+
+use super::{BusError, Ephemeral};
+use async_trait::async_trait;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+#[derive(Default)]
+pub struct InProcess {
+    hits: Mutex<HashMap<String, VecDeque<u64>>>,
+}
+
+#[async_trait]
+impl Ephemeral for InProcess {
+    async fn rate_limit_hit(
+        &self,
+        access_key: &str,
+        now_ms: u64,
+        window_secs: u64,
+    ) -> Result<u64, BusError> {
+        let floor = now_ms.saturating_sub(window_secs * 1000);
+        let mut all = self.hits.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget keys that went quiet, so the map does not grow with every key ever seen.
+        if all.len() > 10_000 {
+            all.retain(|_, q| q.back().is_some_and(|t| *t > floor));
+        }
+        let q = all.entry(access_key.to_owned()).or_default();
+        while q.front().is_some_and(|t| *t <= floor) {
+            q.pop_front();
+        }
+        q.push_back(now_ms);
+        Ok(q.len() as u64)
+    }
+
+    fn describe(&self) -> String {
+        "in-process (no Redis configured)".into()
+    }
+}

@@ -1,0 +1,55 @@
+//! Ephemeral state shared between manager processes and agents: Redis when the shared
+//! config names one (`config/redis/addr`), otherwise in-process. Rate-limit counters live
+//! here; agent events and live statistics join them with the agent.
+
+mod memory;
+mod redis;
+
+pub use self::memory::InProcess;
+pub use self::redis::RedisBus;
+
+use crate::shared_config::{keys, SharedConfig, SharedConfigError};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// The rolling rate-limit window, in seconds (15 minutes, as the original).
+pub const RATE_LIMIT_WINDOW_SECS: u64 = 900;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("redis at {addr}: {msg}")]
+    Redis { addr: String, msg: String },
+    #[error(transparent)]
+    Config(#[from] SharedConfigError),
+}
+
+#[async_trait]
+pub trait Ephemeral: Send + Sync {
+    /// Records one request of `access_key` at `now_ms` and returns how many it made within
+    /// the last `window_secs` (this one included).
+    async fn rate_limit_hit(
+        &self,
+        access_key: &str,
+        now_ms: u64,
+        window_secs: u64,
+    ) -> Result<u64, BusError>;
+    fn describe(&self) -> String;
+}
+
+pub type EphemeralHandle = Arc<dyn Ephemeral>;
+
+/// Redis if the shared config has `config/redis/addr`, else in-process.
+pub async fn connect(shared: &dyn SharedConfig) -> Result<EphemeralHandle, BusError> {
+    match shared.get(keys::REDIS_ADDR).await? {
+        Some(addr) if !addr.trim().is_empty() => {
+            let password = shared
+                .get(keys::REDIS_PASSWORD)
+                .await?
+                .filter(|p| !p.is_empty());
+            Ok(Arc::new(
+                RedisBus::connect(addr.trim(), password.as_deref()).await?,
+            ))
+        }
+        _ => Ok(Arc::new(InProcess::default())),
+    }
+}

@@ -1,0 +1,320 @@
+//! Manager configuration: embedded defaults ← `manager.toml` ← `BACKEND_*` environment.
+//!
+//! The file is the first found of: the explicit `-f/--config`, `$BACKEND_CONFIG_FILE`,
+//! `./manager.toml`, `~/.config/backend.ai/manager.toml`, `/etc/backend.ai/manager.toml`.
+//! None found means embedded defaults. Environment: `BACKEND_<SECTION>__<KEY>` for any key
+//! (`BACKEND_MANAGER__SERVICE_ADDR=127.0.0.1:9000`), plus the original's names
+//! (`BACKEND_NAMESPACE`, `BACKEND_ETCD_ADDR`, …). Unknown keys are errors, so typos are caught.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ManagerConfig {
+    pub etcd: EtcdConfig,
+    pub db: DbConfig,
+    pub manager: ServerConfig,
+    pub logging: LoggingConfig,
+    pub debug: DebugConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EtcdConfig {
+    /// All keys live under `/sorna/{namespace}/`.
+    pub namespace: String,
+    /// `host:port` of etcd. Empty: the shared config is kept in the embedded database.
+    pub addr: String,
+    pub user: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DbConfig {
+    /// SQLite database file. Empty: `{data-dir}/manager.db`.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServerConfig {
+    /// Where the appliance keeps its state.
+    pub data_dir: PathBuf,
+    /// The gateway's listening address (API, UI and metrics on one port).
+    pub service_addr: SocketAddr,
+    /// The `Host` used in signatures when a request has no `Host` header.
+    pub hostname: String,
+    /// Largest request body accepted by the JSON API, in bytes.
+    pub max_body_size: u64,
+    /// Seconds without a heartbeat after which an agent is marked LOST.
+    pub heartbeat_timeout: f64,
+    /// Write the server's PID here ("" = don't).
+    pub pid_file: String,
+    /// E-mail of the superadmin created on first start with an empty database.
+    pub bootstrap_admin_email: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LoggingConfig {
+    /// A `tracing` filter: `info`, `debug`, `backend_ai_manager=debug,warp=info`…
+    pub level: String,
+    /// `human` or `json`.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DebugConfig {
+    pub enabled: bool,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            etcd: EtcdConfig {
+                namespace: "local".into(),
+                addr: String::new(),
+                user: String::new(),
+                password: String::new(),
+            },
+            db: DbConfig {
+                path: String::new(),
+            },
+            manager: ServerConfig {
+                data_dir: PathBuf::from("./data"),
+                service_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
+                hostname: "localhost".into(),
+                max_body_size: 1 << 20,
+                heartbeat_timeout: 5.0,
+                pid_file: String::new(),
+                bootstrap_admin_email: "admin@localhost".into(),
+            },
+            logging: LoggingConfig {
+                level: "info".into(),
+                format: LogFormat::Human,
+            },
+            debug: DebugConfig { enabled: false },
+        }
+    }
+}
+
+/// The original's environment names, mapped onto our keys.
+const LEGACY_ENV: &[(&str, &str)] = &[
+    ("BACKEND_NAMESPACE", "etcd.namespace"),
+    ("BACKEND_ETCD_ADDR", "etcd.addr"),
+    ("BACKEND_ETCD_USER", "etcd.user"),
+    ("BACKEND_ETCD_PASSWORD", "etcd.password"),
+    ("BACKEND_PID_FILE", "manager.pid-file"),
+];
+
+/// The config file to read, if any: explicit path (must exist), then the search path.
+pub fn find_config_file(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
+    if let Some(p) = explicit {
+        return if p.is_file() {
+            Ok(Some(p.to_owned()))
+        } else {
+            Err(ConfigError::MissingFile(p.to_owned()))
+        };
+    }
+    if let Some(p) = std::env::var_os("BACKEND_CONFIG_FILE").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(Some(p))
+        } else {
+            Err(ConfigError::MissingFile(p))
+        };
+    }
+    let mut candidates = vec![PathBuf::from("manager.toml")];
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(PathBuf::from(home).join(".config/backend.ai/manager.toml"));
+    }
+    candidates.push(PathBuf::from("/etc/backend.ai/manager.toml"));
+    Ok(candidates.into_iter().find(|p| p.is_file()))
+}
+
+impl ManagerConfig {
+    /// Loads defaults ← `file` ← environment, and validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(ManagerConfig::default()));
+        if let Some(f) = file {
+            fig = fig.merge(Toml::file(f));
+        }
+        // BACKEND_SECTION__SOME_KEY → section.some-key. Only double-underscore names are
+        // taken, so the client's BACKEND_ENDPOINT/ACCESS_KEY in the same shell are ignored.
+        fig = fig.merge(
+            Env::prefixed("BACKEND_")
+                .filter(|k| k.as_str().contains("__"))
+                .map(|k| k.as_str().replace("__", ".").replace('_', "-").into()),
+        );
+        for (var, key) in LEGACY_ENV {
+            if let Ok(v) = std::env::var(var) {
+                fig = fig.merge((*key, v));
+            }
+        }
+        let cfg: ManagerConfig = fig
+            .extract()
+            .map_err(|e| ConfigError::Invalid(one_line(e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let ns = &self.etcd.namespace;
+        if ns.is_empty()
+            || !ns
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::Invalid(format!(
+                "etcd.namespace: '{ns}' must be non-empty letters, digits, '-' or '_'"
+            )));
+        }
+        if !self.etcd.addr.is_empty() && parse_host_port(&self.etcd.addr).is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "etcd.addr: '{}' is not host:port",
+                self.etcd.addr
+            )));
+        }
+        if !(self.manager.heartbeat_timeout >= 1.0) {
+            return Err(ConfigError::Invalid(
+                "manager.heartbeat-timeout: must be at least 1.0 seconds".into(),
+            ));
+        }
+        if self.manager.max_body_size < 1024 {
+            return Err(ConfigError::Invalid(
+                "manager.max-body-size: must be at least 1024 bytes".into(),
+            ));
+        }
+        if !self.manager.bootstrap_admin_email.contains('@') {
+            return Err(ConfigError::Invalid(
+                "manager.bootstrap-admin-email: must be an e-mail address".into(),
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.logging.level).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "logging.level: '{}' is not a valid filter: {e}",
+                self.logging.level
+            ))
+        })?;
+        Ok(())
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        if self.db.path.is_empty() {
+            self.manager.data_dir.join("manager.db")
+        } else {
+            PathBuf::from(&self.db.path)
+        }
+    }
+}
+
+/// `host:port` with a non-empty host and a numeric port.
+pub fn parse_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_owned(), port.parse().ok()?))
+}
+
+/// figment errors can span lines and repeat; keep the first, naming the key.
+fn one_line(e: figment::Error) -> String {
+    let first = e.into_iter().next();
+    match first {
+        Some(err) => {
+            let key = err.path.join(".");
+            let msg = err.kind.to_string();
+            let origin = err
+                .metadata
+                .as_ref()
+                .map(|m| m.name.to_string())
+                .unwrap_or_default();
+            let mut out = if key.is_empty() {
+                msg
+            } else {
+                format!("{key}: {msg}")
+            };
+            if !origin.is_empty() {
+                out.push_str(&format!(" (from {origin})"));
+            }
+            out.replace('\n', " ")
+        }
+        None => "invalid configuration".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_run_without_any_file() {
+        Jail::expect_with(|_| {
+            let cfg = ManagerConfig::load(None).unwrap();
+            assert_eq!(cfg.manager.service_addr.to_string(), "127.0.0.1:8081");
+            assert_eq!(cfg.db_path(), PathBuf::from("./data/manager.db"));
+            assert!(cfg.etcd.addr.is_empty());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_environment_override() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "m.toml",
+                "[etcd]\nnamespace = \"lab\"\n[manager]\nservice-addr = \"127.0.0.1:9000\"\n",
+            )?;
+            jail.set_env("BACKEND_MANAGER__MAX_BODY_SIZE", "4096");
+            jail.set_env("BACKEND_ETCD_ADDR", "127.0.0.1:2379");
+            jail.set_env("BACKEND_ACCESS_KEY", "client-setting-is-ignored");
+            let cfg = ManagerConfig::load(Some(Path::new("m.toml"))).unwrap();
+            assert_eq!(cfg.etcd.namespace, "lab");
+            assert_eq!(cfg.manager.service_addr.port(), 9000);
+            assert_eq!(cfg.manager.max_body_size, 4096);
+            assert_eq!(cfg.etcd.addr, "127.0.0.1:2379");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_one_line_naming_the_key() {
+        Jail::expect_with(|jail| {
+            jail.create_file("m.toml", "[manager]\nservice-addr = \"nowhere\"\n")?;
+            let err = ManagerConfig::load(Some(Path::new("m.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("manager.service-addr:"), "{err}");
+            assert!(!err.contains('\n'));
+            jail.create_file("t.toml", "[manager]\nservice-adr = \"127.0.0.1:1\"\n")?;
+            let err = ManagerConfig::load(Some(Path::new("t.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("service-adr"), "{err}");
+            Ok(())
+        });
+    }
+}

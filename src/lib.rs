@@ -1,0 +1,16 @@
+//! backend-ai-manager: the Backend.AI manager and API gateway as one binary.
+//!
+//! Layout: [`domain`] plain types; [`store`] SQLite; [`shared_config`] the etcd key space
+//! (etcd or embedded); [`bus`] ephemeral state (Redis or in-process); [`gateway`] HTTP;
+//! [`server`] wiring them together; [`signing`] the request-signing algorithm shared by
+//! server, tests and benchmark clients.
+
+pub mod bus;
+pub mod config;
+pub mod domain;
+pub mod gateway;
+pub mod password;
+pub mod server;
+pub mod shared_config;
+pub mod signing;
+pub mod store;

@@ -1,0 +1,332 @@
+//! The running manager: its state ([`App`]) and the start-up/shutdown sequence shared by
+//! `serve` and the integration tests.
+
+use crate::bus::{self, EphemeralHandle, RATE_LIMIT_WINDOW_SECS};
+use crate::config::ManagerConfig;
+use crate::domain::ManagerStatus;
+use crate::gateway::error::{ApiError, Problem};
+use crate::gateway::metrics::Metrics;
+use crate::gateway::router::{Gate, Router};
+use crate::shared_config::{self, keys, SharedConfigHandle, WatchEvent};
+use crate::store::auth::KeypairRecord;
+use crate::store::bootstrap::InitialAdmin;
+use crate::store::{Store, StoreError};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub struct App {
+    pub config: ManagerConfig,
+    pub store: Store,
+    pub shared: SharedConfigHandle,
+    pub bus: EphemeralHandle,
+    pub status: StatusCache,
+    pub metrics: Metrics,
+    pub usage: UsageBatcher,
+    pub router: Router,
+    pub started: Instant,
+}
+
+impl App {
+    /// Counts a request against the caller's rolling window: the `X-RateLimit-*` headers,
+    /// or 429 past the keypair's limit. If the counter store is unreachable the request
+    /// goes through (and a warning is logged): rate limiting must not take the API down.
+    pub async fn rate_limit(
+        &self,
+        kp: &KeypairRecord,
+    ) -> Result<Vec<(&'static str, String)>, ApiError> {
+        let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        match self
+            .bus
+            .rate_limit_hit(&kp.access_key, now_ms, RATE_LIMIT_WINDOW_SECS)
+            .await
+        {
+            Ok(count) => {
+                let limit = kp.rate_limit.max(0) as u64;
+                if count > limit {
+                    self.metrics.rate_limited();
+                    return Err(ApiError::new(Problem::RateLimitExceeded));
+                }
+                Ok(vec![
+                    ("x-ratelimit-limit", limit.to_string()),
+                    ("x-ratelimit-remaining", (limit - count).to_string()),
+                    ("x-ratelimit-window", RATE_LIMIT_WINDOW_SECS.to_string()),
+                ])
+            }
+            Err(e) => {
+                tracing::warn!("rate limit not counted: {e}");
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    pub async fn check_gate(&self, gate: Gate) -> Result<(), ApiError> {
+        let status = self.status.current().await;
+        let ok = match gate {
+            Gate::Any => true,
+            Gate::Read => matches!(status, ManagerStatus::Running | ManagerStatus::Frozen),
+            Gate::All => status == ManagerStatus::Running,
+        };
+        match (ok, status) {
+            (true, _) => Ok(()),
+            (false, ManagerStatus::Frozen) => Err(ApiError::new(Problem::ServerFrozen)),
+            (false, _) => Err(ApiError::new(Problem::ServiceUnavailable)),
+        }
+    }
+
+    /// Sessions (master kernels) not yet terminated.
+    pub async fn active_sessions(&self) -> Result<i64, StoreError> {
+        self.store
+            .read(|c| {
+                Ok(c.prepare_cached(
+                    "SELECT count(*) FROM kernels WHERE role = 'master' AND status != 'TERMINATED'",
+                )?
+                .query_row([], |r| r.get(0))?)
+            })
+            .await
+    }
+}
+
+/// The manager status, cached for two seconds and kept fresh by a watch on its key.
+pub struct StatusCache {
+    shared: SharedConfigHandle,
+    cached: RwLock<(ManagerStatus, Instant)>,
+}
+
+const STATUS_TTL: Duration = Duration::from_secs(2);
+
+impl StatusCache {
+    fn new(shared: SharedConfigHandle, initial: ManagerStatus) -> Self {
+        StatusCache {
+            shared,
+            cached: RwLock::new((initial, Instant::now())),
+        }
+    }
+
+    fn store_local(&self, s: ManagerStatus) {
+        *self.cached.write().unwrap_or_else(|p| p.into_inner()) = (s, Instant::now());
+    }
+
+    fn parse(raw: Option<String>) -> ManagerStatus {
+        match raw {
+            None => ManagerStatus::Running,
+            Some(s) => s.trim().parse().unwrap_or_else(|_| {
+                tracing::warn!("ignoring unknown manager status '{s}' in the shared config");
+                ManagerStatus::Preparing
+            }),
+        }
+    }
+
+    pub async fn current(&self) -> ManagerStatus {
+        let (status, at) = *self.cached.read().unwrap_or_else(|p| p.into_inner());
+        if at.elapsed() < STATUS_TTL {
+            return status;
+        }
+        match self.shared.get(keys::MANAGER_STATUS).await {
+            Ok(raw) => {
+                let fresh = Self::parse(raw);
+                self.store_local(fresh);
+                fresh
+            }
+            Err(e) => {
+                tracing::warn!("cannot refresh the manager status, keeping '{status}': {e}");
+                status
+            }
+        }
+    }
+
+    pub async fn set(&self, s: ManagerStatus) -> Result<(), shared_config::SharedConfigError> {
+        self.shared.put(keys::MANAGER_STATUS, s.as_str()).await?;
+        self.store_local(s);
+        Ok(())
+    }
+}
+
+/// Accumulates `last_used`/`num_queries` per keypair and writes them once a second, so a
+/// burst of requests costs one small transaction instead of one per request.
+#[derive(Default)]
+pub struct UsageBatcher {
+    pending: Mutex<HashMap<String, (String, i64)>>,
+}
+
+impl UsageBatcher {
+    pub fn record(&self, access_key: &str) {
+        let now = crate::store::now_text();
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let e = p
+            .entry(access_key.to_owned())
+            .or_insert_with(|| (now.clone(), 0));
+        e.0 = now;
+        e.1 += 1;
+    }
+
+    pub async fn flush(&self, store: &Store) {
+        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Err(e) = store.record_keypair_usage(batch).await {
+            tracing::warn!("cannot record keypair usage: {e}");
+        }
+    }
+}
+
+/// Why the server could not start; each is one line for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("shared config: {0}")]
+    SharedConfig(#[from] shared_config::SharedConfigError),
+    #[error("event bus: {0}")]
+    Bus(#[from] bus::BusError),
+    #[error("cannot listen on {addr}: {msg}")]
+    Bind { addr: SocketAddr, msg: String },
+    #[error("cannot write the pid file {path}: {source}")]
+    PidFile {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// A started server.
+pub struct Running {
+    pub app: Arc<App>,
+    pub addr: SocketAddr,
+    pub initial_admin: Option<InitialAdmin>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish, flushes state and marks the
+    /// manager terminated in the shared config.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.app.usage.flush(&self.app.store).await;
+        if let Err(e) = self
+            .app
+            .shared
+            .put(keys::MANAGER_STATUS, ManagerStatus::Terminated.as_str())
+            .await
+        {
+            tracing::warn!("cannot mark the manager terminated: {e}");
+        }
+        let pid = &self.app.config.manager.pid_file;
+        if !pid.is_empty() {
+            let _ = std::fs::remove_file(pid);
+        }
+    }
+}
+
+/// Resolves once shutdown is requested (or the sender is gone).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+fn instance_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    format!("i-{}", if host.is_empty() { "localhost" } else { &host })
+}
+
+/// Opens the store (migrating it), bootstraps defaults, connects the shared config and
+/// the event bus, and starts serving.
+pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
+    let db_path = config.db_path();
+    let store = tokio::task::spawn_blocking(move || Store::open(&db_path))
+        .await
+        .map_err(|_| StoreError::Closed)??;
+    store.ensure_defaults().await?;
+    let initial_admin = store
+        .create_initial_admin(&config.manager.bootstrap_admin_email)
+        .await?;
+
+    let shared = shared_config::connect(&config, &store).await?;
+    shared
+        .put(keys::MANAGER_STATUS, ManagerStatus::Preparing.as_str())
+        .await?;
+    let bus = bus::connect(shared.as_ref()).await?;
+    tracing::info!(
+        "shared config: {}; ephemeral state: {}",
+        shared.describe(),
+        bus.describe()
+    );
+
+    let app = Arc::new(App {
+        status: StatusCache::new(shared.clone(), ManagerStatus::Preparing),
+        config,
+        store,
+        shared,
+        bus,
+        metrics: Metrics::default(),
+        usage: UsageBatcher::default(),
+        router: crate::gateway::route_table(),
+        started: Instant::now(),
+    });
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let mut rx = shutdown_rx.clone();
+    let signal = async move { stopped(&mut rx).await };
+    let (addr, server) = crate::gateway::bind(app.clone(), app.config.manager.service_addr, signal)
+        .map_err(|e| StartError::Bind {
+            addr: app.config.manager.service_addr,
+            msg: std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| e.to_string()),
+        })?;
+    tasks.push(tokio::spawn(server));
+
+    // Follow status changes made elsewhere (another manager process, the etcd CLI).
+    let mut watch = app.shared.watch(keys::MANAGER_STATUS, false).await?;
+    let (watch_app, mut rx) = (app.clone(), shutdown_rx.clone());
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                ev = watch.recv() => match ev {
+                    Some(WatchEvent::Put { value, .. }) => watch_app.status.store_local(StatusCache::parse(Some(value))),
+                    Some(WatchEvent::Delete { .. }) => watch_app.status.store_local(ManagerStatus::Running),
+                    None => break,
+                },
+                _ = stopped(&mut rx) => break,
+            }
+        }
+    }));
+
+    let (usage_app, mut rx) = (app.clone(), shutdown_rx.clone());
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => usage_app.usage.flush(&usage_app.store).await,
+                _ = stopped(&mut rx) => break,
+            }
+        }
+    }));
+
+    app.shared.put(keys::MANAGER_NODE, &instance_id()).await?;
+    app.status.set(ManagerStatus::Running).await?;
+    let pid = &app.config.manager.pid_file;
+    if !pid.is_empty() {
+        std::fs::write(pid, format!("{}\n", std::process::id())).map_err(|source| {
+            StartError::PidFile {
+                path: pid.clone(),
+                source,
+            }
+        })?;
+    }
+    tracing::info!("backend-ai-manager listening on http://{addr}");
+    Ok(Running {
+        app,
+        addr,
+        initial_admin,
+        shutdown: shutdown_tx,
+        tasks,
+    })
+}
