@@ -66,7 +66,9 @@ impl Store {
                     return Ok(false);
                 }
                 let uuid = uuid::Uuid::new_v4().to_string();
-                let username = email.split('@').next().unwrap_or("admin").to_owned();
+                // The e-mail doubles as the username: it is unique already, so fixtures
+                // with their own "admin" user load on top of a bootstrapped database.
+                let username = email.clone();
                 tx.execute(
                     "INSERT INTO users (uuid, username, email, password, need_password_change, full_name,
                                         description, is_active, domain_name, role)
@@ -119,5 +121,12 @@ mod tests {
         assert!(kp.is_admin);
         assert_eq!(kp.user_role, crate::domain::UserRole::Superadmin);
         assert_eq!(kp.secret_key, admin.secret_key);
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../../config/fixtures/example-keypairs.json"))
+                .unwrap();
+        store
+            .populate_fixture(&fixture)
+            .await
+            .expect("the example fixture loads after a first start");
     }
 }

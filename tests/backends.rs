@@ -1,0 +1,274 @@
+//! One suite, two backends: the shared config against a real etcd and the embedded store,
+//! and rate limiting against a real Redis and in-process.
+
+mod common;
+
+use backend_ai_manager::bus::{Ephemeral, InProcess, RedisBus};
+use backend_ai_manager::config::ManagerConfig;
+use backend_ai_manager::shared_config::{
+    nest, EmbeddedConfig, EtcdConfig, SharedConfig, WatchEvent,
+};
+use backend_ai_manager::store::Store;
+use common::*;
+use serde_json::json;
+use std::time::Duration;
+
+async fn exercise(cfg: &dyn SharedConfig) {
+    // get / put / overwrite
+    assert_eq!(cfg.get("config/redis/addr").await.unwrap(), None);
+    cfg.put("config/redis/addr", "127.0.0.1:6379")
+        .await
+        .unwrap();
+    cfg.put("config/redis/addr", "127.0.0.1:6380")
+        .await
+        .unwrap();
+    assert_eq!(
+        cfg.get("config/redis/addr").await.unwrap().as_deref(),
+        Some("127.0.0.1:6380")
+    );
+
+    // put_many is atomic and prefix reads nest, excluding look-alike siblings
+    let pairs: Vec<(String, String)> = [
+        ("volumes", "root"),
+        ("volumes/_mount", "/mnt"),
+        ("volumes/local/path", "/data"),
+        ("volumes/local/fstype", "ext4"),
+        ("volumes-extra/x", "not under volumes/"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    cfg.put_many(&pairs).await.unwrap();
+    let got = cfg.get_prefix("volumes").await.unwrap();
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!(
+        nest("volumes", &got),
+        json!({"": "root", "_mount": "/mnt", "local": {"fstype": "ext4", "path": "/data"}})
+    );
+
+    // watch sees puts and deletes below the prefix, and nothing else
+    let mut w = cfg.watch("volumes", true).await.unwrap();
+    cfg.put("volumes-extra/y", "ignored").await.unwrap();
+    cfg.put("volumes/local/path", "/srv").await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(5), w.recv())
+        .await
+        .expect("watch event")
+        .unwrap();
+    assert_eq!(
+        ev,
+        WatchEvent::Put {
+            key: "volumes/local/path".into(),
+            value: "/srv".into()
+        }
+    );
+
+    // delete one key, then a whole prefix (which leaves the sibling alone)
+    cfg.delete("volumes/_mount").await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(5), w.recv())
+        .await
+        .expect("watch event")
+        .unwrap();
+    assert_eq!(
+        ev,
+        WatchEvent::Delete {
+            key: "volumes/_mount".into()
+        }
+    );
+    cfg.delete_prefix("volumes").await.unwrap();
+    assert!(cfg.get_prefix("volumes").await.unwrap().is_empty());
+    assert_eq!(
+        cfg.get("volumes-extra/x").await.unwrap().as_deref(),
+        Some("not under volumes/")
+    );
+
+    // a single-key watch
+    let mut one = cfg.watch("manager/status", false).await.unwrap();
+    cfg.put("manager/status-other", "x").await.unwrap();
+    cfg.put("manager/status", "frozen").await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(5), one.recv())
+        .await
+        .expect("watch event")
+        .unwrap();
+    assert_eq!(
+        ev,
+        WatchEvent::Put {
+            key: "manager/status".into(),
+            value: "frozen".into()
+        }
+    );
+
+    // invalid keys are refused before reaching the backend
+    assert!(cfg.put("/absolute", "x").await.is_err());
+    assert!(cfg.get("").await.is_err());
+}
+
+#[tokio::test]
+async fn shared_config_on_real_etcd() {
+    let etcd = etcd();
+    let mut cfg = ManagerConfig::default();
+    cfg.etcd.addr = etcd.addr.clone();
+    cfg.etcd.namespace = unique_namespace();
+    let backend = EtcdConfig::connect(&cfg.etcd)
+        .await
+        .expect("etcd reachable");
+    exercise(&backend).await;
+    // Keys really live under /sorna/{namespace}/ in etcd.
+    let mut raw = etcd_client::Client::connect([format!("http://{}", etcd.addr)], None)
+        .await
+        .unwrap();
+    backend.put("config/probe", "1").await.unwrap();
+    let r = raw
+        .get(format!("/sorna/{}/config/probe", cfg.etcd.namespace), None)
+        .await
+        .unwrap();
+    assert_eq!(r.kvs().len(), 1);
+}
+
+#[tokio::test]
+async fn shared_config_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("m.db")).unwrap();
+    let backend = EmbeddedConfig::new(store.clone(), "local");
+    exercise(&backend).await;
+    // Namespaces are separate.
+    let other = EmbeddedConfig::new(store, "other");
+    assert_eq!(other.get("manager/status").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn embedded_watch_sees_writes_from_another_process_handle() {
+    // Two stores on one file stand for `serve` and the `etcd` CLI.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    let server = EmbeddedConfig::new(Store::open(&path).unwrap(), "local");
+    let cli = EmbeddedConfig::new(Store::open(&path).unwrap(), "local");
+    let mut w = server.watch("manager/status", false).await.unwrap();
+    cli.put("manager/status", "frozen").await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(5), w.recv())
+        .await
+        .expect("seen by polling")
+        .unwrap();
+    assert_eq!(
+        ev,
+        WatchEvent::Put {
+            key: "manager/status".into(),
+            value: "frozen".into()
+        }
+    );
+}
+
+async fn rate_limit_window(bus: &dyn Ephemeral, key: &str) {
+    let t0 = 1_700_000_000_000u64;
+    for i in 1..=5u64 {
+        assert_eq!(bus.rate_limit_hit(key, t0 + i, 900).await.unwrap(), i);
+    }
+    // Another key counts separately.
+    assert_eq!(
+        bus.rate_limit_hit(&format!("{key}-b"), t0 + 6, 900)
+            .await
+            .unwrap(),
+        1
+    );
+    // 15 minutes after the first hits, they have rolled out of the window.
+    assert_eq!(
+        bus.rate_limit_hit(key, t0 + 900_000 + 3, 900)
+            .await
+            .unwrap(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_window_on_real_redis() {
+    let redis = redis();
+    let bus = RedisBus::connect(&redis.addr, None)
+        .await
+        .expect("redis reachable");
+    rate_limit_window(&bus, &unique_namespace()).await;
+}
+
+#[tokio::test]
+async fn rate_limit_window_in_process() {
+    rate_limit_window(&InProcess::default(), "AKIATEST").await;
+}
+
+#[tokio::test]
+async fn server_with_etcd_and_redis_limits_requests() {
+    let etcd = etcd();
+    let redis = redis();
+    let ns = unique_namespace();
+    // The manager finds Redis through the shared config, as agents do.
+    let mut cfg = ManagerConfig::default();
+    cfg.etcd.addr = etcd.addr.clone();
+    cfg.etcd.namespace = ns.clone();
+    EtcdConfig::connect(&cfg.etcd)
+        .await
+        .unwrap()
+        .put("config/redis/addr", &redis.addr)
+        .await
+        .unwrap();
+    let s = TestServer::start_with(|c| {
+        c.etcd.addr = etcd.addr.clone();
+        c.etcd.namespace = ns.clone();
+    })
+    .await;
+    assert!(s.app().bus.describe().contains(&redis.addr));
+    assert!(s.app().shared.describe().contains("etcd"));
+    s.app()
+        .store
+        .write(|tx| -> Result<_, backend_ai_manager::store::StoreError> {
+            tx.execute(
+                "UPDATE keypairs SET rate_limit = 3 WHERE access_key = ?1",
+                [USER.0],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let echo = json!({"echo": "x"});
+    for remaining in ["2", "1", "0"] {
+        let r = s
+            .request("GET", "/auth")
+            .json(&echo)
+            .signed(&creds(USER))
+            .send()
+            .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-ratelimit-remaining"), Some(remaining));
+    }
+    let r = s
+        .request("GET", "/auth")
+        .json(&echo)
+        .signed(&creds(USER))
+        .send()
+        .await;
+    r.assert_problem(429, "rate-limit-exceeded");
+    // Other keypairs are not affected.
+    assert_eq!(
+        s.request("GET", "/auth")
+            .json(&echo)
+            .signed(&creds(ADMIN))
+            .send()
+            .await
+            .status,
+        200
+    );
+    // The manager status lives in etcd, where another manager process would see it.
+    let r = s
+        .request("PUT", "/manager/status")
+        .json(&json!({"status": "frozen"}))
+        .signed(&creds(ADMIN))
+        .send()
+        .await;
+    assert_eq!(r.status, 204);
+    let etcd_cfg = EtcdConfig::connect(&cfg.etcd).await.unwrap();
+    assert_eq!(
+        etcd_cfg.get("manager/status").await.unwrap().as_deref(),
+        Some("frozen")
+    );
+    s.stop().await;
+    assert_eq!(
+        etcd_cfg.get("manager/status").await.unwrap().as_deref(),
+        Some("terminated")
+    );
+}

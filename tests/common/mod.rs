@@ -1,0 +1,359 @@
+//! Test kit: real etcd and Redis on loopback, a real server on an ephemeral port, and a
+//! client that signs requests with the crate's own signing code.
+//!
+//! Services: `BAI_TEST_ETCD` / `BAI_TEST_REDIS` (host:port) point at ones already running
+//! (the test script starts them); otherwise each test starts its own and stops it on drop.
+#![allow(dead_code)] // each test binary uses a different part of the kit
+
+use backend_ai_manager::config::ManagerConfig;
+use backend_ai_manager::server::{self, Running};
+use backend_ai_manager::signing::{client_headers, Credentials, HashAlg};
+use hyper::{Body, Client, Method, Request};
+use serde_json::Value;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const ADMIN: (&str, &str) = (
+    "AKIAIOSFODNN7EXAMPLE",
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+);
+pub const DOMAIN_ADMIN: (&str, &str) = (
+    "AKIAHUKCHDEZGEXAMPLE",
+    "cWbsM_vBB4CzTW7JdORRMx8SjGI3-wEXAMPLEKEY",
+);
+pub const USER: (&str, &str) = (
+    "AKIANABBDUSEREXAMPLE",
+    "C8qnIo29EZvXkPK_MXcuAakYTy4NYrxwmCEyNPlf",
+);
+
+pub fn creds(kp: (&str, &str)) -> Credentials {
+    Credentials {
+        access_key: kp.0.into(),
+        secret_key: kp.1.into(),
+        alg: HashAlg::Sha256,
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn wait_for_port(addr: &str, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early ({status}) while starting on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not start listening on {addr} within 20 s");
+}
+
+/// A service process this test started (killed on drop), or one already running.
+pub struct Service {
+    pub addr: String,
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn(
+    program: &str,
+    package: &str,
+    args: Vec<String>,
+    addr: String,
+    dir: tempfile::TempDir,
+) -> Service {
+    let mut child = Command::new(program)
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start {program} ({e}): install the Debian package {package}, or run the README's test command (scripts/test.sh), which installs and starts it")
+        });
+    wait_for_port(&addr, &mut child, program);
+    Service {
+        addr,
+        child: Some(child),
+        _dir: Some(dir),
+    }
+}
+
+pub fn etcd() -> Service {
+    if let Ok(addr) = std::env::var("BAI_TEST_ETCD") {
+        return Service {
+            addr,
+            child: None,
+            _dir: None,
+        };
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (client, peer) = (free_port(), free_port());
+    let addr = format!("127.0.0.1:{client}");
+    let args = vec![
+        "--data-dir".into(),
+        dir.path().join("etcd").display().to_string(),
+        "--listen-client-urls".into(),
+        format!("http://{addr}"),
+        "--advertise-client-urls".into(),
+        format!("http://{addr}"),
+        "--listen-peer-urls".into(),
+        format!("http://127.0.0.1:{peer}"),
+        "--initial-advertise-peer-urls".into(),
+        format!("http://127.0.0.1:{peer}"),
+        "--initial-cluster".into(),
+        format!("default=http://127.0.0.1:{peer}"),
+    ];
+    spawn("etcd", "etcd-server", args, addr, dir)
+}
+
+pub fn redis() -> Service {
+    if let Ok(addr) = std::env::var("BAI_TEST_REDIS") {
+        return Service {
+            addr,
+            child: None,
+            _dir: None,
+        };
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let args = vec![
+        "--port".into(),
+        port.to_string(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--save".into(),
+        String::new(),
+        "--appendonly".into(),
+        "no".into(),
+        "--dir".into(),
+        dir.path().display().to_string(),
+    ];
+    spawn("redis-server", "redis-server", args, addr, dir)
+}
+
+/// A unique etcd namespace, so tests sharing one etcd do not see each other's keys.
+pub fn unique_namespace() -> String {
+    format!("test{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A server running in this process on an ephemeral loopback port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub running: Option<Running>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub fn config(dir: &std::path::Path) -> ManagerConfig {
+        let mut cfg = ManagerConfig::default();
+        cfg.manager.data_dir = dir.to_owned();
+        cfg.manager.service_addr = "127.0.0.1:0".parse().expect("addr");
+        cfg.etcd.namespace = unique_namespace();
+        cfg
+    }
+
+    /// Starts with the embedded shared config and the example fixture loaded.
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut ManagerConfig)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cfg = Self::config(dir.path());
+        adjust(&mut cfg);
+        Self::start_in(dir, cfg).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, cfg: ManagerConfig) -> TestServer {
+        let running = server::start(cfg).await.expect("server starts");
+        let fixture: Value =
+            serde_json::from_str(include_str!("../../config/fixtures/example-keypairs.json"))
+                .unwrap();
+        running
+            .app
+            .store
+            .populate_fixture(&fixture)
+            .await
+            .expect("example fixture loads");
+        TestServer {
+            addr: running.addr,
+            running: Some(running),
+            dir,
+        }
+    }
+
+    pub fn app(&self) -> Arc<backend_ai_manager::server::App> {
+        self.running.as_ref().expect("running").app.clone()
+    }
+
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn request(&self, method: &str, path: &str) -> Req {
+        Req::new(self.addr, method, path)
+    }
+
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+        self.dir
+    }
+}
+
+/// A request under construction.
+pub struct Req {
+    addr: SocketAddr,
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    content_type: String,
+}
+
+/// What came back.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    /// Asserts a problem+json error with this status and type slug.
+    pub fn assert_problem(&self, status: u16, slug: &str) {
+        assert_eq!(
+            self.status,
+            status,
+            "status; body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json")
+        );
+        assert_eq!(
+            self.json()["type"],
+            format!("https://api.backend.ai/probs/{slug}")
+        );
+    }
+}
+
+impl Req {
+    pub fn new(addr: SocketAddr, method: &str, path: &str) -> Req {
+        Req {
+            addr,
+            method: method.into(),
+            path: path.into(),
+            headers: vec![("X-BackendAI-Version".into(), "v4.20190315".into())],
+            body: Vec::new(),
+            content_type: "text/plain".into(),
+        }
+    }
+
+    pub fn header(mut self, k: &str, v: &str) -> Req {
+        self.headers.retain(|(hk, _)| !hk.eq_ignore_ascii_case(k));
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn without_header(mut self, k: &str) -> Req {
+        self.headers.retain(|(hk, _)| !hk.eq_ignore_ascii_case(k));
+        self
+    }
+
+    pub fn json(mut self, v: &Value) -> Req {
+        self.body = v.to_string().into_bytes();
+        self.content_type = "application/json".into();
+        self
+    }
+
+    pub fn raw_body(mut self, body: Vec<u8>, content_type: &str) -> Req {
+        self.body = body;
+        self.content_type = content_type.into();
+        self
+    }
+
+    /// Signs as client 19.6.0a1 does, at `now`.
+    pub fn signed_at(self, c: &Credentials, now: chrono::DateTime<chrono::Utc>) -> Req {
+        let host = self.addr.to_string();
+        let (date, auth) =
+            client_headers(c, &self.method, &self.path, &host, &self.content_type, now);
+        self.header("Date", &date).header("Authorization", &auth)
+    }
+
+    pub fn signed(self, c: &Credentials) -> Req {
+        self.signed_at(c, chrono::Utc::now())
+    }
+
+    pub fn header_value(&self, k: &str) -> String {
+        self.headers
+            .iter()
+            .find(|(hk, _)| hk.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// Sends with `wire_method` on the wire and the signed method in `X-Method-Override`.
+    pub async fn send_as(mut self, wire_method: &str) -> Resp {
+        let signed = std::mem::replace(&mut self.method, wire_method.into());
+        self.header("X-Method-Override", &signed).send().await
+    }
+
+    pub async fn send(self) -> Resp {
+        let uri = format!("http://{}{}", self.addr, self.path);
+        let mut b = Request::builder()
+            .method(Method::from_bytes(self.method.as_bytes()).expect("method"))
+            .uri(uri);
+        for (k, v) in &self.headers {
+            b = b.header(k.as_str(), v.as_str());
+        }
+        if !self
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            b = b.header("Content-Type", self.content_type.as_str());
+        }
+        let req = b.body(Body::from(self.body)).expect("request");
+        let resp = Client::new().request(req).await.expect("server answers");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = hyper::body::to_bytes(resp.into_body())
+            .await
+            .expect("body")
+            .to_vec();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+}
