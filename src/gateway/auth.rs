@@ -15,7 +15,7 @@ pub const DATE_SKEW: chrono::Duration = chrono::Duration::minutes(15);
 const BODY_HASH_UNTIL: &str = "v4.20181215";
 
 pub enum Outcome {
-    Authorized(Caller),
+    Authorized(Box<Caller>),
     /// No `Authorization` header, or a signature that does not match.
     NotAuthorized,
 }
@@ -164,7 +164,7 @@ pub async fn authenticate(
         return Ok(Outcome::NotAuthorized);
     }
     app.usage.record(&keypair.access_key);
-    Ok(Outcome::Authorized(Caller { keypair }))
+    Ok(Outcome::Authorized(Box::new(Caller { keypair })))
 }
 
 #[cfg(test)]

@@ -212,7 +212,7 @@ async fn handle(app: &Arc<App>, req: &mut RawRequest) -> (Label, Result<Response
             body: &req.body,
         };
         match auth::authenticate(app, &req.headers, line).await {
-            Ok(auth::Outcome::Authorized(c)) => caller = Some(c),
+            Ok(auth::Outcome::Authorized(c)) => caller = Some(*c),
             Ok(auth::Outcome::NotAuthorized) => {}
             Err(e) => return (label, Err(e)),
         }
