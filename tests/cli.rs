@@ -20,7 +20,10 @@ fn cli(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -47,7 +50,11 @@ fn every_command_has_help() {
 #[test]
 fn bad_configuration_is_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bad.toml"), "[manager]\nservice-addr = 12\n").unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[manager]\nservice-addr = 12\n",
+    )
+    .unwrap();
     let o = cli(dir.path(), &["-f", "bad.toml", "schema", "show"]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1));
@@ -57,7 +64,11 @@ fn bad_configuration_is_one_clear_line() {
     let o = cli(dir.path(), &["-f", "missing.toml", "schema", "show"]);
     assert!(text(&o).1.contains("missing.toml does not exist"));
     // ./manager.toml is found by the search path.
-    std::fs::write(dir.path().join("manager.toml"), "[etcd]\nnamespace = \"bad namespace!\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("manager.toml"),
+        "[etcd]\nnamespace = \"bad namespace!\"\n",
+    )
+    .unwrap();
     let o = cli(dir.path(), &["schema", "oneshot"]);
     assert!(text(&o).1.contains("etcd.namespace"), "{:?}", text(&o));
 }
@@ -71,15 +82,28 @@ fn etcd_commands_on_the_embedded_store() {
         all.extend_from_slice(args);
         cli(dir.path(), &all)
     };
-    assert!(run(&["put", "config/redis/addr", "127.0.0.1:6379"]).status.success());
-    assert_eq!(text(&run(&["get", "config/redis/addr"])).0, "127.0.0.1:6379\n");
+    assert!(run(&["put", "config/redis/addr", "127.0.0.1:6379"])
+        .status
+        .success());
+    assert_eq!(
+        text(&run(&["get", "config/redis/addr"])).0,
+        "127.0.0.1:6379\n"
+    );
     let missing = run(&["get", "config/nope"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(text(&missing).1.contains("no such key"));
-    std::fs::write(dir.path().join("vol.json"), r#"{"_mount": "/mnt", "local": {"path": "/data"}}"#).unwrap();
+    std::fs::write(
+        dir.path().join("vol.json"),
+        r#"{"_mount": "/mnt", "local": {"path": "/data"}}"#,
+    )
+    .unwrap();
     assert!(run(&["put-json", "volumes", "vol.json"]).status.success());
-    let tree: serde_json::Value = serde_json::from_str(&text(&run(&["get", "volumes", "--prefix"])).0).unwrap();
-    assert_eq!(tree, serde_json::json!({"_mount": "/mnt", "local": {"path": "/data"}}));
+    let tree: serde_json::Value =
+        serde_json::from_str(&text(&run(&["get", "volumes", "--prefix"])).0).unwrap();
+    assert_eq!(
+        tree,
+        serde_json::json!({"_mount": "/mnt", "local": {"path": "/data"}})
+    );
     assert!(run(&["delete", "volumes", "--prefix"]).status.success());
     assert_eq!(text(&run(&["get", "volumes", "--prefix"])).0.trim(), "{}");
     std::fs::write(dir.path().join("list.json"), "[1, 2]").unwrap();
@@ -93,7 +117,11 @@ fn etcd_commands_on_real_etcd() {
     let etcd = common::etcd();
     let dir = tempfile::tempdir().unwrap();
     let ns = common::unique_namespace();
-    std::fs::write(dir.path().join("m.toml"), format!("[etcd]\nnamespace = \"{ns}\"\naddr = \"{}\"\n", etcd.addr)).unwrap();
+    std::fs::write(
+        dir.path().join("m.toml"),
+        format!("[etcd]\nnamespace = \"{ns}\"\naddr = \"{}\"\n", etcd.addr),
+    )
+    .unwrap();
     let run = |args: &[&str]| {
         let mut all = vec!["-f", "m.toml", "etcd"];
         all.extend_from_slice(args);
@@ -111,7 +139,11 @@ fn etcd_commands_on_real_etcd() {
     .unwrap();
     let o = cli(dir.path(), &["-f", "down.toml", "etcd", "get", "config/x"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).1.starts_with("error: etcd at 127.0.0.1:"), "{:?}", text(&o));
+    assert!(
+        text(&o).1.starts_with("error: etcd at 127.0.0.1:"),
+        "{:?}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -121,23 +153,45 @@ fn schema_and_fixture_commands() {
     let o = cli(dir.path(), &["--data-dir", d, "schema", "show"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).1.contains("no database"));
-    assert!(cli(dir.path(), &["--data-dir", d, "schema", "oneshot"]).status.success());
+    assert!(cli(dir.path(), &["--data-dir", d, "schema", "oneshot"])
+        .status
+        .success());
     let (out, _) = text(&cli(dir.path(), &["--data-dir", d, "schema", "show"]));
     assert!(out.contains("applied:  version 2"), "{out}");
     assert!(!out.contains("pending"));
 
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/fixtures/example-keypairs.json");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/fixtures/example-keypairs.json");
     let f = fixture.to_str().unwrap();
-    let (out, _) = text(&cli(dir.path(), &["--data-dir", d, "fixture", "populate", f]));
+    let (out, _) = text(&cli(
+        dir.path(),
+        &["--data-dir", d, "fixture", "populate", f],
+    ));
     assert!(out.contains("keypairs") && out.contains("4 added"), "{out}");
-    let (out, _) = text(&cli(dir.path(), &["--data-dir", d, "fixture", "populate", f]));
-    assert!(out.lines().all(|l| l.contains(" 0 added")), "second load must add nothing: {out}");
+    let (out, _) = text(&cli(
+        dir.path(),
+        &["--data-dir", d, "fixture", "populate", f],
+    ));
+    assert!(
+        out.lines().all(|l| l.contains(" 0 added")),
+        "second load must add nothing: {out}"
+    );
 
-    std::fs::write(dir.path().join("bad.json"), r#"{"keypairs": [{"access_key": "AK1", "secret_key": "s", "user": "not-a-uuid"}]}"#).unwrap();
-    let o = cli(dir.path(), &["--data-dir", d, "fixture", "populate", "bad.json"]);
+    std::fs::write(
+        dir.path().join("bad.json"),
+        r#"{"keypairs": [{"access_key": "AK1", "secret_key": "s", "user": "not-a-uuid"}]}"#,
+    )
+    .unwrap();
+    let o = cli(
+        dir.path(),
+        &["--data-dir", d, "fixture", "populate", "bad.json"],
+    );
     assert_eq!(o.status.code(), Some(1));
     let (_, err) = text(&o);
-    assert!(err.contains("keypairs[0].user: expected a UUID") && err.contains("nothing was loaded"), "{err}");
+    assert!(
+        err.contains("keypairs[0].user: expected a UUID") && err.contains("nothing was loaded"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -161,25 +215,43 @@ fn first_start_prints_credentials_once_and_a_busy_port_is_a_clear_error() {
             std::thread::sleep(Duration::from_millis(50));
         }
         // A second server on the same port fails with one line.
-        let o = cli(dir.path(), &["--data-dir", d, "serve", "--service-addr", &addr]);
+        let o = cli(
+            dir.path(),
+            &["--data-dir", d, "serve", "--service-addr", &addr],
+        );
         assert_eq!(o.status.code(), Some(1));
-        assert!(text(&o).1.contains(&format!("cannot listen on {addr}")), "{:?}", text(&o));
+        assert!(
+            text(&o).1.contains(&format!("cannot listen on {addr}")),
+            "{:?}",
+            text(&o)
+        );
         sigterm(child.id());
         let status = child.wait().unwrap();
         assert!(status.success(), "SIGTERM exits 0");
         let mut out = String::new();
         use std::io::Read;
-        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         out
     };
     let first = wait_stop(serve());
-    assert!(first.contains("First start: created the superadmin account"), "{first}");
+    assert!(
+        first.contains("First start: created the superadmin account"),
+        "{first}"
+    );
     assert!(first.contains("secret key:"));
     let second = wait_stop(serve());
     assert!(!second.contains("First start"), "{second}");
 }
 
 fn sigterm(pid: u32) {
-    let ok = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let ok = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(ok.success());
 }

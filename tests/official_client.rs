@@ -14,7 +14,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_backend-ai-manager");
 fn client() -> PathBuf {
     let p = std::env::var_os("BAI_CLIENT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-client/bin/backend.ai"));
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-client/bin/backend.ai")
+        });
     assert!(
         p.is_file(),
         "the official client is not installed at {}: run the README's test command (scripts/test.sh), \
@@ -50,9 +52,17 @@ fn manager(dir: &Path, args: &[&str]) -> Output {
 
 fn start_server() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/fixtures/example-keypairs.json");
-    let out = manager(dir.path(), &["fixture", "populate", fixture.to_str().unwrap()]);
-    assert!(out.status.success(), "fixture populate: {}", String::from_utf8_lossy(&out.stderr));
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/fixtures/example-keypairs.json");
+    let out = manager(
+        dir.path(),
+        &["fixture", "populate", fixture.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "fixture populate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
     let child = Command::new(BIN)
@@ -69,7 +79,11 @@ fn start_server() -> Server {
         assert!(Instant::now() < deadline, "server did not listen on {addr}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Server { child, endpoint: format!("http://{addr}"), _dir: dir }
+    Server {
+        child,
+        endpoint: format!("http://{addr}"),
+        _dir: dir,
+    }
 }
 
 fn run_client(s: &Server, key: (&str, &str), args: &[&str]) -> (bool, String) {
@@ -81,7 +95,11 @@ fn run_client(s: &Server, key: (&str, &str), args: &[&str]) -> (bool, String) {
         .stdin(Stdio::null())
         .output()
         .expect("the client runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -91,11 +109,17 @@ fn manager_status_freeze_unfreeze_with_the_official_client() {
     let (ok, out) = run_client(&s, common::ADMIN, &["manager", "status"]);
     assert!(ok && out.contains("running"), "{out}");
     let (ok, out) = run_client(&s, common::ADMIN, &["manager", "freeze"]);
-    assert!(ok && out.contains("Manager is successfully frozen."), "{out}");
+    assert!(
+        ok && out.contains("Manager is successfully frozen."),
+        "{out}"
+    );
     let (_, out) = run_client(&s, common::ADMIN, &["manager", "status"]);
     assert!(out.contains("frozen"), "{out}");
     let (ok, out) = run_client(&s, common::ADMIN, &["manager", "unfreeze"]);
-    assert!(ok && out.contains("Manager is successfully unfrozen."), "{out}");
+    assert!(
+        ok && out.contains("Manager is successfully unfrozen."),
+        "{out}"
+    );
     let (_, out) = run_client(&s, common::ADMIN, &["manager", "status"]);
     assert!(out.contains("running") && !out.contains("frozen"), "{out}");
 }
@@ -103,9 +127,16 @@ fn manager_status_freeze_unfreeze_with_the_official_client() {
 #[test]
 fn the_official_client_is_refused_with_a_wrong_key_or_role() {
     let s = start_server();
-    let (ok, out) = run_client(&s, (common::ADMIN.0, "wrong-secret"), &["manager", "freeze"]);
+    let (ok, out) = run_client(
+        &s,
+        (common::ADMIN.0, "wrong-secret"),
+        &["manager", "freeze"],
+    );
     assert!(!ok, "{out}");
-    assert!(out.contains("401") && out.contains("https://api.backend.ai/probs/auth-failed"), "{out}");
+    assert!(
+        out.contains("401") && out.contains("https://api.backend.ai/probs/auth-failed"),
+        "{out}"
+    );
     // A plain user's keypair may read the status but not freeze the manager.
     let (ok, out) = run_client(&s, common::USER, &["manager", "freeze"]);
     assert!(!ok && out.contains("401"), "{out}");
