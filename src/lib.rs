@@ -9,6 +9,7 @@ pub mod bus;
 pub mod config;
 pub mod domain;
 pub mod gateway;
+pub mod images;
 pub mod password;
 pub mod server;
 pub mod shared_config;

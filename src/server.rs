@@ -27,6 +27,7 @@ pub struct App {
     pub metrics: Metrics,
     pub usage: UsageBatcher,
     pub router: Router,
+    pub graphql: crate::gateway::graphql::Schemas,
     pub started: Instant,
 }
 
@@ -266,6 +267,7 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
         metrics: Metrics::default(),
         usage: UsageBatcher::default(),
         router: crate::gateway::route_table(),
+        graphql: crate::gateway::graphql::Schemas::new(),
         started: Instant::now(),
     });
 

@@ -22,8 +22,8 @@ pub async fn run(cfg: ManagerConfig, cmd: FixtureCommand) -> anyhow::Result<Exit
         .with_context(|| format!("cannot read {}", file.display()))?;
     let doc: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not valid JSON", file.display()))?;
+    // Loaded as written: defaults are not pre-created, so a fixture's own `default` rows win.
     let store = super::open_store(&cfg).await?;
-    store.ensure_defaults().await?;
     let report = store
         .populate_fixture(&doc)
         .await

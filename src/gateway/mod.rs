@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod graphql;
 pub mod metrics;
 pub mod router;
 mod routes;
@@ -256,7 +257,13 @@ async fn handle(app: &Arc<App>, req: &mut RawRequest) -> (Label, Result<Response
         version,
         caller,
     };
-    (label, (route.handler)(app.clone(), ctx).await)
+    // A panic in a handler is a bug; it must cost one 500, not the connection or the task.
+    use futures_util::FutureExt;
+    let result = std::panic::AssertUnwindSafe((route.handler)(app.clone(), ctx))
+        .catch_unwind()
+        .await;
+    let result = result.unwrap_or_else(|_| Err(ApiError::internal("handler", "panicked")));
+    (label, result)
 }
 
 fn too_large(limit: u64) -> ApiError {

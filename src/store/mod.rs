@@ -8,8 +8,12 @@
 
 pub mod auth;
 pub mod bootstrap;
+pub mod directory;
 pub mod fixture;
+pub mod keypairs;
 mod migrate;
+pub mod sessions;
+pub mod vfolders;
 
 pub use migrate::{SchemaState, KNOWN_SCHEMA_VERSION};
 

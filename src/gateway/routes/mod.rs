@@ -39,6 +39,7 @@ fn r(
 const ALL_V: &[u8] = &[1, 2, 3, 4];
 const CONFIG_V: &[u8] = &[3, 4];
 const MANAGER_V: &[u8] = &[2, 3, 4];
+const ADMIN_V: &[u8] = &[2, 3, 4];
 
 pub fn route_table() -> Router {
     use Access::*;
@@ -136,6 +137,15 @@ pub fn route_table() -> Router {
             Admin,
             Any,
             h!(config::delete),
+        ),
+        r(
+            Method::POST,
+            "admin",
+            "/graphql",
+            ADMIN_V,
+            User,
+            Gate::Read,
+            h!(crate::gateway::graphql::handle),
         ),
     ])
 }

@@ -1,0 +1,811 @@
+//! Mutations (admin schema only). Each returns `ok`/`msg`; a refused permission is a
+//! GraphQL error, a failed change is `ok: false` with the reason.
+//!
+//! Scope beyond the original: a domain admin manages groups and keypairs of its own domain
+//! only, and never keypairs of superadmins (that would hand it superadmin rights);
+//! resource policies and presets are global, so only superadmins change them.
+
+use super::scalars::{BigInt, JsonString};
+use super::types::*;
+use super::{forbidden, Context};
+use crate::domain::{generate_keypair, DefaultForUnspecified, UserRole};
+use crate::store::directory::{
+    normalize_slots, valid_slug, Changes, DomainRow, GroupRow, NewUser, UserRow,
+};
+use crate::store::keypairs::{KeypairRow, PolicyRow, PresetRow};
+use crate::store::StoreError;
+use juniper::{graphql_object, FieldResult, GraphQLInputObject, GraphQLObject};
+use rusqlite::types::Value as Sql;
+
+/// A mutation's outcome: `Ok(extra)` or a message for `ok: false`.
+type Outcome<T> = Result<T, String>;
+
+fn outcome<T>(r: Result<T, StoreError>) -> FieldResult<Outcome<T>> {
+    match r {
+        Ok(v) => Ok(Ok(v)),
+        Err(StoreError::Invalid(msg)) => Ok(Err(msg)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+macro_rules! payload {
+    ($name:ident) => {
+        #[derive(GraphQLObject)]
+        #[graphql(context = Context, rename_all = "none")]
+        pub struct $name {
+            pub ok: Option<bool>,
+            pub msg: Option<String>,
+        }
+        impl $name {
+            fn from<T>(o: Outcome<T>) -> Self {
+                match o {
+                    Ok(_) => $name {
+                        ok: Some(true),
+                        msg: Some("success".into()),
+                    },
+                    Err(m) => $name {
+                        ok: Some(false),
+                        msg: Some(m),
+                    },
+                }
+            }
+        }
+    };
+    ($name:ident, $field:ident: $ty:ty) => {
+        #[derive(GraphQLObject)]
+        #[graphql(context = Context, rename_all = "none")]
+        pub struct $name {
+            pub ok: Option<bool>,
+            pub msg: Option<String>,
+            pub $field: Option<$ty>,
+        }
+        impl $name {
+            fn from(o: Outcome<Option<$ty>>) -> Self {
+                match o {
+                    Ok(v) => $name {
+                        ok: Some(true),
+                        msg: Some("success".into()),
+                        $field: v,
+                    },
+                    Err(m) => $name {
+                        ok: Some(false),
+                        msg: Some(m),
+                        $field: None,
+                    },
+                }
+            }
+        }
+    };
+}
+
+payload!(CreateDomain, domain: Domain);
+payload!(ModifyDomain, domain: Domain);
+payload!(DeleteDomain);
+payload!(CreateGroup, group: Group);
+payload!(ModifyGroup, group: Group);
+payload!(DeleteGroup);
+payload!(CreateUser, user: User);
+payload!(ModifyUser, user: User);
+payload!(DeleteUser);
+payload!(CreateKeyPair, keypair: KeyPair);
+payload!(ModifyKeyPair);
+payload!(DeleteKeyPair);
+payload!(CreateKeyPairResourcePolicy, resource_policy: KeyPairResourcePolicy);
+payload!(ModifyKeyPairResourcePolicy);
+payload!(DeleteKeyPairResourcePolicy);
+payload!(CreateResourcePreset, resource_preset: ResourcePreset);
+payload!(ModifyResourcePreset);
+payload!(DeleteResourcePreset);
+
+#[derive(GraphQLInputObject)]
+#[graphql(rename_all = "none")]
+pub struct DomainInput {
+    description: Option<String>,
+    is_active: Option<bool>,
+    total_resource_slots: Option<JsonString>,
+}
+
+#[derive(GraphQLInputObject)]
+#[graphql(rename_all = "none")]
+pub struct ModifyDomainInput {
+    name: Option<String>,
+    description: Option<String>,
+    is_active: Option<bool>,
+    total_resource_slots: Option<JsonString>,
+}
+
+#[derive(GraphQLInputObject)]
+#[graphql(rename_all = "none")]
+pub struct GroupInput {
+    description: Option<String>,
+    is_active: Option<bool>,
+    domain_name: String,
+    total_resource_slots: Option<JsonString>,
+}
+
+#[derive(GraphQLInputObject)]
+#[graphql(rename_all = "none")]
+pub struct ModifyGroupInput {
+    name: Option<String>,
+    description: Option<String>,
+    is_active: Option<bool>,
+    domain_name: Option<String>,
+    total_resource_slots: Option<JsonString>,
+    user_update_mode: Option<String>,
+    user_uuids: Option<Vec<Option<String>>>,
+}
+
+#[derive(GraphQLInputObject)]
+#[graphql(rename_all = "none")]
+pub struct UserInput {
+    username: String,
+    password: String,
+    need_password_change: bool,
+    full_name: Option<String>,
+    description: Option<String>,
+    is_active: Option<bool>,
+    #[graphql(default = "default".to_owned())]
+    domain_name: String,
+    role: Option<String>,
+    group_ids: Option<Vec<Option<String>>>,
+}
+
+#[derive(GraphQLInputObject)]
+#[graphql(rename_all = "none")]
+pub struct ModifyUserInput {
+    username: Option<String>,
+    password: Option<String>,
+    need_password_change: Option<bool>,
+    full_name: Option<String>,
+    description: Option<String>,
+    is_active: Option<bool>,
+    domain_name: Option<String>,
+    role: Option<String>,
+    group_ids: Option<Vec<Option<String>>>,
+}
+
+#[derive(GraphQLInputObject)]
+#[graphql(rename_all = "none")]
+pub struct KeyPairInput {
+    is_active: Option<bool>,
+    is_admin: Option<bool>,
+    resource_policy: String,
+    concurrency_limit: Option<i32>,
+    rate_limit: i32,
+}
+
+#[derive(GraphQLInputObject)]
+#[graphql(rename_all = "none")]
+pub struct ModifyKeyPairInput {
+    is_active: Option<bool>,
+    is_admin: Option<bool>,
+    resource_policy: Option<String>,
+    concurrency_limit: Option<i32>,
+    rate_limit: Option<i32>,
+}
+
+#[derive(GraphQLInputObject)]
+#[graphql(rename_all = "none")]
+pub struct CreateKeyPairResourcePolicyInput {
+    default_for_unspecified: String,
+    total_resource_slots: JsonString,
+    max_concurrent_sessions: i32,
+    max_containers_per_session: i32,
+    idle_timeout: BigInt,
+    max_vfolder_count: i32,
+    max_vfolder_size: BigInt,
+    allowed_vfolder_hosts: Option<Vec<Option<String>>>,
+}
+
+#[derive(GraphQLInputObject)]
+#[graphql(rename_all = "none")]
+pub struct ModifyKeyPairResourcePolicyInput {
+    default_for_unspecified: Option<String>,
+    total_resource_slots: Option<JsonString>,
+    max_concurrent_sessions: Option<i32>,
+    max_containers_per_session: Option<i32>,
+    idle_timeout: Option<BigInt>,
+    max_vfolder_count: Option<i32>,
+    max_vfolder_size: Option<BigInt>,
+    allowed_vfolder_hosts: Option<Vec<Option<String>>>,
+}
+
+#[derive(GraphQLInputObject)]
+#[graphql(rename_all = "none")]
+pub struct CreateResourcePresetInput {
+    resource_slots: JsonString,
+}
+
+#[derive(GraphQLInputObject)]
+#[graphql(rename_all = "none")]
+pub struct ModifyResourcePresetInput {
+    resource_slots: Option<JsonString>,
+}
+
+/// Collects the given fields of a partial update.
+#[derive(Default)]
+struct ChangeSet(Changes);
+
+impl ChangeSet {
+    fn text(&mut self, col: &'static str, v: Option<String>) -> &mut Self {
+        if let Some(v) = v {
+            self.0.push((col, Sql::Text(v)));
+        }
+        self
+    }
+    fn int(&mut self, col: &'static str, v: Option<i64>) -> &mut Self {
+        if let Some(v) = v {
+            self.0.push((col, Sql::Integer(v)));
+        }
+        self
+    }
+    fn flag(&mut self, col: &'static str, v: Option<bool>) -> &mut Self {
+        self.int(col, v.map(i64::from))
+    }
+    fn slots(&mut self, col: &'static str, v: Option<JsonString>) -> Result<&mut Self, StoreError> {
+        if let Some(v) = v {
+            self.0.push((col, Sql::Text(normalize_slots(&v.0)?)));
+        }
+        Ok(self)
+    }
+}
+
+fn list(v: Option<Vec<Option<String>>>) -> Vec<String> {
+    v.unwrap_or_default().into_iter().flatten().collect()
+}
+
+fn check_slug(kind: &str, name: &str) -> Result<(), StoreError> {
+    if valid_slug(name) {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!("invalid {kind} name '{name}': letters, digits, '.', '_' and '-', starting and ending with a letter or digit")))
+    }
+}
+
+fn parse_role(role: &str) -> Result<UserRole, StoreError> {
+    role.parse()
+        .map_err(|e: crate::domain::UnknownVariant| StoreError::Invalid(e.to_string()))
+}
+
+fn hash(password: &str) -> Result<String, StoreError> {
+    if password.is_empty() {
+        return Err(StoreError::Invalid("the password must not be empty".into()));
+    }
+    crate::password::hash_password(password).map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+impl Context {
+    /// Superadmins manage every group; domain admins those of their own domain.
+    fn require_group_admin(&self, domain: &str) -> FieldResult<()> {
+        if self.is_superadmin() || (self.is_domain_admin() && self.domain() == Some(domain)) {
+            Ok(())
+        } else {
+            Err(forbidden(
+                "only a superadmin or an admin of the group's domain may do this",
+            ))
+        }
+    }
+
+    /// Keypairs of `user`: superadmins any; domain admins those of non-superadmin users
+    /// of their own domain.
+    fn require_keypair_admin(&self, user: &UserRow) -> FieldResult<()> {
+        if self.is_superadmin() {
+            return Ok(());
+        }
+        if self.is_domain_admin()
+            && user.domain_name.as_deref() == self.domain()
+            && user.role != UserRole::Superadmin
+        {
+            return Ok(());
+        }
+        Err(forbidden(
+            "domain admins manage only keypairs of their own domain's users",
+        ))
+    }
+
+    async fn keypair_owner(&self, access_key: &str) -> FieldResult<Option<UserRow>> {
+        let Some(kp) = self.app.store.keypair(access_key).await? else {
+            return Ok(None);
+        };
+        Ok(self.app.store.user_by_email(&kp.user).await?)
+    }
+}
+
+pub struct MutationForAdmin;
+
+#[graphql_object(context = Context, rename_all = "none")]
+impl MutationForAdmin {
+    async fn create_domain(
+        ctx: &Context,
+        name: String,
+        props: DomainInput,
+    ) -> FieldResult<CreateDomain> {
+        ctx.require_running().await?;
+        ctx.require_superadmin()?;
+        let r = async {
+            check_slug("domain", &name)?;
+            let slots = normalize_slots(
+                props
+                    .total_resource_slots
+                    .as_ref()
+                    .map(|j| j.0.as_str())
+                    .unwrap_or("{}"),
+            )?;
+            let row = DomainRow {
+                name,
+                description: props.description,
+                is_active: props.is_active.unwrap_or(true),
+                created_at: String::new(),
+                modified_at: String::new(),
+                total_resource_slots: slots,
+            };
+            ctx.app
+                .store
+                .create_domain(row)
+                .await
+                .map(|d| Some(Domain(d)))
+        }
+        .await;
+        Ok(CreateDomain::from(outcome(r)?))
+    }
+
+    async fn modify_domain(
+        ctx: &Context,
+        name: String,
+        props: ModifyDomainInput,
+    ) -> FieldResult<ModifyDomain> {
+        ctx.require_running().await?;
+        ctx.require_superadmin()?;
+        let r = async {
+            if let Some(n) = &props.name {
+                check_slug("domain", n)?;
+            }
+            let mut c = ChangeSet::default();
+            c.text("name", props.name)
+                .text("description", props.description)
+                .flag("is_active", props.is_active);
+            c.slots("total_resource_slots", props.total_resource_slots)?;
+            match ctx.app.store.modify_domain(&name, c.0).await? {
+                Some(d) => Ok(Some(Domain(d))),
+                None => Err(StoreError::Invalid(format!("no such domain: {name}"))),
+            }
+        }
+        .await;
+        Ok(ModifyDomain::from(outcome(r)?))
+    }
+
+    /// Soft delete: the domain becomes inactive.
+    async fn delete_domain(ctx: &Context, name: String) -> FieldResult<DeleteDomain> {
+        ctx.require_running().await?;
+        ctx.require_superadmin()?;
+        let r = match ctx
+            .app
+            .store
+            .modify_domain(&name, vec![("is_active", Sql::Integer(0))])
+            .await
+        {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(StoreError::Invalid(format!("no such domain: {name}"))),
+            Err(e) => Err(e),
+        };
+        Ok(DeleteDomain::from(outcome(r)?))
+    }
+
+    async fn create_group(
+        ctx: &Context,
+        name: String,
+        props: GroupInput,
+    ) -> FieldResult<CreateGroup> {
+        ctx.require_running().await?;
+        ctx.require_group_admin(&props.domain_name)?;
+        let r = async {
+            check_slug("group", &name)?;
+            let slots = normalize_slots(
+                props
+                    .total_resource_slots
+                    .as_ref()
+                    .map(|j| j.0.as_str())
+                    .unwrap_or("{}"),
+            )?;
+            let row = GroupRow {
+                id: uuid::Uuid::new_v4().to_string(),
+                name,
+                description: props.description,
+                is_active: props.is_active.unwrap_or(true),
+                created_at: String::new(),
+                modified_at: String::new(),
+                domain_name: props.domain_name,
+                total_resource_slots: slots,
+            };
+            ctx.app
+                .store
+                .create_group(row)
+                .await
+                .map(|g| Some(Group(g)))
+        }
+        .await;
+        Ok(CreateGroup::from(outcome(r)?))
+    }
+
+    async fn modify_group(
+        ctx: &Context,
+        gid: String,
+        props: ModifyGroupInput,
+    ) -> FieldResult<ModifyGroup> {
+        ctx.require_running().await?;
+        let Some(existing) = ctx.app.store.group(&gid).await? else {
+            return Ok(ModifyGroup::from(Err(format!("no such group: {gid}"))));
+        };
+        ctx.require_group_admin(&existing.domain_name)?;
+        if let Some(d) = &props.domain_name {
+            ctx.require_group_admin(d)?;
+        }
+        let r = async {
+            if let Some(n) = &props.name {
+                check_slug("group", n)?;
+            }
+            let members = match props.user_update_mode.as_deref() {
+                None => None,
+                Some("add") => Some((true, list(props.user_uuids))),
+                Some("remove") => Some((false, list(props.user_uuids))),
+                Some(other) => {
+                    return Err(StoreError::Invalid(format!(
+                        "user_update_mode must be 'add' or 'remove', not '{other}'"
+                    )))
+                }
+            };
+            let mut c = ChangeSet::default();
+            c.text("name", props.name)
+                .text("description", props.description)
+                .flag("is_active", props.is_active)
+                .text("domain_name", props.domain_name);
+            c.slots("total_resource_slots", props.total_resource_slots)?;
+            match ctx.app.store.modify_group(&gid, c.0, members).await? {
+                Some(g) => Ok(Some(Group(g))),
+                None => Err(StoreError::Invalid(format!("no such group: {gid}"))),
+            }
+        }
+        .await;
+        Ok(ModifyGroup::from(outcome(r)?))
+    }
+
+    /// Soft delete: the group becomes inactive.
+    async fn delete_group(ctx: &Context, gid: String) -> FieldResult<DeleteGroup> {
+        ctx.require_running().await?;
+        let Some(existing) = ctx.app.store.group(&gid).await? else {
+            return Ok(DeleteGroup::from::<()>(Err(format!(
+                "no such group: {gid}"
+            ))));
+        };
+        ctx.require_group_admin(&existing.domain_name)?;
+        let r = ctx
+            .app
+            .store
+            .modify_group(&gid, vec![("is_active", Sql::Integer(0))], None)
+            .await
+            .map(|_| ());
+        Ok(DeleteGroup::from(outcome(r)?))
+    }
+
+    async fn create_user(
+        ctx: &Context,
+        email: String,
+        props: UserInput,
+    ) -> FieldResult<CreateUser> {
+        ctx.require_running().await?;
+        ctx.require_superadmin()?;
+        let r = async {
+            if !email.contains('@') {
+                return Err(StoreError::Invalid(format!(
+                    "'{email}' is not an e-mail address"
+                )));
+            }
+            let role = parse_role(props.role.as_deref().unwrap_or("user"))?;
+            let password_hash = hash(&props.password)?;
+            let (ak, sk) = generate_keypair();
+            let user = UserRow {
+                uuid: uuid::Uuid::new_v4().to_string(),
+                username: Some(if props.username.is_empty() {
+                    email.clone()
+                } else {
+                    props.username
+                }),
+                email,
+                need_password_change: Some(props.need_password_change),
+                full_name: Some(props.full_name.unwrap_or_default()),
+                description: Some(props.description.unwrap_or_default()),
+                is_active: props.is_active.unwrap_or(true),
+                created_at: String::new(),
+                domain_name: Some(props.domain_name),
+                role,
+            };
+            let new = NewUser {
+                user,
+                password_hash,
+                group_ids: list(props.group_ids),
+                access_key: ak.to_string(),
+                secret_key: sk,
+            };
+            ctx.app
+                .store
+                .create_user(new, None)
+                .await
+                .map(|u| Some(User(u)))
+        }
+        .await;
+        Ok(CreateUser::from(outcome(r)?))
+    }
+
+    async fn modify_user(
+        ctx: &Context,
+        email: String,
+        props: ModifyUserInput,
+    ) -> FieldResult<ModifyUser> {
+        ctx.require_running().await?;
+        ctx.require_superadmin()?;
+        let r = async {
+            let mut c = ChangeSet::default();
+            if let Some(role) = &props.role {
+                parse_role(role)?;
+            }
+            let password = props
+                .password
+                .filter(|p| !p.is_empty())
+                .map(|p| hash(&p))
+                .transpose()?;
+            c.text("username", props.username.filter(|u| !u.is_empty()))
+                .text("password", password)
+                .flag("need_password_change", props.need_password_change)
+                .text("full_name", props.full_name)
+                .text("description", props.description)
+                .flag("is_active", props.is_active)
+                .text("role", props.role);
+            let groups = props.group_ids.map(|g| g.into_iter().flatten().collect());
+            match ctx.app.store.modify_user(&email, c.0, groups, None).await? {
+                Some(u) => Ok(Some(User(u))),
+                None => Err(StoreError::Invalid(format!("no such user: {email}"))),
+            }
+        }
+        .await;
+        Ok(ModifyUser::from(outcome(r)?))
+    }
+
+    /// Soft delete: the user and its keypairs become inactive.
+    async fn delete_user(ctx: &Context, email: String) -> FieldResult<DeleteUser> {
+        ctx.require_running().await?;
+        ctx.require_superadmin()?;
+        let r = match ctx.app.store.deactivate_user(&email).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StoreError::Invalid(format!("no such user: {email}"))),
+            Err(e) => Err(e),
+        };
+        Ok(DeleteUser::from(outcome(r)?))
+    }
+
+    async fn create_keypair(
+        ctx: &Context,
+        user_id: String,
+        props: KeyPairInput,
+    ) -> FieldResult<CreateKeyPair> {
+        ctx.require_running().await?;
+        let Some(user) = ctx.app.store.user_by_email(&user_id).await? else {
+            return Ok(CreateKeyPair::from(Err(format!("no such user: {user_id}"))));
+        };
+        ctx.require_keypair_admin(&user)?;
+        let (ak, sk) = generate_keypair();
+        let row = KeypairRow {
+            user_id: Some(user.email.clone()),
+            access_key: ak.to_string(),
+            secret_key: sk,
+            is_active: props.is_active.unwrap_or(true),
+            is_admin: props.is_admin.unwrap_or(false),
+            resource_policy: props.resource_policy,
+            created_at: String::new(),
+            last_used: None,
+            concurrency_used: 0,
+            rate_limit: i64::from(props.rate_limit),
+            num_queries: 0,
+            user: user.uuid,
+        };
+        // The creator sees the new secret once, in this answer.
+        let r = ctx.app.store.create_keypair(row).await.map(|k| {
+            Some(KeyPair {
+                row: k,
+                reveal_secret: true,
+            })
+        });
+        Ok(CreateKeyPair::from(outcome(r)?))
+    }
+
+    async fn modify_keypair(
+        ctx: &Context,
+        access_key: String,
+        props: ModifyKeyPairInput,
+    ) -> FieldResult<ModifyKeyPair> {
+        ctx.require_running().await?;
+        let Some(owner) = ctx.keypair_owner(&access_key).await? else {
+            return Ok(ModifyKeyPair::from::<()>(Err(format!(
+                "no such keypair: {access_key}"
+            ))));
+        };
+        ctx.require_keypair_admin(&owner)?;
+        let mut c = ChangeSet::default();
+        c.flag("is_active", props.is_active)
+            .flag("is_admin", props.is_admin)
+            .text("resource_policy", props.resource_policy)
+            .int("rate_limit", props.rate_limit.map(i64::from));
+        let r = ctx.app.store.modify_keypair(&access_key, c.0).await;
+        Ok(ModifyKeyPair::from(outcome(r)?))
+    }
+
+    async fn delete_keypair(ctx: &Context, access_key: String) -> FieldResult<DeleteKeyPair> {
+        ctx.require_running().await?;
+        let Some(owner) = ctx.keypair_owner(&access_key).await? else {
+            return Ok(DeleteKeyPair::from::<()>(Err(format!(
+                "no such keypair: {access_key}"
+            ))));
+        };
+        ctx.require_keypair_admin(&owner)?;
+        if access_key == ctx.caller.keypair.access_key {
+            return Ok(DeleteKeyPair::from::<()>(Err(
+                "cannot delete the keypair making this request".into(),
+            )));
+        }
+        let r = ctx.app.store.delete_keypair(&access_key).await;
+        Ok(DeleteKeyPair::from(outcome(r)?))
+    }
+
+    async fn create_keypair_resource_policy(
+        ctx: &Context,
+        name: String,
+        props: CreateKeyPairResourcePolicyInput,
+    ) -> FieldResult<CreateKeyPairResourcePolicy> {
+        ctx.require_running().await?;
+        ctx.require_superadmin()?;
+        let r = async {
+            let dfu: DefaultForUnspecified = props
+                .default_for_unspecified
+                .parse()
+                .map_err(|e: crate::domain::UnknownVariant| StoreError::Invalid(e.to_string()))?;
+            let row = PolicyRow {
+                name,
+                created_at: String::new(),
+                default_for_unspecified: dfu.as_str().to_owned(),
+                total_resource_slots: normalize_slots(&props.total_resource_slots.0)?,
+                max_concurrent_sessions: i64::from(props.max_concurrent_sessions),
+                max_containers_per_session: i64::from(props.max_containers_per_session),
+                max_vfolder_count: i64::from(props.max_vfolder_count),
+                max_vfolder_size: props.max_vfolder_size.0,
+                idle_timeout: props.idle_timeout.0,
+                allowed_vfolder_hosts: list(props.allowed_vfolder_hosts),
+            };
+            ctx.app
+                .store
+                .create_policy(row)
+                .await
+                .map(|p| Some(KeyPairResourcePolicy(p)))
+        }
+        .await;
+        Ok(CreateKeyPairResourcePolicy::from(outcome(r)?))
+    }
+
+    async fn modify_keypair_resource_policy(
+        ctx: &Context,
+        name: String,
+        props: ModifyKeyPairResourcePolicyInput,
+    ) -> FieldResult<ModifyKeyPairResourcePolicy> {
+        ctx.require_running().await?;
+        ctx.require_superadmin()?;
+        let r = async {
+            let mut c = ChangeSet::default();
+            if let Some(d) = props.default_for_unspecified {
+                let dfu: DefaultForUnspecified =
+                    d.parse().map_err(|e: crate::domain::UnknownVariant| {
+                        StoreError::Invalid(e.to_string())
+                    })?;
+                c.text("default_for_unspecified", Some(dfu.as_str().to_owned()));
+            }
+            c.slots("total_resource_slots", props.total_resource_slots)?;
+            c.int(
+                "max_concurrent_sessions",
+                props.max_concurrent_sessions.map(i64::from),
+            )
+            .int(
+                "max_containers_per_session",
+                props.max_containers_per_session.map(i64::from),
+            )
+            .int("idle_timeout", props.idle_timeout.map(|b| b.0))
+            .int("max_vfolder_count", props.max_vfolder_count.map(i64::from))
+            .int("max_vfolder_size", props.max_vfolder_size.map(|b| b.0))
+            .text(
+                "allowed_vfolder_hosts",
+                props
+                    .allowed_vfolder_hosts
+                    .map(|h| serde_json::Value::from(list(Some(h))).to_string()),
+            );
+            match ctx.app.store.modify_policy(&name, c.0).await? {
+                true => Ok(()),
+                false => Err(StoreError::Invalid(format!(
+                    "no such resource policy: {name}"
+                ))),
+            }
+        }
+        .await;
+        Ok(ModifyKeyPairResourcePolicy::from(outcome(r)?))
+    }
+
+    async fn delete_keypair_resource_policy(
+        ctx: &Context,
+        name: String,
+    ) -> FieldResult<DeleteKeyPairResourcePolicy> {
+        ctx.require_running().await?;
+        ctx.require_superadmin()?;
+        let r = match ctx.app.store.delete_policy(&name).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StoreError::Invalid(format!(
+                "no such resource policy: {name}"
+            ))),
+            Err(e) => Err(e),
+        };
+        Ok(DeleteKeyPairResourcePolicy::from(outcome(r)?))
+    }
+
+    async fn create_resource_preset(
+        ctx: &Context,
+        name: String,
+        props: CreateResourcePresetInput,
+    ) -> FieldResult<CreateResourcePreset> {
+        ctx.require_running().await?;
+        ctx.require_superadmin()?;
+        let r = async {
+            let row = PresetRow {
+                name,
+                resource_slots: normalize_slots(&props.resource_slots.0)?,
+            };
+            ctx.app
+                .store
+                .create_preset(row)
+                .await
+                .map(|p| Some(ResourcePreset(p)))
+        }
+        .await;
+        Ok(CreateResourcePreset::from(outcome(r)?))
+    }
+
+    async fn modify_resource_preset(
+        ctx: &Context,
+        name: String,
+        props: ModifyResourcePresetInput,
+    ) -> FieldResult<ModifyResourcePreset> {
+        ctx.require_running().await?;
+        ctx.require_superadmin()?;
+        let r = async {
+            let mut c = ChangeSet::default();
+            c.slots("resource_slots", props.resource_slots)?;
+            match ctx.app.store.modify_preset(&name, c.0).await? {
+                true => Ok(()),
+                false => Err(StoreError::Invalid(format!(
+                    "no such resource preset: {name}"
+                ))),
+            }
+        }
+        .await;
+        Ok(ModifyResourcePreset::from(outcome(r)?))
+    }
+
+    async fn delete_resource_preset(
+        ctx: &Context,
+        name: String,
+    ) -> FieldResult<DeleteResourcePreset> {
+        ctx.require_running().await?;
+        ctx.require_superadmin()?;
+        let r = match ctx.app.store.delete_preset(&name).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StoreError::Invalid(format!(
+                "no such resource preset: {name}"
+            ))),
+            Err(e) => Err(e),
+        };
+        Ok(DeleteResourcePreset::from(outcome(r)?))
+    }
+}

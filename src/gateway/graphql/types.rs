@@ -1,0 +1,535 @@
+//! GraphQL object types: thin views over store rows, named and shaped as the original's.
+
+use super::scalars::{BigInt, DateTime, JsonString, Uuid};
+use super::Context;
+use crate::store::directory::{DomainRow, GroupRow, UserRow};
+use crate::store::keypairs::{KeypairRow, PolicyRow, PresetRow};
+use crate::store::sessions::{AgentRow, KernelFilter, KernelRow, UNPAGED_LIMIT};
+use crate::store::vfolders::VFolderRow;
+use juniper::{graphql_object, FieldResult, GraphQLObject};
+use rust_decimal::prelude::ToPrimitive;
+use serde_json::Value;
+
+fn dt(s: &str) -> Option<DateTime> {
+    Some(DateTime::from_stored(s))
+}
+
+fn json(s: &str) -> Option<JsonString> {
+    Some(JsonString(s.to_owned()))
+}
+
+fn slot(json_text: &str, name: &str) -> Option<f64> {
+    let v: Value = serde_json::from_str(json_text).ok()?;
+    let slots = crate::domain::ResourceSlots::from_json(&v).ok()?;
+    slots.get(name).to_f64()
+}
+
+pub struct Domain(pub DomainRow);
+
+#[graphql_object(context = Context, rename_all = "none")]
+impl Domain {
+    fn name(&self) -> Option<&str> {
+        Some(&self.0.name)
+    }
+    fn description(&self) -> Option<&str> {
+        self.0.description.as_deref()
+    }
+    fn is_active(&self) -> Option<bool> {
+        Some(self.0.is_active)
+    }
+    fn created_at(&self) -> Option<DateTime> {
+        dt(&self.0.created_at)
+    }
+    fn modified_at(&self) -> Option<DateTime> {
+        dt(&self.0.modified_at)
+    }
+    fn total_resource_slots(&self) -> Option<JsonString> {
+        json(&self.0.total_resource_slots)
+    }
+}
+
+pub struct Group(pub GroupRow);
+
+#[graphql_object(context = Context, rename_all = "none")]
+impl Group {
+    fn id(&self) -> Option<Uuid> {
+        Some(Uuid(self.0.id.clone()))
+    }
+    fn name(&self) -> Option<&str> {
+        Some(&self.0.name)
+    }
+    fn description(&self) -> Option<&str> {
+        self.0.description.as_deref()
+    }
+    fn is_active(&self) -> Option<bool> {
+        Some(self.0.is_active)
+    }
+    fn created_at(&self) -> Option<DateTime> {
+        dt(&self.0.created_at)
+    }
+    fn modified_at(&self) -> Option<DateTime> {
+        dt(&self.0.modified_at)
+    }
+    fn domain_name(&self) -> Option<&str> {
+        Some(&self.0.domain_name)
+    }
+    fn total_resource_slots(&self) -> Option<JsonString> {
+        json(&self.0.total_resource_slots)
+    }
+}
+
+#[derive(GraphQLObject)]
+#[graphql(rename_all = "none")]
+pub struct UserGroup {
+    pub id: Option<Uuid>,
+    pub name: Option<String>,
+}
+
+pub struct User(pub UserRow);
+
+#[graphql_object(context = Context, rename_all = "none")]
+impl User {
+    fn uuid(&self) -> Option<Uuid> {
+        Some(Uuid(self.0.uuid.clone()))
+    }
+    fn username(&self) -> Option<&str> {
+        self.0.username.as_deref()
+    }
+    fn email(&self) -> Option<&str> {
+        Some(&self.0.email)
+    }
+    /// Always null: password hashes never leave the server.
+    fn password(&self) -> Option<String> {
+        None
+    }
+    fn need_password_change(&self) -> Option<bool> {
+        self.0.need_password_change
+    }
+    fn full_name(&self) -> Option<&str> {
+        self.0.full_name.as_deref()
+    }
+    fn description(&self) -> Option<&str> {
+        self.0.description.as_deref()
+    }
+    fn is_active(&self) -> Option<bool> {
+        Some(self.0.is_active)
+    }
+    fn created_at(&self) -> Option<DateTime> {
+        dt(&self.0.created_at)
+    }
+    fn domain_name(&self) -> Option<&str> {
+        self.0.domain_name.as_deref()
+    }
+    fn role(&self) -> Option<&str> {
+        Some(self.0.role.as_str())
+    }
+    async fn groups(&self, ctx: &Context) -> FieldResult<Option<Vec<Option<UserGroup>>>> {
+        let groups = ctx.app.store.user_groups(&self.0.uuid).await?;
+        Ok(Some(
+            groups
+                .into_iter()
+                .map(|(id, name)| {
+                    Some(UserGroup {
+                        id: Some(Uuid(id)),
+                        name: Some(name),
+                    })
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// A keypair; the secret is shown only to its owner (or right after creation).
+pub struct KeyPair {
+    pub row: KeypairRow,
+    pub reveal_secret: bool,
+}
+
+impl KeyPair {
+    pub fn for_caller(row: KeypairRow, ctx: &Context) -> KeyPair {
+        let reveal_secret = row.access_key == ctx.caller.keypair.access_key;
+        KeyPair { row, reveal_secret }
+    }
+}
+
+#[graphql_object(context = Context, rename_all = "none")]
+impl KeyPair {
+    fn user_id(&self) -> Option<&str> {
+        self.row.user_id.as_deref()
+    }
+    fn access_key(&self) -> Option<&str> {
+        Some(&self.row.access_key)
+    }
+    fn secret_key(&self) -> Option<&str> {
+        self.reveal_secret.then_some(self.row.secret_key.as_str())
+    }
+    fn is_active(&self) -> Option<bool> {
+        Some(self.row.is_active)
+    }
+    fn is_admin(&self) -> Option<bool> {
+        Some(self.row.is_admin)
+    }
+    fn resource_policy(&self) -> Option<&str> {
+        Some(&self.row.resource_policy)
+    }
+    fn created_at(&self) -> Option<DateTime> {
+        dt(&self.row.created_at)
+    }
+    fn last_used(&self) -> Option<DateTime> {
+        self.row.last_used.as_deref().and_then(dt)
+    }
+    fn concurrency_used(&self) -> Option<i32> {
+        i32::try_from(self.row.concurrency_used).ok()
+    }
+    fn rate_limit(&self) -> Option<i32> {
+        i32::try_from(self.row.rate_limit).ok()
+    }
+    fn num_queries(&self) -> Option<i32> {
+        i32::try_from(self.row.num_queries).ok()
+    }
+    fn user(&self) -> Option<Uuid> {
+        Some(Uuid(self.row.user.clone()))
+    }
+    /// Deprecated in the original; always 0.
+    fn concurrency_limit(&self) -> Option<i32> {
+        Some(0)
+    }
+    async fn vfolders(&self, ctx: &Context) -> FieldResult<Option<Vec<Option<VirtualFolder>>>> {
+        let rows = ctx.app.store.vfolders_of_user(&self.row.user).await?;
+        Ok(Some(
+            rows.into_iter().map(|r| Some(VirtualFolder(r))).collect(),
+        ))
+    }
+    async fn compute_sessions(
+        &self,
+        ctx: &Context,
+        status: Option<String>,
+    ) -> FieldResult<Option<Vec<Option<ComputeSession>>>> {
+        let f = KernelFilter {
+            role: Some("master"),
+            access_key: Some(self.row.access_key.clone()),
+            status: super::query::status_filter(status)?,
+            ..Default::default()
+        };
+        let (rows, _) = ctx.app.store.kernels(f, UNPAGED_LIMIT, 0).await?;
+        Ok(Some(
+            rows.into_iter().map(|r| Some(ComputeSession(r))).collect(),
+        ))
+    }
+}
+
+pub struct KeyPairResourcePolicy(pub PolicyRow);
+
+#[graphql_object(context = Context, rename_all = "none")]
+impl KeyPairResourcePolicy {
+    fn name(&self) -> Option<&str> {
+        Some(&self.0.name)
+    }
+    fn created_at(&self) -> Option<DateTime> {
+        dt(&self.0.created_at)
+    }
+    fn default_for_unspecified(&self) -> Option<&str> {
+        Some(&self.0.default_for_unspecified)
+    }
+    fn total_resource_slots(&self) -> Option<JsonString> {
+        json(&self.0.total_resource_slots)
+    }
+    fn max_concurrent_sessions(&self) -> Option<i32> {
+        i32::try_from(self.0.max_concurrent_sessions).ok()
+    }
+    fn max_containers_per_session(&self) -> Option<i32> {
+        i32::try_from(self.0.max_containers_per_session).ok()
+    }
+    fn idle_timeout(&self) -> Option<BigInt> {
+        Some(BigInt(self.0.idle_timeout))
+    }
+    fn max_vfolder_count(&self) -> Option<i32> {
+        i32::try_from(self.0.max_vfolder_count).ok()
+    }
+    fn max_vfolder_size(&self) -> Option<BigInt> {
+        Some(BigInt(self.0.max_vfolder_size))
+    }
+    fn allowed_vfolder_hosts(&self) -> Option<Vec<Option<String>>> {
+        Some(
+            self.0
+                .allowed_vfolder_hosts
+                .iter()
+                .cloned()
+                .map(Some)
+                .collect(),
+        )
+    }
+}
+
+pub struct ResourcePreset(pub PresetRow);
+
+#[graphql_object(context = Context, rename_all = "none")]
+impl ResourcePreset {
+    fn name(&self) -> Option<&str> {
+        Some(&self.0.name)
+    }
+    fn resource_slots(&self) -> Option<JsonString> {
+        json(&self.0.resource_slots)
+    }
+}
+
+pub struct VirtualFolder(pub VFolderRow);
+
+#[graphql_object(context = Context, rename_all = "none")]
+impl VirtualFolder {
+    fn id(&self) -> Option<Uuid> {
+        Some(Uuid(self.0.id.clone()))
+    }
+    fn host(&self) -> Option<&str> {
+        Some(&self.0.host)
+    }
+    fn name(&self) -> Option<&str> {
+        Some(&self.0.name)
+    }
+    fn max_files(&self) -> Option<i32> {
+        i32::try_from(self.0.max_files).ok()
+    }
+    /// KiB.
+    fn max_size(&self) -> Option<i32> {
+        i32::try_from(self.0.max_size).ok()
+    }
+    fn created_at(&self) -> Option<DateTime> {
+        dt(&self.0.created_at)
+    }
+    fn last_used(&self) -> Option<DateTime> {
+        self.0.last_used.as_deref().and_then(dt)
+    }
+    fn num_files(&self) -> Option<i32> {
+        i32::try_from(self.0.num_files).ok()
+    }
+    fn cur_size(&self) -> Option<i32> {
+        i32::try_from(self.0.cur_size).ok()
+    }
+}
+
+pub struct Agent(pub AgentRow);
+
+#[graphql_object(context = Context, rename_all = "none")]
+impl Agent {
+    fn id(&self) -> Option<juniper::ID> {
+        Some(juniper::ID::new(self.0.id.clone()))
+    }
+    fn status(&self) -> Option<&str> {
+        Some(&self.0.status)
+    }
+    fn region(&self) -> Option<&str> {
+        Some(&self.0.region)
+    }
+    fn available_slots(&self) -> Option<JsonString> {
+        json(&self.0.available_slots)
+    }
+    fn occupied_slots(&self) -> Option<JsonString> {
+        json(&self.0.occupied_slots)
+    }
+    fn addr(&self) -> Option<&str> {
+        Some(&self.0.addr)
+    }
+    fn first_contact(&self) -> Option<DateTime> {
+        dt(&self.0.first_contact)
+    }
+    fn lost_at(&self) -> Option<DateTime> {
+        self.0.lost_at.as_deref().and_then(dt)
+    }
+    fn version(&self) -> Option<&str> {
+        Some(&self.0.version)
+    }
+    fn compute_plugins(&self) -> Option<JsonString> {
+        json(&self.0.compute_plugins)
+    }
+    /// Live statistics reported by the agent (none until it reports).
+    fn live_stat(&self) -> Option<JsonString> {
+        None
+    }
+    fn cpu_cur_pct(&self) -> Option<f64> {
+        None
+    }
+    fn mem_cur_bytes(&self) -> Option<f64> {
+        None
+    }
+    /// MiB.
+    fn mem_slots(&self) -> Option<i32> {
+        slot(&self.0.available_slots, "mem").map(|b| (b / 1_048_576.0) as i32)
+    }
+    fn cpu_slots(&self) -> Option<f64> {
+        slot(&self.0.available_slots, "cpu")
+    }
+    fn gpu_slots(&self) -> Option<f64> {
+        slot(&self.0.available_slots, "cuda.device")
+    }
+    fn tpu_slots(&self) -> Option<f64> {
+        slot(&self.0.available_slots, "tpu.device")
+    }
+    fn used_mem_slots(&self) -> Option<i32> {
+        slot(&self.0.occupied_slots, "mem").map(|b| (b / 1_048_576.0) as i32)
+    }
+    fn used_cpu_slots(&self) -> Option<f64> {
+        slot(&self.0.occupied_slots, "cpu")
+    }
+    fn used_gpu_slots(&self) -> Option<f64> {
+        slot(&self.0.occupied_slots, "cuda.device")
+    }
+    fn used_tpu_slots(&self) -> Option<f64> {
+        slot(&self.0.occupied_slots, "tpu.device")
+    }
+    async fn computations(
+        &self,
+        ctx: &Context,
+        status: Option<String>,
+    ) -> FieldResult<Option<Vec<Option<Computation>>>> {
+        let f = KernelFilter {
+            status: super::query::status_filter(status)?,
+            ..Default::default()
+        };
+        let (rows, _) = ctx.app.store.kernels(f, UNPAGED_LIMIT, 0).await?;
+        let mine = rows
+            .into_iter()
+            .filter(|r| r.agent.as_deref() == Some(self.0.id.as_str()));
+        Ok(Some(mine.map(|r| Some(Computation(r))).collect()))
+    }
+}
+
+pub struct AgentList {
+    pub items: Vec<Agent>,
+    pub total_count: i64,
+}
+
+#[graphql_object(context = Context, rename_all = "none")]
+impl AgentList {
+    fn items(&self) -> &[Agent] {
+        &self.items
+    }
+    fn total_count(&self) -> i32 {
+        i32::try_from(self.total_count).unwrap_or(i32::MAX)
+    }
+}
+
+/// A value of the kernel's last statistics, e.g. `("mem", "stats.max")`.
+fn last_stat(row: &KernelRow, metric: &str, field: &str) -> Option<f64> {
+    let v: Value = serde_json::from_str(row.last_stat.as_deref()?).ok()?;
+    let x = &v[metric][field];
+    x.as_f64()
+        .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
+}
+
+/// The fields compute sessions, workers and computations share (`SessionCommons`).
+macro_rules! session_object {
+    ($name:ident { $($extra:tt)* }) => {
+        pub struct $name(pub KernelRow);
+
+        #[graphql_object(context = Context, rename_all = "none")]
+        impl $name {
+            fn sess_id(&self) -> Option<&str> { Some(&self.0.sess_id) }
+            fn id(&self) -> Option<juniper::ID> { Some(juniper::ID::new(self.0.id.clone())) }
+            fn role(&self) -> Option<&str> { Some(&self.0.role) }
+            fn image(&self) -> Option<&str> { self.0.image.as_deref() }
+            fn registry(&self) -> Option<&str> { self.0.registry.as_deref() }
+            fn domain_name(&self) -> Option<&str> { Some(&self.0.domain_name) }
+            fn group_id(&self) -> Option<Uuid> { Some(Uuid(self.0.group_id.clone())) }
+            fn group_name(&self) -> Option<&str> { self.0.group_name.as_deref() }
+            fn user_uuid(&self) -> Option<Uuid> { Some(Uuid(self.0.user_uuid.clone())) }
+            fn access_key(&self) -> Option<&str> { self.0.access_key.as_deref() }
+            fn status(&self) -> Option<&str> { Some(&self.0.status) }
+            fn status_info(&self) -> Option<&str> { self.0.status_info.as_deref() }
+            fn created_at(&self) -> Option<DateTime> { dt(&self.0.created_at) }
+            fn terminated_at(&self) -> Option<DateTime> { self.0.terminated_at.as_deref().and_then(dt) }
+            fn agent(&self) -> Option<&str> { self.0.agent.as_deref() }
+            fn container_id(&self) -> Option<&str> { self.0.container_id.as_deref() }
+            fn service_ports(&self) -> Option<JsonString> { self.0.service_ports.as_deref().and_then(json) }
+            fn occupied_slots(&self) -> Option<JsonString> { json(&self.0.occupied_slots) }
+            fn occupied_shares(&self) -> Option<JsonString> { json(&self.0.occupied_shares) }
+            fn num_queries(&self) -> Option<BigInt> { Some(BigInt(self.0.num_queries)) }
+            /// Live statistics (none until the agent reports them).
+            fn live_stat(&self) -> Option<JsonString> { None }
+            fn last_stat(&self) -> Option<JsonString> { self.0.last_stat.as_deref().and_then(json) }
+            fn lang(&self) -> Option<&str> { self.0.image.as_deref() }
+            /// MiB.
+            fn mem_slot(&self) -> Option<i32> { slot(&self.0.occupied_slots, "mem").map(|b| (b / 1_048_576.0) as i32) }
+            fn cpu_slot(&self) -> Option<f64> { slot(&self.0.occupied_slots, "cpu") }
+            fn gpu_slot(&self) -> Option<f64> { slot(&self.0.occupied_slots, "cuda.device") }
+            fn tpu_slot(&self) -> Option<f64> { slot(&self.0.occupied_slots, "tpu.device") }
+            fn cpu_used(&self) -> Option<f64> { last_stat(&self.0, "cpu_used", "current") }
+            fn cpu_using(&self) -> Option<f64> { last_stat(&self.0, "cpu_util", "pct") }
+            fn mem_max_bytes(&self) -> Option<f64> { last_stat(&self.0, "mem", "stats.max") }
+            fn mem_cur_bytes(&self) -> Option<f64> { last_stat(&self.0, "mem", "current") }
+            fn net_rx_bytes(&self) -> Option<f64> { last_stat(&self.0, "net_rx", "stats.rate") }
+            fn net_tx_bytes(&self) -> Option<f64> { last_stat(&self.0, "net_tx", "stats.rate") }
+            fn io_read_bytes(&self) -> Option<f64> { last_stat(&self.0, "io_read", "current") }
+            fn io_write_bytes(&self) -> Option<f64> { last_stat(&self.0, "io_write", "current") }
+            fn io_max_scratch_size(&self) -> Option<f64> { last_stat(&self.0, "io_scratch_size", "stats.max") }
+            fn io_cur_scratch_size(&self) -> Option<f64> { last_stat(&self.0, "io_scratch_size", "current") }
+            $($extra)*
+        }
+    };
+}
+
+session_object!(ComputeWorker {});
+session_object!(Computation {});
+session_object!(ComputeSession {
+    fn tag(&self) -> Option<&str> {
+        self.0.tag.as_deref()
+    }
+    async fn workers(&self, ctx: &Context, status: Option<String>) -> FieldResult<Option<Vec<Option<ComputeWorker>>>> {
+        let f = KernelFilter {
+            role: Some("worker"),
+            sess_id: Some(self.0.sess_id.clone()),
+            access_key: self.0.access_key.clone(),
+            status: super::query::status_filter(status)?,
+            ..Default::default()
+        };
+        let (rows, _) = ctx.app.store.kernels(f, UNPAGED_LIMIT, 0).await?;
+        Ok(Some(rows.into_iter().map(|r| Some(ComputeWorker(r))).collect()))
+    }
+});
+
+pub struct ComputeSessionList {
+    pub items: Vec<ComputeSession>,
+    pub total_count: i64,
+}
+
+#[graphql_object(context = Context, rename_all = "none")]
+impl ComputeSessionList {
+    fn items(&self) -> &[ComputeSession] {
+        &self.items
+    }
+    fn total_count(&self) -> i32 {
+        i32::try_from(self.total_count).unwrap_or(i32::MAX)
+    }
+}
+
+#[derive(GraphQLObject)]
+#[graphql(rename_all = "none")]
+pub struct KvPair {
+    pub key: Option<String>,
+    pub value: Option<String>,
+}
+
+#[derive(GraphQLObject)]
+#[graphql(rename_all = "none")]
+pub struct ResourceLimit {
+    pub key: Option<String>,
+    pub min: Option<String>,
+    pub max: Option<String>,
+}
+
+/// An image known from registry scans (the `images/…` keys of the shared config).
+#[derive(GraphQLObject)]
+#[graphql(name = "Image", rename_all = "none")]
+pub struct Image {
+    pub name: Option<String>,
+    pub humanized_name: Option<String>,
+    pub tag: Option<String>,
+    pub registry: Option<String>,
+    pub digest: Option<String>,
+    pub labels: Option<Vec<Option<KvPair>>>,
+    pub aliases: Option<Vec<Option<String>>>,
+    pub size_bytes: Option<BigInt>,
+    pub resource_limits: Option<Vec<Option<ResourceLimit>>>,
+    pub supported_accelerators: Option<Vec<Option<String>>>,
+    pub installed: Option<bool>,
+    pub hash: Option<String>,
+}
