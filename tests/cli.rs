@@ -157,7 +157,11 @@ fn schema_and_fixture_commands() {
         .status
         .success());
     let (out, _) = text(&cli(dir.path(), &["--data-dir", d, "schema", "show"]));
-    assert!(out.contains("applied:  version 2"), "{out}");
+    let applied = format!(
+        "applied:  version {}",
+        backend_ai_manager::store::KNOWN_SCHEMA_VERSION
+    );
+    assert!(out.contains(&applied), "{out}");
     assert!(!out.contains("pending"));
 
     let fixture =
