@@ -87,20 +87,59 @@ fn start_server() -> Server {
 }
 
 fn run_client(s: &Server, key: (&str, &str), args: &[&str]) -> (bool, String) {
-    let out = Command::new(client())
+    run_client_with_input(s, key, args, "")
+}
+
+fn run_client_with_input(
+    s: &Server,
+    key: (&str, &str),
+    args: &[&str],
+    input: &str,
+) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new(client())
         .args(args)
         .env("BACKEND_ENDPOINT", &s.endpoint)
         .env("BACKEND_ACCESS_KEY", key.0)
         .env("BACKEND_SECRET_KEY", key.1)
-        .stdin(Stdio::null())
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("the client runs");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    let out = child.wait_with_output().expect("the client finishes");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// Runs an admin command as the superadmin and checks its output mentions `expect`.
+fn admin_ok(s: &Server, args: &[&str], expect: &str) -> String {
+    let (_, out) = run_client(s, common::ADMIN, args);
+    assert!(
+        out.contains(expect),
+        "{args:?} should print {expect:?}:\n{out}"
+    );
+    assert!(
+        !out.contains("Error") && !out.contains("Traceback"),
+        "{args:?}:\n{out}"
+    );
+    out
+}
+
+/// Column `col` of the first line of `out` that contains `needle`.
+fn column(out: &str, needle: &str, col: usize) -> String {
+    out.lines()
+        .find(|l| l.contains(needle))
+        .and_then(|l| l.split_whitespace().nth(col))
+        .unwrap_or_else(|| panic!("no row with {needle} in:\n{out}"))
+        .to_owned()
 }
 
 #[test]
@@ -142,4 +181,219 @@ fn the_official_client_is_refused_with_a_wrong_key_or_role() {
     assert!(!ok && out.contains("401"), "{out}");
     let (_, out) = run_client(&s, common::ADMIN, &["manager", "status"]);
     assert!(out.contains("running"), "{out}");
+}
+
+#[test]
+fn admin_queries_of_the_official_client_print_their_rows() {
+    let s = start_server();
+    admin_ok(&s, &["admin", "keypair"], "AKIAIOSFODNN7EXAMPLE");
+    let out = admin_ok(&s, &["admin", "keypairs"], "AKIANABBDUSEREXAMPLE");
+    assert!(out.contains("monitor@lablup.com") && out.contains("domain-admin@lablup.com"));
+    admin_ok(
+        &s,
+        &["admin", "users"],
+        "dfa9da54-4b28-432f-be29-c0d680c7a412",
+    );
+    admin_ok(
+        &s,
+        &["admin", "user", "-e", "user@lablup.com"],
+        "user@lablup.com",
+    );
+    admin_ok(&s, &["admin", "domains"], "The default domain");
+    admin_ok(&s, &["admin", "domain"], "default");
+    admin_ok(
+        &s,
+        &["admin", "groups"],
+        "2de2b969-1d04-48a6-af16-0bc8adb3c831",
+    );
+    admin_ok(
+        &s,
+        &["admin", "group", "2de2b969-1d04-48a6-af16-0bc8adb3c831"],
+        "The default user group",
+    );
+    admin_ok(&s, &["admin", "resource-policies"], "UNLIMITED");
+    admin_ok(&s, &["admin", "resource-policy"], "Max Concurrent Sessions");
+    admin_ok(&s, &["admin", "images"], "There are no registered images.");
+    admin_ok(&s, &["admin", "agents"], "There are no matching agents.");
+    admin_ok(&s, &["admin", "vfolders"], "Max Files");
+    admin_ok(
+        &s,
+        &["ps"],
+        "There are no compute sessions currently running.",
+    );
+    admin_ok(
+        &s,
+        &["admin", "sessions", "--status", "ALL"],
+        "There are no compute sessions",
+    );
+}
+
+#[test]
+fn admin_mutations_of_the_official_client_round_trip() {
+    let s = start_server();
+    admin_ok(
+        &s,
+        &["admin", "domains", "add", "lab", "-d", "Lab domain"],
+        "Domain name lab is created.",
+    );
+    admin_ok(
+        &s,
+        &[
+            "admin",
+            "domains",
+            "update",
+            "lab",
+            "--description",
+            "Changed",
+        ],
+        "Domain lab is updated.",
+    );
+    admin_ok(
+        &s,
+        &["admin", "groups", "add", "lab", "team1", "-d", "T"],
+        "Group name team1 is created in domain lab.",
+    );
+    let gid = column(
+        &admin_ok(&s, &["admin", "groups", "-d", "lab"], "team1"),
+        "team1",
+        0,
+    );
+    admin_ok(
+        &s,
+        &[
+            "admin",
+            "users",
+            "add",
+            "lab",
+            "bob@lab.org",
+            "pw12345",
+            "-u",
+            "bob",
+        ],
+        "User bob@lab.org is created in domain lab.",
+    );
+    let uuid = column(
+        &admin_ok(&s, &["admin", "user", "-e", "bob@lab.org"], "bob@lab.org"),
+        "UUID",
+        1,
+    );
+    admin_ok(
+        &s,
+        &["admin", "groups", "add-users", &gid, &uuid],
+        "Users are added to the group",
+    );
+    admin_ok(
+        &s,
+        &["admin", "groups", "update", &gid, "-n", "team2"],
+        "Group team2 is updated.",
+    );
+    admin_ok(
+        &s,
+        &["admin", "users", "update", "bob@lab.org", "-n", "Bob B"],
+        "User bob@lab.org is updated.",
+    );
+    let out = admin_ok(
+        &s,
+        &[
+            "admin",
+            "keypairs",
+            "add",
+            "bob@lab.org",
+            "default",
+            "-r",
+            "500",
+        ],
+        "Secret Key:",
+    );
+    let ak = column(&out, "Access Key:", 2);
+    admin_ok(
+        &s,
+        &["admin", "keypairs", "update", &ak, "-r", "900"],
+        "Key pair is updated",
+    );
+    admin_ok(
+        &s,
+        &["admin", "keypairs", "deactivate", &ak],
+        "Key pair is deactivated",
+    );
+    admin_ok(
+        &s,
+        &["admin", "keypairs", "activate", &ak],
+        "Key pair is activated",
+    );
+    admin_ok(
+        &s,
+        &["admin", "keypairs", "delete", &ak],
+        "Key pair is deleted",
+    );
+    admin_ok(
+        &s,
+        &[
+            "admin",
+            "resource-policies",
+            "add",
+            "lowpol",
+            "--max-concurrent-sessions",
+            "2",
+        ],
+        "lowpol is created",
+    );
+    admin_ok(
+        &s,
+        &[
+            "admin",
+            "resource-policies",
+            "update",
+            "lowpol",
+            "--allowed-vfolder-hosts",
+            "nfs",
+        ],
+        "Update succeeded.",
+    );
+    let (_, out) = run_client_with_input(
+        &s,
+        common::ADMIN,
+        &["admin", "resource-policies", "delete", "lowpol"],
+        "y\n",
+    );
+    assert!(out.contains("Resource policy lowpol is deleted."), "{out}");
+    admin_ok(
+        &s,
+        &["admin", "groups", "remove-users", &gid, &uuid],
+        "Users are removed from the group",
+    );
+    admin_ok(&s, &["admin", "groups", "delete", &gid], "Group is deleted");
+    admin_ok(
+        &s,
+        &["admin", "users", "delete", "bob@lab.org"],
+        "User is deleted: bob@lab.org.",
+    );
+    admin_ok(
+        &s,
+        &["admin", "domains", "delete", "lab"],
+        "Domain is deleted: lab.",
+    );
+    let out = admin_ok(&s, &["admin", "domains"], "lab");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("lab") && l.contains("False")),
+        "{out}"
+    );
+}
+
+#[test]
+fn admin_only_fields_are_refused_to_users_and_domain_admins() {
+    let s = start_server();
+    let (_, out) = run_client(&s, common::USER, &["admin", "agents"]);
+    assert!(out.contains("400") && out.contains("GraphQL"), "{out}");
+    let (_, out) = run_client(&s, common::USER, &["admin", "domains", "add", "x"]);
+    assert!(out.contains("400"), "{out}");
+    let (_, out) = run_client(&s, common::DOMAIN_ADMIN, &["admin", "domains"]);
+    assert!(out.contains("superadmin privilege required"), "{out}");
+    // A user's own view works.
+    let (_, out) = run_client(&s, common::USER, &["admin", "keypair"]);
+    assert!(
+        out.contains("C8qnIo29EZvXkPK_MXcuAakYTy4NYrxwmCEyNPlf"),
+        "{out}"
+    );
 }
