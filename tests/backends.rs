@@ -272,3 +272,28 @@ async fn server_with_etcd_and_redis_limits_requests() {
         Some("terminated")
     );
 }
+
+async fn stats_expire(bus: &dyn Ephemeral, id: &str) {
+    let stat = json!({"cpu_util": {"pct": "12.5"}, "mem": {"current": "1048576"}});
+    assert_eq!(bus.get_stat(id).await.unwrap(), None);
+    bus.put_stat(id, &stat, 1).await.unwrap();
+    assert_eq!(bus.get_stat(id).await.unwrap(), Some(stat));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        bus.get_stat(id).await.unwrap(),
+        None,
+        "live statistics expire with their TTL"
+    );
+}
+
+#[tokio::test]
+async fn live_stats_expire_on_real_redis() {
+    let redis = redis();
+    let bus = RedisBus::connect(&redis.addr, None).await.unwrap();
+    stats_expire(&bus, &unique_namespace()).await;
+}
+
+#[tokio::test]
+async fn live_stats_expire_in_process() {
+    stats_expire(&InProcess::default(), "kernel-1").await;
+}

@@ -696,3 +696,81 @@ async fn images_come_from_the_shared_config_layout() {
     .await;
     assert_eq!(d["image"]["name"], "lablup/python");
 }
+
+#[tokio::test]
+async fn live_statistics_for_running_sessions_and_agents_last_ones_after_termination() {
+    let s = TestServer::start().await;
+    let app = s.app();
+    app.store
+        .write(|tx| -> Result<_, backend_ai_manager::store::StoreError> {
+            tx.execute(
+                "INSERT INTO agents (id, region, available_slots, occupied_slots, addr, version)
+                 VALUES ('i-agent1', 'local', '{\"cpu\": \"8\", \"mem\": \"17179869184\"}', '{\"cpu\": \"1\"}', 'tcp://127.0.0.1:6001', '0.1.0')",
+                [],
+            )?;
+            for (id, sess, status, last) in [
+                ("00000000-0000-0000-0000-000000000001", "live", "RUNNING", None),
+                ("00000000-0000-0000-0000-000000000002", "gone", "TERMINATED", Some("{\"mem\": {\"current\": \"2048\", \"stats.max\": \"4096\"}, \"cpu_util\": {\"pct\": \"3.0\"}}")),
+            ] {
+                tx.execute(
+                    "INSERT INTO kernels (id, sess_id, agent, domain_name, group_id, user_uuid, access_key, image, status, occupied_slots, last_stat)
+                     VALUES (?1, ?2, 'i-agent1', 'default', '2de2b969-1d04-48a6-af16-0bc8adb3c831', 'dfa9da54-4b28-432f-be29-c0d680c7a412', ?3, 'python', ?4, '{\"cpu\": \"1\", \"mem\": \"1073741824\"}', ?5)",
+                    rusqlite::params![id, sess, USER.0, status, last],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    // What the agent reports, as it will through the stats store.
+    app.bus
+        .put_stat(
+            "00000000-0000-0000-0000-000000000001",
+            &json!({"mem": {"current": "1000", "stats.max": "5000"}, "cpu_util": {"pct": "42.5"}}),
+            30,
+        )
+        .await
+        .unwrap();
+    app.bus.put_stat("i-agent1", &json!({"node": {"cpu_util": {"pct": "17.5"}, "mem": {"current": "123456"}}, "devices": {}}), 30).await.unwrap();
+
+    let q = "query($limit:Int!, $offset:Int!, $ak:String, $status:String) { compute_session_list(limit:$limit, offset:$offset, access_key:$ak, status:$status) { items { sess_id status mem_cur_bytes mem_max_bytes cpu_using mem_slot cpu_slot } total_count } }";
+    let d = data(
+        &s,
+        USER,
+        q,
+        json!({"limit": 10, "offset": 0, "status": null, "ak": null}),
+    )
+    .await;
+    let items = d["compute_session_list"]["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let by = |name: &str| {
+        items
+            .iter()
+            .find(|i| i["sess_id"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        by("live"),
+        json!({"sess_id": "live", "status": "RUNNING", "mem_cur_bytes": 1000.0, "mem_max_bytes": 5000.0, "cpu_using": 42.5, "mem_slot": 1024, "cpu_slot": 1.0})
+    );
+    assert_eq!(by("gone")["mem_cur_bytes"], 2048.0);
+    assert_eq!(by("gone")["cpu_using"], 3.0);
+
+    let d = data(&s, ADMIN, "{ agent_list(limit: 10, offset: 0, status: \"ALIVE\") { items { id status cpu_cur_pct mem_cur_bytes cpu_slots mem_slots used_cpu_slots computations { sess_id } } total_count } }", json!(null)).await;
+    assert_eq!(
+        d["agent_list"],
+        json!({"items": [{"id": "i-agent1", "status": "ALIVE", "cpu_cur_pct": 17.5, "mem_cur_bytes": 123456.0, "cpu_slots": 8.0, "mem_slots": 16384, "used_cpu_slots": 1.0,
+                          "computations": [{"sess_id": "gone"}, {"sess_id": "live"}]}], "total_count": 1})
+    );
+    let msg = refused(
+        &s,
+        ADMIN,
+        "{ agents(status: \"SLEEPY\") { id } }",
+        json!(null),
+    )
+    .await;
+    assert!(msg.contains("not a valid agent status"), "{msg}");
+}

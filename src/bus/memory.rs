@@ -4,10 +4,12 @@ use super::{BusError, Ephemeral};
 use async_trait::async_trait;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 #[derive(Default)]
 pub struct InProcess {
     hits: Mutex<HashMap<String, VecDeque<u64>>>,
+    stats: Mutex<HashMap<String, (serde_json::Value, Instant)>>,
 }
 
 #[async_trait]
@@ -30,6 +32,30 @@ impl Ephemeral for InProcess {
         }
         q.push_back(now_ms);
         Ok(q.len() as u64)
+    }
+
+    async fn put_stat(
+        &self,
+        id: &str,
+        stat: &serde_json::Value,
+        ttl_secs: u64,
+    ) -> Result<(), BusError> {
+        let now = Instant::now();
+        let mut all = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|_, (_, expiry)| *expiry > now);
+        all.insert(
+            id.to_owned(),
+            (stat.clone(), now + Duration::from_secs(ttl_secs)),
+        );
+        Ok(())
+    }
+
+    async fn get_stat(&self, id: &str) -> Result<Option<serde_json::Value>, BusError> {
+        let all = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(all
+            .get(id)
+            .filter(|(_, expiry)| *expiry > Instant::now())
+            .map(|(v, _)| v.clone()))
     }
 
     fn describe(&self) -> String {

@@ -1,6 +1,6 @@
 //! Ephemeral state shared between manager processes and agents: Redis when the shared
-//! config names one (`config/redis/addr`), otherwise in-process. Rate-limit counters live
-//! here; agent events and live statistics join them with the agent.
+//! config names one (`config/redis/addr`), otherwise in-process. Rate-limit counters and
+//! live statistics live here (agent events join them with the agent).
 
 mod memory;
 mod redis;
@@ -14,6 +14,9 @@ use std::sync::Arc;
 
 /// The rolling rate-limit window, in seconds (15 minutes, as the original).
 pub const RATE_LIMIT_WINDOW_SECS: u64 = 900;
+
+/// How long a live statistic stays without being refreshed (as the original's agents).
+pub const STAT_TTL_SECS: u64 = 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -33,6 +36,15 @@ pub trait Ephemeral: Send + Sync {
         now_ms: u64,
         window_secs: u64,
     ) -> Result<u64, BusError>;
+    /// Stores the live statistics of a kernel or agent (by id) for `ttl_secs`.
+    async fn put_stat(
+        &self,
+        id: &str,
+        stat: &serde_json::Value,
+        ttl_secs: u64,
+    ) -> Result<(), BusError>;
+    /// The live statistics of a kernel or agent, if fresh.
+    async fn get_stat(&self, id: &str) -> Result<Option<serde_json::Value>, BusError>;
     fn describe(&self) -> String;
 }
 

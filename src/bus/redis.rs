@@ -1,5 +1,6 @@
-//! Ephemeral state in Redis, compatible with the original's layout: rate-limit sorted sets
-//! keyed by access key in logical DB 1.
+//! Ephemeral state in Redis, in the original's layout: live statistics keyed by kernel or
+//! agent id in logical DB 0 (JSON, with a TTL), rate-limit sorted sets keyed by access key
+//! in DB 1.
 
 use super::{BusError, Ephemeral};
 use async_trait::async_trait;
@@ -7,6 +8,7 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 use std::time::Duration;
 
+const STAT_DB: i64 = 0;
 const RATE_LIMIT_DB: i64 = 1;
 
 /// The original's rolling-window script: a global request id keeps members unique, old
@@ -28,49 +30,66 @@ return redis.call('ZCARD', access_key)
 "#;
 
 pub struct RedisBus {
-    conn: ConnectionManager,
+    rlim: ConnectionManager,
+    stats: ConnectionManager,
     addr: String,
     script: Script,
 }
 
+/// A reconnecting connection to one logical database.
+async fn connect_db(
+    addr: &str,
+    password: Option<&str>,
+    db: i64,
+) -> Result<ConnectionManager, BusError> {
+    let err = |e: redis::RedisError| BusError::Redis {
+        addr: addr.to_owned(),
+        msg: e.to_string(),
+    };
+    let (host, port) = crate::config::parse_host_port(addr).ok_or_else(|| BusError::Redis {
+        addr: addr.to_owned(),
+        msg: "not host:port".into(),
+    })?;
+    let info = redis::ConnectionInfo {
+        addr: redis::ConnectionAddr::Tcp(host, port),
+        redis: redis::RedisConnectionInfo {
+            db,
+            password: password.map(str::to_owned),
+            ..Default::default()
+        },
+    };
+    let client = redis::Client::open(info).map_err(err)?;
+    let cfg = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(3))
+        .set_response_timeout(Duration::from_secs(3))
+        .set_number_of_retries(2);
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        ConnectionManager::new_with_config(client, cfg),
+    )
+    .await
+    .map_err(|_| BusError::Redis {
+        addr: addr.to_owned(),
+        msg: "connection timed out".into(),
+    })?
+    .map_err(err)
+}
+
 impl RedisBus {
     pub async fn connect(addr: &str, password: Option<&str>) -> Result<Self, BusError> {
-        let err = |e: redis::RedisError| BusError::Redis {
-            addr: addr.to_owned(),
-            msg: e.to_string(),
-        };
-        let (host, port) = crate::config::parse_host_port(addr).ok_or_else(|| BusError::Redis {
-            addr: addr.to_owned(),
-            msg: "not host:port".into(),
-        })?;
-        let info = redis::ConnectionInfo {
-            addr: redis::ConnectionAddr::Tcp(host, port),
-            redis: redis::RedisConnectionInfo {
-                db: RATE_LIMIT_DB,
-                password: password.map(str::to_owned),
-                ..Default::default()
-            },
-        };
-        let client = redis::Client::open(info).map_err(err)?;
-        let cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(3))
-            .set_response_timeout(Duration::from_secs(3))
-            .set_number_of_retries(2);
-        let conn = tokio::time::timeout(
-            Duration::from_secs(5),
-            ConnectionManager::new_with_config(client, cfg),
-        )
-        .await
-        .map_err(|_| BusError::Redis {
-            addr: addr.to_owned(),
-            msg: "connection timed out".into(),
-        })?
-        .map_err(err)?;
         Ok(RedisBus {
-            conn,
+            rlim: connect_db(addr, password, RATE_LIMIT_DB).await?,
+            stats: connect_db(addr, password, STAT_DB).await?,
             addr: addr.to_owned(),
             script: Script::new(RATE_LIMIT_LUA),
         })
+    }
+
+    fn err(&self, e: redis::RedisError) -> BusError {
+        BusError::Redis {
+            addr: self.addr.clone(),
+            msg: e.to_string(),
+        }
     }
 }
 
@@ -82,7 +101,7 @@ impl Ephemeral for RedisBus {
         now_ms: u64,
         window_secs: u64,
     ) -> Result<u64, BusError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.rlim.clone();
         // Scores in seconds with millisecond precision, as the original.
         let now = format!("{}.{:03}", now_ms / 1000, now_ms % 1000);
         self.script
@@ -91,10 +110,35 @@ impl Ephemeral for RedisBus {
             .arg(window_secs)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| BusError::Redis {
-                addr: self.addr.clone(),
-                msg: e.to_string(),
-            })
+            .map_err(|e| self.err(e))
+    }
+
+    async fn put_stat(
+        &self,
+        id: &str,
+        stat: &serde_json::Value,
+        ttl_secs: u64,
+    ) -> Result<(), BusError> {
+        let mut conn = self.stats.clone();
+        redis::cmd("SET")
+            .arg(id)
+            .arg(stat.to_string())
+            .arg("EX")
+            .arg(ttl_secs.max(1))
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    async fn get_stat(&self, id: &str) -> Result<Option<serde_json::Value>, BusError> {
+        let mut conn = self.stats.clone();
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(id)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        // A value in another encoding (an original agent's msgpack) reads as "no live stats".
+        Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
     }
 
     fn describe(&self) -> String {

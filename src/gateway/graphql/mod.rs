@@ -67,6 +67,17 @@ impl Context {
             Err(forbidden("superadmin privilege required"))
         }
     }
+    /// Live statistics of a kernel or agent; an unreachable stats store reads as none.
+    pub async fn live_stat(&self, id: &str) -> Option<serde_json::Value> {
+        match self.app.bus.get_stat(id).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("live statistics unavailable: {e}");
+                None
+            }
+        }
+    }
+
     /// Mutations need a running (not frozen) manager.
     pub async fn require_running(&self) -> FieldResult<()> {
         match self.app.status.current().await {

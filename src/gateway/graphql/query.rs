@@ -228,7 +228,7 @@ async fn session_list(
     f.group_id = group_id;
     let (rows, total) = ctx.app.store.kernels(f, limit, offset).await?;
     Ok(ComputeSessionList {
-        items: rows.into_iter().map(ComputeSession).collect(),
+        items: rows.into_iter().map(ComputeSession::from).collect(),
         total_count: total,
     })
 }
@@ -250,7 +250,7 @@ async fn sessions(
         .await?
         .0
         .into_iter()
-        .map(ComputeSession)
+        .map(ComputeSession::from)
         .collect())
 }
 
@@ -267,7 +267,7 @@ async fn session(ctx: &Context, sess_id: Option<String>) -> FieldResult<Option<C
         .iter()
         .position(|r| r.status != "TERMINATED")
         .or(if rows.is_empty() { None } else { Some(0) });
-    Ok(pick.map(|i| ComputeSession(rows[i].clone())))
+    Ok(pick.map(|i| ComputeSession::from(rows[i].clone())))
 }
 
 async fn workers(
@@ -286,7 +286,7 @@ async fn workers(
         .await?
         .0
         .into_iter()
-        .map(ComputeWorker)
+        .map(ComputeWorker::from)
         .collect())
 }
 
@@ -358,7 +358,7 @@ pub struct QueryForAdmin;
 impl QueryForAdmin {
     async fn agent(ctx: &Context, agent_id: String) -> FieldResult<Option<Agent>> {
         ctx.require_superadmin()?;
-        Ok(ctx.app.store.agent(&agent_id).await?.map(Agent))
+        Ok(ctx.app.store.agent(&agent_id).await?.map(Agent::from))
     }
     async fn agent_list(
         ctx: &Context,
@@ -374,7 +374,7 @@ impl QueryForAdmin {
             .agents(agent_status(status)?, limit, offset)
             .await?;
         Ok(Some(AgentList {
-            items: rows.into_iter().map(Agent).collect(),
+            items: rows.into_iter().map(Agent::from).collect(),
             total_count: total,
         }))
     }
@@ -388,7 +388,7 @@ impl QueryForAdmin {
             .store
             .agents(agent_status(status)?, i64::from(MAX_PAGE) * 10, 0)
             .await?;
-        Ok(opt_list(rows.into_iter().map(Agent).collect()))
+        Ok(opt_list(rows.into_iter().map(Agent::from).collect()))
     }
     async fn domain(ctx: &Context, name: Option<String>) -> FieldResult<Option<Domain>> {
         domain(ctx, name).await

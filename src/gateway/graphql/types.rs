@@ -9,6 +9,7 @@ use crate::store::vfolders::VFolderRow;
 use juniper::{graphql_object, FieldResult, GraphQLObject};
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::Value;
+use tokio::sync::OnceCell;
 
 fn dt(s: &str) -> Option<DateTime> {
     Some(DateTime::from_stored(s))
@@ -213,7 +214,9 @@ impl KeyPair {
         };
         let (rows, _) = ctx.app.store.kernels(f, UNPAGED_LIMIT, 0).await?;
         Ok(Some(
-            rows.into_iter().map(|r| Some(ComputeSession(r))).collect(),
+            rows.into_iter()
+                .map(|r| Some(ComputeSession::from(r)))
+                .collect(),
         ))
     }
 }
@@ -307,74 +310,95 @@ impl VirtualFolder {
     }
 }
 
-pub struct Agent(pub AgentRow);
+pub struct Agent {
+    pub row: AgentRow,
+    live: OnceCell<Option<Value>>,
+}
+
+impl From<AgentRow> for Agent {
+    fn from(row: AgentRow) -> Self {
+        Agent {
+            row,
+            live: OnceCell::new(),
+        }
+    }
+}
+
+impl Agent {
+    async fn live(&self, ctx: &Context) -> Option<Value> {
+        self.live
+            .get_or_init(|| ctx.live_stat(&self.row.id))
+            .await
+            .clone()
+    }
+}
 
 #[graphql_object(context = Context, rename_all = "none")]
 impl Agent {
     fn id(&self) -> Option<juniper::ID> {
-        Some(juniper::ID::new(self.0.id.clone()))
+        Some(juniper::ID::new(self.row.id.clone()))
     }
     fn status(&self) -> Option<&str> {
-        Some(&self.0.status)
+        Some(&self.row.status)
     }
     fn region(&self) -> Option<&str> {
-        Some(&self.0.region)
+        Some(&self.row.region)
     }
     fn available_slots(&self) -> Option<JsonString> {
-        json(&self.0.available_slots)
+        json(&self.row.available_slots)
     }
     fn occupied_slots(&self) -> Option<JsonString> {
-        json(&self.0.occupied_slots)
+        json(&self.row.occupied_slots)
     }
     fn addr(&self) -> Option<&str> {
-        Some(&self.0.addr)
+        Some(&self.row.addr)
     }
     fn first_contact(&self) -> Option<DateTime> {
-        dt(&self.0.first_contact)
+        dt(&self.row.first_contact)
     }
     fn lost_at(&self) -> Option<DateTime> {
-        self.0.lost_at.as_deref().and_then(dt)
+        self.row.lost_at.as_deref().and_then(dt)
     }
     fn version(&self) -> Option<&str> {
-        Some(&self.0.version)
+        Some(&self.row.version)
     }
     fn compute_plugins(&self) -> Option<JsonString> {
-        json(&self.0.compute_plugins)
+        json(&self.row.compute_plugins)
     }
-    /// Live statistics reported by the agent (none until it reports).
-    fn live_stat(&self) -> Option<JsonString> {
-        None
+    /// Live statistics reported by the agent (`{"node": {...}, "devices": {...}}`).
+    async fn live_stat(&self, ctx: &Context) -> Option<JsonString> {
+        self.live(ctx).await.map(|v| JsonString(v.to_string()))
     }
-    fn cpu_cur_pct(&self) -> Option<f64> {
-        None
+    async fn cpu_cur_pct(&self, ctx: &Context) -> Option<f64> {
+        stat_value(&self.live(ctx).await?["node"], "cpu_util", "pct")
     }
-    fn mem_cur_bytes(&self) -> Option<f64> {
-        None
+    async fn mem_cur_bytes(&self, ctx: &Context) -> Option<f64> {
+        stat_value(&self.live(ctx).await?["node"], "mem", "current")
     }
     /// MiB.
     fn mem_slots(&self) -> Option<i32> {
-        slot(&self.0.available_slots, "mem").map(|b| (b / 1_048_576.0) as i32)
+        slot(&self.row.available_slots, "mem").map(|b| (b / 1_048_576.0) as i32)
     }
     fn cpu_slots(&self) -> Option<f64> {
-        slot(&self.0.available_slots, "cpu")
+        slot(&self.row.available_slots, "cpu")
     }
     fn gpu_slots(&self) -> Option<f64> {
-        slot(&self.0.available_slots, "cuda.device")
+        slot(&self.row.available_slots, "cuda.device")
     }
     fn tpu_slots(&self) -> Option<f64> {
-        slot(&self.0.available_slots, "tpu.device")
+        slot(&self.row.available_slots, "tpu.device")
     }
     fn used_mem_slots(&self) -> Option<i32> {
-        slot(&self.0.occupied_slots, "mem").map(|b| (b / 1_048_576.0) as i32)
+        slot(&self.row.occupied_slots, "mem").map(|b| (b / 1_048_576.0) as i32)
     }
     fn used_cpu_slots(&self) -> Option<f64> {
-        slot(&self.0.occupied_slots, "cpu")
+        slot(&self.row.occupied_slots, "cpu")
     }
     fn used_gpu_slots(&self) -> Option<f64> {
-        slot(&self.0.occupied_slots, "cuda.device")
+        slot(&self.row.occupied_slots, "cuda.device")
     }
     fn used_tpu_slots(&self) -> Option<f64> {
-        slot(&self.0.occupied_slots, "tpu.device")
+        slot(&self.row.occupied_slots, "tpu.device")
     }
     async fn computations(
         &self,
@@ -388,8 +412,8 @@ impl Agent {
         let (rows, _) = ctx.app.store.kernels(f, UNPAGED_LIMIT, 0).await?;
         let mine = rows
             .into_iter()
-            .filter(|r| r.agent.as_deref() == Some(self.0.id.as_str()));
-        Ok(Some(mine.map(|r| Some(Computation(r))).collect()))
+            .filter(|r| r.agent.as_deref() == Some(self.row.id.as_str()));
+        Ok(Some(mine.map(|r| Some(Computation::from(r))).collect()))
     }
 }
 
@@ -408,60 +432,92 @@ impl AgentList {
     }
 }
 
-/// A value of the kernel's last statistics, e.g. `("mem", "stats.max")`.
-fn last_stat(row: &KernelRow, metric: &str, field: &str) -> Option<f64> {
-    let v: Value = serde_json::from_str(row.last_stat.as_deref()?).ok()?;
+/// A number in a statistics document, e.g. `("mem", "stats.max")` (decimal strings or numbers).
+fn stat_value(v: &Value, metric: &str, field: &str) -> Option<f64> {
     let x = &v[metric][field];
     x.as_f64()
         .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
 }
 
+/// A kernel's statistics: live ones while it runs, the last recorded ones otherwise.
+async fn kernel_stat(
+    row: &KernelRow,
+    live: &OnceCell<Option<Value>>,
+    ctx: &Context,
+) -> Option<Value> {
+    if matches!(row.status.as_str(), "RUNNING" | "BUILDING") {
+        live.get_or_init(|| ctx.live_stat(&row.id)).await.clone()
+    } else {
+        serde_json::from_str(row.last_stat.as_deref()?).ok()
+    }
+}
+
 /// The fields compute sessions, workers and computations share (`SessionCommons`).
 macro_rules! session_object {
     ($name:ident { $($extra:tt)* }) => {
-        pub struct $name(pub KernelRow);
+        pub struct $name {
+            pub row: KernelRow,
+            live: OnceCell<Option<Value>>,
+        }
+
+        impl From<KernelRow> for $name {
+            fn from(row: KernelRow) -> Self {
+                $name { row, live: OnceCell::new() }
+            }
+        }
+
+        impl $name {
+            async fn metric(&self, ctx: &Context, metric: &str, field: &str) -> Option<f64> {
+                stat_value(&kernel_stat(&self.row, &self.live, ctx).await?, metric, field)
+            }
+        }
 
         #[graphql_object(context = Context, rename_all = "none")]
         impl $name {
-            fn sess_id(&self) -> Option<&str> { Some(&self.0.sess_id) }
-            fn id(&self) -> Option<juniper::ID> { Some(juniper::ID::new(self.0.id.clone())) }
-            fn role(&self) -> Option<&str> { Some(&self.0.role) }
-            fn image(&self) -> Option<&str> { self.0.image.as_deref() }
-            fn registry(&self) -> Option<&str> { self.0.registry.as_deref() }
-            fn domain_name(&self) -> Option<&str> { Some(&self.0.domain_name) }
-            fn group_id(&self) -> Option<Uuid> { Some(Uuid(self.0.group_id.clone())) }
-            fn group_name(&self) -> Option<&str> { self.0.group_name.as_deref() }
-            fn user_uuid(&self) -> Option<Uuid> { Some(Uuid(self.0.user_uuid.clone())) }
-            fn access_key(&self) -> Option<&str> { self.0.access_key.as_deref() }
-            fn status(&self) -> Option<&str> { Some(&self.0.status) }
-            fn status_info(&self) -> Option<&str> { self.0.status_info.as_deref() }
-            fn created_at(&self) -> Option<DateTime> { dt(&self.0.created_at) }
-            fn terminated_at(&self) -> Option<DateTime> { self.0.terminated_at.as_deref().and_then(dt) }
-            fn agent(&self) -> Option<&str> { self.0.agent.as_deref() }
-            fn container_id(&self) -> Option<&str> { self.0.container_id.as_deref() }
-            fn service_ports(&self) -> Option<JsonString> { self.0.service_ports.as_deref().and_then(json) }
-            fn occupied_slots(&self) -> Option<JsonString> { json(&self.0.occupied_slots) }
-            fn occupied_shares(&self) -> Option<JsonString> { json(&self.0.occupied_shares) }
-            fn num_queries(&self) -> Option<BigInt> { Some(BigInt(self.0.num_queries)) }
-            /// Live statistics (none until the agent reports them).
-            fn live_stat(&self) -> Option<JsonString> { None }
-            fn last_stat(&self) -> Option<JsonString> { self.0.last_stat.as_deref().and_then(json) }
-            fn lang(&self) -> Option<&str> { self.0.image.as_deref() }
+            fn sess_id(&self) -> Option<&str> { Some(&self.row.sess_id) }
+            fn id(&self) -> Option<juniper::ID> { Some(juniper::ID::new(self.row.id.clone())) }
+            fn role(&self) -> Option<&str> { Some(&self.row.role) }
+            fn image(&self) -> Option<&str> { self.row.image.as_deref() }
+            fn registry(&self) -> Option<&str> { self.row.registry.as_deref() }
+            fn domain_name(&self) -> Option<&str> { Some(&self.row.domain_name) }
+            fn group_id(&self) -> Option<Uuid> { Some(Uuid(self.row.group_id.clone())) }
+            fn group_name(&self) -> Option<&str> { self.row.group_name.as_deref() }
+            fn user_uuid(&self) -> Option<Uuid> { Some(Uuid(self.row.user_uuid.clone())) }
+            fn access_key(&self) -> Option<&str> { self.row.access_key.as_deref() }
+            fn status(&self) -> Option<&str> { Some(&self.row.status) }
+            fn status_info(&self) -> Option<&str> { self.row.status_info.as_deref() }
+            fn created_at(&self) -> Option<DateTime> { dt(&self.row.created_at) }
+            fn terminated_at(&self) -> Option<DateTime> { self.row.terminated_at.as_deref().and_then(dt) }
+            fn agent(&self) -> Option<&str> { self.row.agent.as_deref() }
+            fn container_id(&self) -> Option<&str> { self.row.container_id.as_deref() }
+            fn service_ports(&self) -> Option<JsonString> { self.row.service_ports.as_deref().and_then(json) }
+            fn occupied_slots(&self) -> Option<JsonString> { json(&self.row.occupied_slots) }
+            fn occupied_shares(&self) -> Option<JsonString> { json(&self.row.occupied_shares) }
+            fn num_queries(&self) -> Option<BigInt> { Some(BigInt(self.row.num_queries)) }
+            /// Live statistics, while the kernel runs and its agent reports them.
+            async fn live_stat(&self, ctx: &Context) -> Option<JsonString> {
+                if !matches!(self.row.status.as_str(), "RUNNING" | "BUILDING") {
+                    return None;
+                }
+                kernel_stat(&self.row, &self.live, ctx).await.map(|v| JsonString(v.to_string()))
+            }
+            fn last_stat(&self) -> Option<JsonString> { self.row.last_stat.as_deref().and_then(json) }
+            fn lang(&self) -> Option<&str> { self.row.image.as_deref() }
             /// MiB.
-            fn mem_slot(&self) -> Option<i32> { slot(&self.0.occupied_slots, "mem").map(|b| (b / 1_048_576.0) as i32) }
-            fn cpu_slot(&self) -> Option<f64> { slot(&self.0.occupied_slots, "cpu") }
-            fn gpu_slot(&self) -> Option<f64> { slot(&self.0.occupied_slots, "cuda.device") }
-            fn tpu_slot(&self) -> Option<f64> { slot(&self.0.occupied_slots, "tpu.device") }
-            fn cpu_used(&self) -> Option<f64> { last_stat(&self.0, "cpu_used", "current") }
-            fn cpu_using(&self) -> Option<f64> { last_stat(&self.0, "cpu_util", "pct") }
-            fn mem_max_bytes(&self) -> Option<f64> { last_stat(&self.0, "mem", "stats.max") }
-            fn mem_cur_bytes(&self) -> Option<f64> { last_stat(&self.0, "mem", "current") }
-            fn net_rx_bytes(&self) -> Option<f64> { last_stat(&self.0, "net_rx", "stats.rate") }
-            fn net_tx_bytes(&self) -> Option<f64> { last_stat(&self.0, "net_tx", "stats.rate") }
-            fn io_read_bytes(&self) -> Option<f64> { last_stat(&self.0, "io_read", "current") }
-            fn io_write_bytes(&self) -> Option<f64> { last_stat(&self.0, "io_write", "current") }
-            fn io_max_scratch_size(&self) -> Option<f64> { last_stat(&self.0, "io_scratch_size", "stats.max") }
-            fn io_cur_scratch_size(&self) -> Option<f64> { last_stat(&self.0, "io_scratch_size", "current") }
+            fn mem_slot(&self) -> Option<i32> { slot(&self.row.occupied_slots, "mem").map(|b| (b / 1_048_576.0) as i32) }
+            fn cpu_slot(&self) -> Option<f64> { slot(&self.row.occupied_slots, "cpu") }
+            fn gpu_slot(&self) -> Option<f64> { slot(&self.row.occupied_slots, "cuda.device") }
+            fn tpu_slot(&self) -> Option<f64> { slot(&self.row.occupied_slots, "tpu.device") }
+            async fn cpu_used(&self, ctx: &Context) -> Option<f64> { self.metric(ctx, "cpu_used", "current").await }
+            async fn cpu_using(&self, ctx: &Context) -> Option<f64> { self.metric(ctx, "cpu_util", "pct").await }
+            async fn mem_max_bytes(&self, ctx: &Context) -> Option<f64> { self.metric(ctx, "mem", "stats.max").await }
+            async fn mem_cur_bytes(&self, ctx: &Context) -> Option<f64> { self.metric(ctx, "mem", "current").await }
+            async fn net_rx_bytes(&self, ctx: &Context) -> Option<f64> { self.metric(ctx, "net_rx", "stats.rate").await }
+            async fn net_tx_bytes(&self, ctx: &Context) -> Option<f64> { self.metric(ctx, "net_tx", "stats.rate").await }
+            async fn io_read_bytes(&self, ctx: &Context) -> Option<f64> { self.metric(ctx, "io_read", "current").await }
+            async fn io_write_bytes(&self, ctx: &Context) -> Option<f64> { self.metric(ctx, "io_write", "current").await }
+            async fn io_max_scratch_size(&self, ctx: &Context) -> Option<f64> { self.metric(ctx, "io_scratch_size", "stats.max").await }
+            async fn io_cur_scratch_size(&self, ctx: &Context) -> Option<f64> { self.metric(ctx, "io_scratch_size", "current").await }
             $($extra)*
         }
     };
@@ -471,18 +527,18 @@ session_object!(ComputeWorker {});
 session_object!(Computation {});
 session_object!(ComputeSession {
     fn tag(&self) -> Option<&str> {
-        self.0.tag.as_deref()
+        self.row.tag.as_deref()
     }
     async fn workers(&self, ctx: &Context, status: Option<String>) -> FieldResult<Option<Vec<Option<ComputeWorker>>>> {
         let f = KernelFilter {
             role: Some("worker"),
-            sess_id: Some(self.0.sess_id.clone()),
-            access_key: self.0.access_key.clone(),
+            sess_id: Some(self.row.sess_id.clone()),
+            access_key: self.row.access_key.clone(),
             status: super::query::status_filter(status)?,
             ..Default::default()
         };
         let (rows, _) = ctx.app.store.kernels(f, UNPAGED_LIMIT, 0).await?;
-        Ok(Some(rows.into_iter().map(|r| Some(ComputeWorker(r))).collect()))
+        Ok(Some(rows.into_iter().map(|r| Some(ComputeWorker::from(r))).collect()))
     }
 });
 
