@@ -24,8 +24,8 @@ ensure_rust() {
     fi
     local v
     v=$(rustc --version 2>/dev/null | awk '{print $2}')
-    if [ -z "$v" ] || [ "$(printf '%s\n1.85.0\n' "$v" | sort -V | head -1)" != "1.85.0" ]; then
-        echo "error: Rust >= 1.85 is required (found: ${v:-none}); install it with rustup (https://rustup.rs)" >&2
+    if [ -z "$v" ] || [ "$(printf '%s\n1.87.0\n' "$v" | sort -V | head -1)" != "1.87.0" ]; then
+        echo "error: Rust >= 1.87 is required (found: ${v:-none}); install it with rustup (https://rustup.rs)" >&2
         exit 1
     fi
 }

@@ -38,11 +38,11 @@ export BAI_TEST_ETCD="127.0.0.1:$etcd_port" BAI_TEST_REDIS="127.0.0.1:$redis_por
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "==> cargo test"
 log="$BAI_SERVICES_DIR/test.log"
 status=0
-cargo test --locked --all-targets --no-fail-fast 2>&1 | tee "$log" || status=$?
+cargo test --locked --workspace --all-targets --no-fail-fast 2>&1 | tee "$log" || status=$?
 # One closing line over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
      END { printf "total: %d passed, %d failed\n", p, f }' "$log"
