@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Starts or stops etcd and Redis on loopback for halfstack development and tests.
-#   scripts/services.sh start [ETCD_PORT REDIS_PORT]   (default 8120 8110)
+# Starts or stops the services development and tests use, all on loopback:
+#   scripts/services.sh start [ETCD_PORT REDIS_PORT]   etcd and Redis (default 8120 8110)
+#   scripts/services.sh docker                         a Docker engine, if none answers
+#   scripts/services.sh registry [PORT]                a Docker registry (default 5000)
 #   scripts/services.sh stop
 # State and PIDs live in .test-services/ (or $BAI_SERVICES_DIR). Only processes this
 # script started are stopped, by their recorded PIDs.
@@ -43,9 +45,54 @@ start() {
     echo "etcd on 127.0.0.1:$(cat "$dir/etcd.port"), Redis on 127.0.0.1:$(cat "$dir/redis.port")"
 }
 
+docker_engine() {
+    ensure_packages dockerd:docker.io
+    if docker info >/dev/null 2>&1; then
+        return 0
+    fi
+    mkdir -p "$dir"
+    # No default bridge and no iptables: containers run with network mode none (or a
+    # network the operator creates), never on docker0.
+    dockerd --bridge=none --iptables=false --ip-masq=false --ip6tables=false \
+        --pidfile "$dir/dockerd.pid.own" >"$dir/dockerd.log" 2>&1 &
+    echo $! >"$dir/dockerd.pid"
+    local i
+    for i in $(seq 1 300); do
+        docker info >/dev/null 2>&1 && { echo "Docker engine started"; return 0; }
+        sleep 0.1
+    done
+    echo "error: dockerd did not start (log: $dir/dockerd.log)" >&2
+    return 1
+}
+
+registry() {
+    local port=${1:-5000} store
+    ensure_packages docker-registry:docker-registry
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        return 0
+    fi
+    mkdir -p "$dir"
+    store="$(cache_dir)/registry"
+    mkdir -p "$store"
+    cat >"$dir/registry.yml" <<YAML
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $store
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+YAML
+    docker-registry serve "$dir/registry.yml" >"$dir/registry.log" 2>&1 &
+    echo $! >"$dir/registry.pid"
+    wait_port "$port" registry
+    echo "Docker registry on 127.0.0.1:$port"
+}
+
 stop() {
     local name pid
-    for name in etcd redis; do
+    for name in etcd redis registry dockerd; do
         if [ -f "$dir/$name.pid" ]; then
             pid=$(cat "$dir/$name.pid")
             kill "$pid" 2>/dev/null && echo "stopped $name ($pid)" || true
@@ -56,6 +103,8 @@ stop() {
 
 case "${1:-}" in
     start) shift; start "$@" ;;
+    docker) docker_engine ;;
+    registry) shift; registry "$@" ;;
     stop) stop ;;
-    *) echo "usage: $0 start [ETCD_PORT REDIS_PORT] | stop" >&2; exit 2 ;;
+    *) echo "usage: $0 start [ETCD_PORT REDIS_PORT] | docker | registry [PORT] | stop" >&2; exit 2 ;;
 esac

@@ -7,7 +7,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 cd "$here/.."
 
-ensure_packages protoc:protobuf-compiler cc:gcc etcd:etcd-server redis-server:redis-server python3:python3
+ensure_packages protoc:protobuf-compiler cc:gcc etcd:etcd-server redis-server:redis-server python3:python3 \
+    dockerd:docker.io docker-registry:docker-registry mmdebstrap:mmdebstrap
 python3 -c 'import venv, ensurepip' 2>/dev/null || ensure_packages _no_such_cmd_:python3-venv
 ensure_rust
 cache=$(cache_dir)
@@ -34,6 +35,15 @@ etcd_port=$(free_port)
 redis_port=$(free_port)
 "$here/services.sh" start "$etcd_port" "$redis_port"
 export BAI_TEST_ETCD="127.0.0.1:$etcd_port" BAI_TEST_REDIS="127.0.0.1:$redis_port"
+
+# A Docker engine (started here only if none answers; stopped again on exit if so), the
+# local registry, the static runner and the Python kernel image (built once, then reused).
+"$here/services.sh" docker
+"$here/services.sh" registry 5000
+export BAI_TEST_IMAGE="127.0.0.1:5000/lablup/python:3.11-debian12"
+"$here/../packaging/images/build-python.sh" "$BAI_TEST_IMAGE"
+BAI_KRUNNER=$("$here/../packaging/build-krunner.sh")
+export BAI_KRUNNER
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
