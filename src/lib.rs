@@ -5,6 +5,7 @@
 //! [`server`] wiring them together; [`signing`] the request-signing algorithm shared by
 //! server, tests and benchmark clients.
 
+pub mod agent;
 pub mod bus;
 pub mod config;
 pub mod domain;

@@ -309,13 +309,38 @@ impl Runner {
         }
     }
 
-    /// Stops the interpreter; returns its exit code.
+    /// Stops the interpreter; returns its exit code (128 + N when a signal ended it, which
+    /// it reports on stderr: SIGKILL from outside is usually the memory limit).
     fn kill_driver(&self) -> i32 {
         let Some(mut d) = lock(&self.driver).take() else {
             return 1;
         };
-        let _ = d.child.kill();
-        d.child.wait().ok().and_then(|s| s.code()).unwrap_or(1)
+        let status = match d.child.try_wait().ok().flatten() {
+            Some(s) => s,
+            None => {
+                let _ = d.child.kill();
+                return d.child.wait().ok().and_then(|s| s.code()).unwrap_or(137);
+            }
+        };
+        match (
+            status.code(),
+            std::os::unix::process::ExitStatusExt::signal(&status),
+        ) {
+            (Some(code), _) => code,
+            (None, Some(sig)) => {
+                let why = if sig == libc::SIGKILL {
+                    " (out of memory?)"
+                } else {
+                    ""
+                };
+                self.emit(
+                    to_agent::STDERR,
+                    format!("the interpreter was killed by signal {sig}{why}\n").as_bytes(),
+                );
+                128 + sig
+            }
+            (None, None) => 1,
+        }
     }
 
     fn run_batch(self: &Arc<Self>, kind: &'static str, command: &str, build_failed: &mut bool) {

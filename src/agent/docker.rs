@@ -1,0 +1,667 @@
+//! Kernels as Docker containers, through bollard.
+//!
+//! Each kernel gets scratch directories `{scratch}/{id}/work` (mounted at `/home/work`) and
+//! `{scratch}/{id}/ipc` (at `/opt/backend.ai/ipc`, where the runner listens), owned by the
+//! unprivileged kernel user; the static runner is bind-mounted read-only as the entrypoint.
+//! Containers run without capabilities, with `no-new-privileges`, memory (no swap), CPU and
+//! pids limits, and network mode `none` unless configured otherwise. Labels carry the kernel
+//! and agent ids, so a restarted agent recovers its kernels.
+
+use super::runner::{ExecResult, RunnerClient};
+use super::{files, AgentError};
+use crate::domain::ResourceSlots;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, KillContainerOptions, ListContainersOptions,
+    LogsOptions, RemoveContainerOptions,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use rust_decimal::prelude::ToPrimitive;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+pub const LABEL_KERNEL_ID: &str = "ai.backend.kernel-id";
+pub const LABEL_AGENT_ID: &str = "ai.backend.agent-id";
+const RUNNER_IN_CONTAINER: &str = "/opt/backend.ai/bin/backend-ai-krunner";
+const IPC_IN_CONTAINER: &str = "/opt/backend.ai/ipc";
+/// Largest single file moved in or out of a kernel.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    pub agent_id: String,
+    pub scratch_root: PathBuf,
+    /// The static runner binary on this host.
+    pub krunner_path: PathBuf,
+    /// `none` (default), `host`, or the name of a network the operator created.
+    pub network_mode: String,
+    pub kernel_uid: u32,
+    pub kernel_gid: u32,
+    pub pids_limit: i64,
+    /// Seconds a single run may take (0 = unlimited).
+    pub exec_timeout: u64,
+}
+
+/// A vfolder (or other host directory) mounted under `/home/work/{name}`.
+#[derive(Debug, Clone)]
+pub struct MountSpec {
+    pub host_path: PathBuf,
+    pub name: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct KernelSpec {
+    /// Canonical image reference.
+    pub image: String,
+    pub slots: ResourceSlots,
+    pub environ: BTreeMap<String, String>,
+    pub mounts: Vec<MountSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ServicePort {
+    pub name: String,
+    pub protocol: String,
+    pub container_port: u16,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KernelInfo {
+    pub id: String,
+    pub container_id: String,
+    pub service_ports: Vec<ServicePort>,
+}
+
+struct Kernel {
+    info: KernelInfo,
+    dir: PathBuf,
+    runner: Mutex<Option<Arc<RunnerClient>>>,
+}
+
+pub struct DockerBackend {
+    docker: Docker,
+    cfg: DockerConfig,
+    kernels: Mutex<HashMap<String, Arc<Kernel>>>,
+}
+
+fn docker_err(what: &str, e: bollard::errors::Error) -> AgentError {
+    AgentError::Failure(format!("{what}: {e}"))
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// `name:protocol:port` entries of the `ai.backend.service-ports` label.
+pub fn parse_service_ports(label: &str) -> Vec<ServicePort> {
+    label
+        .split(',')
+        .filter_map(|item| {
+            let mut p = item.trim().split(':');
+            let (name, protocol, port) = (p.next()?, p.next()?, p.next()?.parse::<u16>().ok()?);
+            (!name.is_empty() && matches!(protocol, "tcp" | "http" | "pty") && port > 1024).then(
+                || ServicePort {
+                    name: name.to_owned(),
+                    protocol: protocol.to_owned(),
+                    container_port: port,
+                },
+            )
+        })
+        .collect()
+}
+
+impl DockerBackend {
+    /// Connects to the local Docker engine and checks that it answers.
+    pub async fn connect(cfg: DockerConfig) -> Result<Self, AgentError> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| docker_err("cannot reach Docker", e))?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| docker_err("the Docker engine does not answer", e))?;
+        if !cfg.krunner_path.is_file() {
+            return Err(AgentError::Failure(format!(
+                "the kernel runner {} does not exist (build it with packaging/build-krunner.sh)",
+                cfg.krunner_path.display()
+            )));
+        }
+        std::fs::create_dir_all(&cfg.scratch_root).map_err(|e| {
+            AgentError::Failure(format!("scratch root {}: {e}", cfg.scratch_root.display()))
+        })?;
+        Ok(DockerBackend {
+            docker,
+            cfg,
+            kernels: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &DockerConfig {
+        &self.cfg
+    }
+
+    async fn kernel(&self, id: &str) -> Result<Arc<Kernel>, AgentError> {
+        self.kernels
+            .lock()
+            .await
+            .get(id)
+            .cloned()
+            .ok_or_else(|| AgentError::NotFound(id.to_owned()))
+    }
+
+    /// Pulls the image if the engine lacks it; returns its labels.
+    async fn ensure_image(&self, image: &str) -> Result<HashMap<String, String>, AgentError> {
+        let inspected = match self.docker.inspect_image(image).await {
+            Ok(i) => i,
+            Err(e) if is_not_found(&e) => {
+                tracing::info!("pulling {image}");
+                let opts = CreateImageOptions {
+                    from_image: Some(image.to_owned()),
+                    ..Default::default()
+                };
+                let mut pull = self.docker.create_image(Some(opts), None, None);
+                while let Some(step) = pull.next().await {
+                    step.map_err(|e| {
+                        AgentError::InvalidInput(format!("cannot pull {image}: {e}"))
+                    })?;
+                }
+                self.docker
+                    .inspect_image(image)
+                    .await
+                    .map_err(|e| docker_err("image", e))?
+            }
+            Err(e) => return Err(docker_err("image", e)),
+        };
+        Ok(inspected.config.and_then(|c| c.labels).unwrap_or_default())
+    }
+
+    fn kernel_dir(&self, id: &str) -> PathBuf {
+        self.cfg.scratch_root.join(id)
+    }
+
+    fn make_dirs(&self, dir: &Path) -> Result<(), AgentError> {
+        use std::os::unix::fs::PermissionsExt;
+        let fail = |e: std::io::Error| {
+            AgentError::Failure(format!("scratch directory {}: {e}", dir.display()))
+        };
+        for sub in ["work", "ipc"] {
+            let p = dir.join(sub);
+            std::fs::create_dir_all(&p).map_err(fail)?;
+            std::os::unix::fs::chown(&p, Some(self.cfg.kernel_uid), Some(self.cfg.kernel_gid))
+                .map_err(fail)?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o750)).map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    /// Creates and starts a kernel, and waits until its runner answers.
+    pub async fn create_kernel(
+        &self,
+        id: &str,
+        spec: &KernelSpec,
+    ) -> Result<KernelInfo, AgentError> {
+        let kid = uuid::Uuid::parse_str(id)
+            .map_err(|_| AgentError::InvalidInput(format!("'{id}' is not a kernel id")))?;
+        let id = kid.hyphenated().to_string();
+        if self.kernels.lock().await.contains_key(&id) {
+            return Err(AgentError::InvalidInput(format!(
+                "kernel {id} exists already"
+            )));
+        }
+        let labels = self.ensure_image(&spec.image).await?;
+        if !labels.contains_key("ai.backend.kernelspec") {
+            return Err(AgentError::InvalidInput(format!(
+                "{} is not a Backend.AI kernel image (no ai.backend.kernelspec label)",
+                spec.image
+            )));
+        }
+        let dir = self.kernel_dir(&id);
+        self.make_dirs(&dir)?;
+        match self.start_container(&id, spec, &labels, &dir).await {
+            Ok(info) => Ok(info),
+            Err(e) => {
+                let _ = self.remove(&id).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_container(
+        &self,
+        id: &str,
+        spec: &KernelSpec,
+        labels: &HashMap<String, String>,
+        dir: &Path,
+    ) -> Result<KernelInfo, AgentError> {
+        let runtime = labels
+            .get("ai.backend.runtime-path")
+            .cloned()
+            .unwrap_or_else(|| "python3".into());
+        let service_ports = labels
+            .get("ai.backend.service-ports")
+            .map(|l| parse_service_ports(l))
+            .unwrap_or_default();
+        let cpus = spec.slots.get("cpu");
+        let mem = spec.slots.get("mem").to_i64().unwrap_or(0);
+        let mut env: Vec<String> = spec
+            .environ
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        env.extend([
+            format!("BACKENDAI_RUNTIME_PATH={runtime}"),
+            "BACKENDAI_WORKDIR=/home/work".into(),
+            format!("BACKENDAI_IPC_DIR={IPC_IN_CONTAINER}"),
+            format!("BACKENDAI_EXEC_TIMEOUT={}", self.cfg.exec_timeout),
+            "HOME=/home/work".into(),
+        ]);
+        if let Some(names) = labels.get("ai.backend.envs.corecount") {
+            let cores = cpus.ceil().to_i64().unwrap_or(1).max(1);
+            env.extend(
+                names
+                    .split(',')
+                    .filter(|n| !n.is_empty())
+                    .map(|n| format!("{}={cores}", n.trim())),
+            );
+        }
+        let mut binds = vec![
+            format!(
+                "{}:{RUNNER_IN_CONTAINER}:ro",
+                self.cfg.krunner_path.display()
+            ),
+            format!("{}:/home/work:rw", dir.join("work").display()),
+            format!("{}:{IPC_IN_CONTAINER}:rw", dir.join("ipc").display()),
+        ];
+        for m in &spec.mounts {
+            if m.name.is_empty() || m.name.contains('/') || m.name.starts_with('.') {
+                return Err(AgentError::InvalidInput(format!(
+                    "invalid mount name '{}'",
+                    m.name
+                )));
+            }
+            binds.push(format!(
+                "{}:/home/work/{}:{}",
+                m.host_path.display(),
+                m.name,
+                if m.read_only { "ro" } else { "rw" }
+            ));
+        }
+        let host_config = HostConfig {
+            binds: Some(binds),
+            network_mode: Some(self.cfg.network_mode.clone()),
+            memory: (mem > 0).then_some(mem),
+            memory_swap: (mem > 0).then_some(mem),
+            nano_cpus: (cpus > rust_decimal::Decimal::ZERO).then(|| {
+                (cpus * rust_decimal::Decimal::from(1_000_000_000))
+                    .to_i64()
+                    .unwrap_or(0)
+            }),
+            pids_limit: Some(self.cfg.pids_limit),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            privileged: Some(false),
+            ..Default::default()
+        };
+        let mut container_labels = HashMap::new();
+        container_labels.insert(LABEL_KERNEL_ID.to_owned(), id.to_owned());
+        container_labels.insert(LABEL_AGENT_ID.to_owned(), self.cfg.agent_id.clone());
+        container_labels.insert("ai.backend.image".to_owned(), spec.image.clone());
+        container_labels.insert(
+            "ai.backend.slots".to_owned(),
+            spec.slots.to_json().to_string(),
+        );
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint: Some(vec![RUNNER_IN_CONTAINER.into()]),
+            cmd: Some(Vec::new()),
+            env: Some(env),
+            labels: Some(container_labels),
+            user: Some(format!("{}:{}", self.cfg.kernel_uid, self.cfg.kernel_gid)),
+            working_dir: Some("/home/work".into()),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let short = spec
+            .image
+            .rsplit('/')
+            .next()
+            .unwrap_or("kernel")
+            .split(':')
+            .next()
+            .unwrap_or("kernel");
+        let short: String = short
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        let name = format!("kernel.{short}.{id}");
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|e| docker_err("cannot create the container", e))?;
+        self.docker
+            .start_container(
+                &created.id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .map_err(|e| docker_err("cannot start the container", e))?;
+        let info = KernelInfo {
+            id: id.to_owned(),
+            container_id: created.id,
+            service_ports,
+        };
+        let kernel = Arc::new(Kernel {
+            info: info.clone(),
+            dir: dir.to_path_buf(),
+            runner: Mutex::new(None),
+        });
+        self.kernels
+            .lock()
+            .await
+            .insert(id.to_owned(), kernel.clone());
+        // Ready means the runner answers.
+        if let Err(e) = self.runner_of(&kernel).await {
+            let logs = self.logs(id).await.unwrap_or_default();
+            return Err(AgentError::Failure(format!(
+                "the kernel did not start: {e}; its log: {}",
+                logs.trim()
+            )));
+        }
+        Ok(info)
+    }
+
+    async fn runner_of(&self, kernel: &Kernel) -> Result<Arc<RunnerClient>, AgentError> {
+        let mut slot = kernel.runner.lock().await;
+        if let Some(r) = slot.as_ref() {
+            return Ok(r.clone());
+        }
+        let sock = kernel.dir.join("ipc").join(backend_ai_krunner::SOCKET_NAME);
+        let client = Arc::new(RunnerClient::connect(&sock, Duration::from_secs(30)).await?);
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Drops a broken runner connection so the next call reconnects.
+    async fn forget_runner(&self, id: &str) {
+        if let Ok(k) = self.kernel(id).await {
+            *k.runner.lock().await = None;
+        }
+    }
+
+    pub async fn execute(
+        &self,
+        id: &str,
+        run_id: Option<String>,
+        mode: &str,
+        code: &str,
+        opts: &Value,
+        flush_timeout: Option<Duration>,
+    ) -> Result<ExecResult, AgentError> {
+        let kernel = self.kernel(id).await?;
+        let runner = self.runner_of(&kernel).await?;
+        let r = runner
+            .execute(run_id, mode, code, opts, flush_timeout)
+            .await;
+        if matches!(r, Err(AgentError::Failure(_))) {
+            self.forget_runner(id).await;
+        }
+        r
+    }
+
+    pub async fn interrupt(&self, id: &str) -> Result<(), AgentError> {
+        let kernel = self.kernel(id).await?;
+        self.runner_of(&kernel).await?.interrupt().await
+    }
+
+    pub async fn complete(
+        &self,
+        id: &str,
+        code: &str,
+        opts: &Value,
+    ) -> Result<Vec<String>, AgentError> {
+        let kernel = self.kernel(id).await?;
+        self.runner_of(&kernel).await?.complete(code, opts).await
+    }
+
+    pub async fn start_service(&self, id: &str, service: &str) -> Result<Value, AgentError> {
+        let kernel = self.kernel(id).await?;
+        let port = kernel
+            .info
+            .service_ports
+            .iter()
+            .find(|p| p.name == service)
+            .ok_or_else(|| {
+                AgentError::InvalidInput(format!("the kernel has no service '{service}'"))
+            })?;
+        self.runner_of(&kernel)
+            .await?
+            .start_service(service, port.container_port, &port.protocol)
+            .await
+    }
+
+    pub async fn upload_file(&self, id: &str, path: &str, data: &[u8]) -> Result<(), AgentError> {
+        if data.len() as u64 > MAX_FILE_BYTES {
+            return Err(AgentError::InvalidInput(format!(
+                "files must be smaller than {MAX_FILE_BYTES} bytes"
+            )));
+        }
+        let kernel = self.kernel(id).await?;
+        let (root, uid_gid) = (
+            kernel.dir.join("work"),
+            (self.cfg.kernel_uid, self.cfg.kernel_gid),
+        );
+        let (path, data) = (path.to_owned(), data.to_vec());
+        tokio::task::spawn_blocking(move || files::write(&root, &path, &data, Some(uid_gid)))
+            .await
+            .map_err(|e| AgentError::Failure(e.to_string()))?
+    }
+
+    pub async fn download_file(&self, id: &str, path: &str) -> Result<Vec<u8>, AgentError> {
+        let kernel = self.kernel(id).await?;
+        let (root, path) = (kernel.dir.join("work"), path.to_owned());
+        tokio::task::spawn_blocking(move || files::read(&root, &path, MAX_FILE_BYTES))
+            .await
+            .map_err(|e| AgentError::Failure(e.to_string()))?
+    }
+
+    pub async fn list_files(&self, id: &str, path: &str) -> Result<Value, AgentError> {
+        let kernel = self.kernel(id).await?;
+        let (root, path) = (kernel.dir.join("work"), path.to_owned());
+        tokio::task::spawn_blocking(move || files::list(&root, &path))
+            .await
+            .map_err(|e| AgentError::Failure(e.to_string()))?
+    }
+
+    /// The container's own log (the runner's messages).
+    pub async fn logs(&self, id: &str) -> Result<String, AgentError> {
+        let kernel = self.kernel(id).await?;
+        let opts = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: "all".into(),
+            ..Default::default()
+        };
+        let mut stream = self.docker.logs(&kernel.info.container_id, Some(opts));
+        let mut out = String::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => out.push_str(&c.to_string()),
+                Err(e) => return Err(docker_err("logs", e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the kernel's container is still running.
+    pub async fn is_running(&self, id: &str) -> Result<bool, AgentError> {
+        let kernel = self.kernel(id).await?;
+        let c = self
+            .docker
+            .inspect_container(
+                &kernel.info.container_id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(|e| docker_err("inspect", e))?;
+        Ok(c.state.and_then(|s| s.running).unwrap_or(false))
+    }
+
+    /// Kills and removes the kernel's container and scratch directories.
+    pub async fn destroy_kernel(&self, id: &str) -> Result<(), AgentError> {
+        let kernel = self.kernel(id).await?;
+        match self
+            .docker
+            .kill_container(
+                &kernel.info.container_id,
+                Some(KillContainerOptions {
+                    signal: "SIGKILL".into(),
+                }),
+            )
+            .await
+        {
+            Ok(()) => {}
+            // Not running any more (409) or gone (404): nothing to kill.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404 | 409,
+                ..
+            }) => {}
+            Err(e) => return Err(docker_err("cannot kill the container", e)),
+        }
+        self.remove(id).await
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), AgentError> {
+        let kernel = self.kernels.lock().await.remove(id);
+        if let Some(k) = &kernel {
+            let opts = RemoveContainerOptions {
+                force: true,
+                v: true,
+                ..Default::default()
+            };
+            match self
+                .docker
+                .remove_container(&k.info.container_id, Some(opts))
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => tracing::warn!("cannot remove container of kernel {id}: {e}"),
+            }
+        }
+        let dir = self.kernel_dir(id);
+        tokio::task::spawn_blocking(move || {
+            if dir.exists() {
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!("cannot remove {}: {e}", dir.display());
+                }
+            }
+        })
+        .await
+        .map_err(|e| AgentError::Failure(e.to_string()))
+    }
+
+    /// After an agent restart: re-adopts this agent's running kernel containers and cleans up
+    /// exited ones. Returns `(recovered, ended)` kernel ids.
+    pub async fn recover(&self) -> Result<(Vec<String>, Vec<String>), AgentError> {
+        let mut filters = HashMap::new();
+        filters.insert(
+            "label".to_owned(),
+            vec![format!("{LABEL_AGENT_ID}={}", self.cfg.agent_id)],
+        );
+        let opts = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let containers = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| docker_err("list", e))?;
+        let (mut recovered, mut ended) = (Vec::new(), Vec::new());
+        for c in containers {
+            let labels = c.labels.clone().unwrap_or_default();
+            let Some(id) = labels.get(LABEL_KERNEL_ID).cloned() else {
+                continue;
+            };
+            let Some(container_id) = c.id.clone() else {
+                continue;
+            };
+            let image = labels.get("ai.backend.image").cloned().unwrap_or_default();
+            let service_ports = match self.docker.inspect_image(&image).await {
+                Ok(i) => i
+                    .config
+                    .and_then(|c| c.labels)
+                    .and_then(|l| {
+                        l.get("ai.backend.service-ports")
+                            .map(|s| parse_service_ports(s))
+                    })
+                    .unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
+            let kernel = Arc::new(Kernel {
+                info: KernelInfo {
+                    id: id.clone(),
+                    container_id,
+                    service_ports,
+                },
+                dir: self.kernel_dir(&id),
+                runner: Mutex::new(None),
+            });
+            self.kernels.lock().await.insert(id.clone(), kernel);
+            if c.state.as_ref().map(|s| s.to_string()) == Some("running".into()) {
+                recovered.push(id);
+            } else {
+                self.remove(&id).await?;
+                ended.push(id);
+            }
+        }
+        Ok((recovered, ended))
+    }
+
+    pub async fn kernel_ids(&self) -> Vec<String> {
+        self.kernels.lock().await.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_port_labels_are_parsed_strictly() {
+        assert_eq!(
+            parse_service_ports("http:http:8080, jupyter:http:8888,bad,ssh:tcp:22,x:udp:9000"),
+            vec![
+                ServicePort {
+                    name: "http".into(),
+                    protocol: "http".into(),
+                    container_port: 8080
+                },
+                ServicePort {
+                    name: "jupyter".into(),
+                    protocol: "http".into(),
+                    container_port: 8888
+                },
+            ]
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! The agent: owns one host's kernels. [`docker`] runs them as containers, [`runner`] talks
+//! to the runner inside each, [`files`] moves files in and out of their work directories.
+
+pub mod docker;
+pub mod files;
+pub mod runner;
+
+/// Errors of agent operations; the manager maps them to the original's `agent-timeout`,
+/// `agent-invalid-input` and `agent-failure` problems.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentError {
+    #[error("no such kernel: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Failure(String),
+}

@@ -1,0 +1,418 @@
+//! Kernels in real Docker containers, driven as the agent drives them.
+//!
+//! Needs a Docker engine, the Python kernel image (`BAI_TEST_IMAGE`) and the static runner
+//! (`BAI_KRUNNER`); `scripts/test.sh` prepares all three.
+
+use backend_ai_manager::agent::docker::{DockerBackend, DockerConfig, KernelSpec};
+use backend_ai_manager::agent::AgentError;
+use backend_ai_manager::domain::ResourceSlots;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn setting(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the README's test command (scripts/test.sh), which starts Docker, builds the kernel image and the static runner, and sets it")
+    })
+}
+
+struct Agent {
+    backend: DockerBackend,
+    _scratch: tempfile::TempDir,
+}
+
+fn config(agent_id: &str, scratch: &std::path::Path) -> DockerConfig {
+    DockerConfig {
+        agent_id: agent_id.to_owned(),
+        scratch_root: scratch.to_owned(),
+        krunner_path: setting("BAI_KRUNNER").into(),
+        network_mode: "none".into(),
+        kernel_uid: 1000,
+        kernel_gid: 1000,
+        pids_limit: 256,
+        exec_timeout: 0,
+    }
+}
+
+async fn agent() -> Agent {
+    let scratch = tempfile::tempdir().unwrap();
+    let id = format!("i-test-{}", uuid::Uuid::new_v4().simple());
+    let backend = DockerBackend::connect(config(&id, scratch.path()))
+        .await
+        .expect("Docker answers");
+    Agent {
+        backend,
+        _scratch: scratch,
+    }
+}
+
+fn spec(mem: &str) -> KernelSpec {
+    KernelSpec {
+        image: setting("BAI_TEST_IMAGE"),
+        slots: ResourceSlots::from_json(&json!({"cpu": "1", "mem": mem})).unwrap(),
+        environ: [("GREETING".to_owned(), "hi".to_owned())]
+            .into_iter()
+            .collect(),
+        mounts: Vec::new(),
+    }
+}
+
+async fn new_kernel(a: &Agent, mem: &str) -> String {
+    let id = uuid::Uuid::new_v4().to_string();
+    a.backend
+        .create_kernel(&id, &spec(mem))
+        .await
+        .expect("kernel starts");
+    id
+}
+
+/// Runs to the end (following `continued` results); returns stdout, stderr, exit code.
+async fn run(
+    a: &Agent,
+    id: &str,
+    mode: &str,
+    code: &str,
+    opts: Value,
+) -> (String, String, i64, String) {
+    let mut r = a
+        .backend
+        .execute(id, None, mode, code, &opts, Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let (mut out, mut err) = (String::new(), String::new());
+    loop {
+        for (kind, data) in &r.console {
+            let s = data.as_str().unwrap_or_default();
+            if kind == "stdout" {
+                out.push_str(s)
+            } else if kind == "stderr" {
+                err.push_str(s)
+            }
+        }
+        if r.status == "finished" || r.status == "exec-timeout" || r.status == "waiting-input" {
+            return (out, err, r.exit_code.unwrap_or(-1), r.status);
+        }
+        r = a
+            .backend
+            .execute(
+                id,
+                Some(r.run_id.clone()),
+                "continue",
+                "",
+                &json!({}),
+                Some(Duration::from_secs(30)),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn query_mode_keeps_state_orders_output_and_takes_input() {
+    let a = agent().await;
+    let k = new_kernel(&a, "256m").await;
+    assert_eq!(run(&a, &k, "query", "x = 41", json!({})).await.2, 0);
+    assert_eq!(
+        run(&a, &k, "query", "print(x + 1)", json!({})).await.0,
+        "42\n"
+    );
+    let r = a
+        .backend
+        .execute(
+            &k,
+            None,
+            "query",
+            "import sys\nprint('a')\nprint('b', file=sys.stderr)\nprint('c')",
+            &json!({}),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, "finished");
+    assert_eq!(
+        r.console,
+        vec![
+            ("stdout".into(), json!("a\n")),
+            ("stderr".into(), json!("b\n")),
+            ("stdout".into(), json!("c\n"))
+        ]
+    );
+    // input(): waiting-input, then mode=input with the text.
+    let r = a
+        .backend
+        .execute(
+            &k,
+            None,
+            "query",
+            "print('hello', input('name? '))",
+            &json!({}),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, "waiting-input");
+    assert_eq!(r.options, Some(json!({"is_password": false})));
+    let r = a
+        .backend
+        .execute(
+            &k,
+            Some(r.run_id),
+            "input",
+            "Lablup",
+            &json!({}),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r.status.as_str(),
+            r.console.last().unwrap().1.as_str().unwrap()
+        ),
+        ("finished", "hello Lablup\n")
+    );
+    // The environment, the user and the sandbox.
+    let (out, _, _, _) = run(&a, &k, "query", "import os\nprint(os.environ['GREETING'], os.getuid(), os.getcwd(), sorted(os.listdir('/sys/class/net')), os.path.exists('/var/run/docker.sock'))", json!({})).await;
+    assert_eq!(out, "hi 1000 /home/work ['lo'] False\n");
+    a.backend.destroy_kernel(&k).await.unwrap();
+}
+
+#[tokio::test]
+async fn interrupting_an_endless_loop_leaves_the_kernel_usable() {
+    let a = agent().await;
+    let k = new_kernel(&a, "256m").await;
+    run(&a, &k, "query", "kept = 'yes'", json!({})).await;
+    let r = a
+        .backend
+        .execute(
+            &k,
+            None,
+            "query",
+            "while True: pass",
+            &json!({}),
+            Some(Duration::from_millis(500)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, "continued");
+    a.backend.interrupt(&k).await.unwrap();
+    let r = a
+        .backend
+        .execute(
+            &k,
+            Some(r.run_id),
+            "continue",
+            "",
+            &json!({}),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, "finished");
+    assert!(r
+        .console
+        .iter()
+        .any(|(k, v)| k == "stderr" && v.as_str().unwrap().contains("KeyboardInterrupt")));
+    assert_eq!(
+        run(&a, &k, "query", "print(kept)", json!({})).await.0,
+        "yes\n"
+    );
+    a.backend.destroy_kernel(&k).await.unwrap();
+}
+
+#[tokio::test]
+async fn batch_mode_and_files_round_trip() {
+    let a = agent().await;
+    let k = new_kernel(&a, "256m").await;
+    let program =
+        b"import sys\nprint(open('data/input.txt').read().upper(), end='')\nsys.exit(7)\n";
+    a.backend.upload_file(&k, "main.py", program).await.unwrap();
+    a.backend
+        .upload_file(&k, "data/input.txt", b"uploaded\n")
+        .await
+        .unwrap();
+    let opts = json!({"clean": "", "build": "echo built > build.log", "exec": "*"});
+    let mut r = a
+        .backend
+        .execute(&k, None, "batch", "", &opts, Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let mut statuses = vec![(r.status.clone(), r.exit_code)];
+    while r.status != "finished" {
+        r = a
+            .backend
+            .execute(
+                &k,
+                Some(r.run_id.clone()),
+                "continue",
+                "",
+                &json!({}),
+                Some(Duration::from_secs(30)),
+            )
+            .await
+            .unwrap();
+        statuses.push((r.status.clone(), r.exit_code));
+    }
+    assert_eq!(
+        statuses,
+        [
+            ("clean-finished".into(), Some(0)),
+            ("build-finished".into(), Some(0)),
+            ("finished".into(), Some(7))
+        ]
+    );
+    assert_eq!(r.console, vec![("stdout".into(), json!("UPLOADED\n"))]);
+    // Files written in the container come back byte for byte; listing is the original's shape.
+    assert_eq!(
+        a.backend.download_file(&k, "build.log").await.unwrap(),
+        b"built\n"
+    );
+    let blob: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+    a.backend.upload_file(&k, "bin/blob", &blob).await.unwrap();
+    assert_eq!(a.backend.download_file(&k, "bin/blob").await.unwrap(), blob);
+    let listing = a.backend.list_files(&k, ".").await.unwrap();
+    let files: Vec<Value> = serde_json::from_str(listing["files"].as_str().unwrap()).unwrap();
+    let names: Vec<&str> = files
+        .iter()
+        .map(|f| f["filename"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"main.py") && names.contains(&"build.log") && names.contains(&"data"),
+        "{names:?}"
+    );
+    // Escapes are refused, including a symlink the kernel's user plants.
+    assert!(matches!(
+        a.backend.upload_file(&k, "../escape", b"x").await,
+        Err(AgentError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        a.backend.download_file(&k, "/etc/passwd").await,
+        Err(AgentError::InvalidInput(_))
+    ));
+    run(
+        &a,
+        &k,
+        "query",
+        "import os; os.symlink('/etc', 'etc-link')",
+        json!({}),
+    )
+    .await;
+    assert!(matches!(
+        a.backend.download_file(&k, "etc-link/hostname").await,
+        Err(AgentError::InvalidInput(_))
+    ));
+    assert!(a
+        .backend
+        .upload_file(&k, "big", &vec![0u8; 2 << 20])
+        .await
+        .is_err());
+    a.backend.destroy_kernel(&k).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_memory_limit_is_enforced_and_reported() {
+    let a = agent().await;
+    let k = new_kernel(&a, "96m").await;
+    let (_, err, code, status) = run(
+        &a,
+        &k,
+        "query",
+        "blocks = [bytearray(16 << 20) for _ in range(64)]",
+        json!({}),
+    )
+    .await;
+    assert_eq!((status.as_str(), code), ("finished", 137), "{err}");
+    assert!(err.contains("killed by signal 9"), "{err}");
+    // The kernel survives with a fresh interpreter.
+    assert_eq!(
+        run(&a, &k, "query", "print('still here')", json!({}))
+            .await
+            .0,
+        "still here\n"
+    );
+    a.backend.destroy_kernel(&k).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restarted_agent_recovers_its_kernels() {
+    let scratch = tempfile::tempdir().unwrap();
+    let agent_id = format!("i-test-{}", uuid::Uuid::new_v4().simple());
+    let first = DockerBackend::connect(config(&agent_id, scratch.path()))
+        .await
+        .unwrap();
+    let k = uuid::Uuid::new_v4().to_string();
+    first.create_kernel(&k, &spec("256m")).await.unwrap();
+    first
+        .execute(
+            &k,
+            None,
+            "query",
+            "survivor = 42",
+            &json!({}),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    drop(first);
+    let second = DockerBackend::connect(config(&agent_id, scratch.path()))
+        .await
+        .unwrap();
+    let (recovered, ended) = second.recover().await.unwrap();
+    assert_eq!((recovered, ended), (vec![k.clone()], vec![]));
+    let r = second
+        .execute(
+            &k,
+            None,
+            "query",
+            "print(survivor)",
+            &json!({}),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.console, vec![("stdout".into(), json!("42\n"))]);
+    second.destroy_kernel(&k).await.unwrap();
+    assert!(
+        !scratch.path().join(&k).exists(),
+        "scratch directories are removed"
+    );
+    assert!(matches!(
+        second
+            .execute(&k, None, "query", "1", &json!({}), None)
+            .await,
+        Err(AgentError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors() {
+    let a = agent().await;
+    assert!(matches!(
+        a.backend.create_kernel("../../etc", &spec("256m")).await,
+        Err(AgentError::InvalidInput(_))
+    ));
+    let mut s = spec("256m");
+    s.image = "127.0.0.1:5000/no/such-image:1".into();
+    let err = a
+        .backend
+        .create_kernel(&uuid::Uuid::new_v4().to_string(), &s)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AgentError::InvalidInput(ref m) if m.contains("cannot pull")),
+        "{err}"
+    );
+    let k = new_kernel(&a, "256m").await;
+    let err = a
+        .backend
+        .execute(&k, Some("nope".into()), "continue", "", &json!({}), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AgentError::InvalidInput(_)), "{err}");
+    let err = a
+        .backend
+        .execute(&k, None, "dance", "", &json!({}), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AgentError::InvalidInput(_)), "{err}");
+    a.backend.destroy_kernel(&k).await.unwrap();
+}
