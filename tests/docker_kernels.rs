@@ -416,3 +416,78 @@ async fn bad_requests_get_clear_errors() {
     assert!(matches!(err, AgentError::InvalidInput(_)), "{err}");
     a.backend.destroy_kernel(&k).await.unwrap();
 }
+
+#[tokio::test]
+async fn mock_gpus_are_allocated_and_released_without_leaks_under_concurrent_creates() {
+    use backend_ai_manager::agent::resources::{DeviceAllocMap, DeviceSource};
+    let scratch = tempfile::tempdir().unwrap();
+    let map = std::sync::Arc::new(DeviceAllocMap::new(DeviceSource::Mock(3)));
+    let cfg = config(
+        &format!("i-test-{}", uuid::Uuid::new_v4().simple()),
+        scratch.path(),
+    );
+    let backend = std::sync::Arc::new(
+        DockerBackend::connect(cfg)
+            .await
+            .unwrap()
+            .with_devices(map.clone()),
+    );
+    let mut gpu_spec = spec("128m");
+    gpu_spec
+        .slots
+        .set("cuda.device", rust_decimal::Decimal::ONE);
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (b, s) = (backend.clone(), gpu_spec.clone());
+            tokio::spawn(async move {
+                let id = uuid::Uuid::new_v4().to_string();
+                b.create_kernel(&id, &s).await.map(|_| id)
+            })
+        })
+        .collect();
+    let mut created = Vec::new();
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(id) => created.push(id),
+            Err(AgentError::InvalidInput(m)) if m.contains("insufficient cuda.device") => {
+                refused += 1
+            }
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!((created.len(), refused, map.free()), (3, 5, 0));
+    // Each kernel sees only its own device.
+    let mut seen = Vec::new();
+    for k in &created {
+        let r = backend
+            .execute(
+                k,
+                None,
+                "query",
+                "import os; print(os.environ['BACKENDAI_MOCK_CUDA_DEVICES'])",
+                &json!({}),
+                Some(Duration::from_secs(30)),
+            )
+            .await
+            .unwrap();
+        seen.push(r.console[0].1.as_str().unwrap().trim().to_owned());
+    }
+    seen.sort();
+    assert_eq!(seen, ["mock0", "mock1", "mock2"]);
+    for k in &created {
+        backend.destroy_kernel(k).await.unwrap();
+    }
+    assert_eq!(map.free(), 3, "every device is back");
+    // Without devices, a GPU request is a clear refusal.
+    let plain = agent().await;
+    let err = plain
+        .backend
+        .create_kernel(&uuid::Uuid::new_v4().to_string(), &gpu_spec)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AgentError::InvalidInput(ref m) if m.contains("no cuda.device")),
+        "{err}"
+    );
+}

@@ -7,10 +7,11 @@
 //! pids limits, and network mode `none` unless configured otherwise. Labels carry the kernel
 //! and agent ids, so a restarted agent recovers its kernels.
 
+use super::resources::{DeviceAllocMap, DeviceSource, CUDA_SLOT};
 use super::runner::{ExecResult, RunnerClient};
 use super::{files, AgentError};
 use crate::domain::ResourceSlots;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, KillContainerOptions, ListContainersOptions,
     LogsOptions, RemoveContainerOptions,
@@ -88,7 +89,10 @@ pub struct DockerBackend {
     docker: Docker,
     cfg: DockerConfig,
     kernels: Mutex<HashMap<String, Arc<Kernel>>>,
+    devices: Option<Arc<DeviceAllocMap>>,
 }
+
+const LABEL_DEVICES: &str = "ai.backend.devices";
 
 fn docker_err(what: &str, e: bollard::errors::Error) -> AgentError {
     AgentError::Failure(format!("{what}: {e}"))
@@ -144,7 +148,18 @@ impl DockerBackend {
             docker,
             cfg,
             kernels: Mutex::new(HashMap::new()),
+            devices: None,
         })
+    }
+
+    /// Gives this backend accelerator devices (`cuda.device`) to hand out.
+    pub fn with_devices(mut self, devices: Arc<DeviceAllocMap>) -> Self {
+        self.devices = Some(devices);
+        self
+    }
+
+    pub fn devices(&self) -> Option<&Arc<DeviceAllocMap>> {
+        self.devices.as_ref()
     }
 
     pub fn config(&self) -> &DockerConfig {
@@ -226,9 +241,26 @@ impl DockerBackend {
                 spec.image
             )));
         }
+        // Devices are taken before anything else exists, so concurrent creations cannot
+        // overcommit them; every failure below gives them back.
+        let wanted = spec.slots.get(CUDA_SLOT);
+        let devices = if wanted > rust_decimal::Decimal::ZERO {
+            let map = self.devices.as_ref().ok_or_else(|| {
+                AgentError::InvalidInput(format!("this agent has no {CUDA_SLOT}"))
+            })?;
+            map.allocate(&id, wanted)?
+        } else {
+            Vec::new()
+        };
         let dir = self.kernel_dir(&id);
-        self.make_dirs(&dir)?;
-        match self.start_container(&id, spec, &labels, &dir).await {
+        let started = match self.make_dirs(&dir) {
+            Ok(()) => {
+                self.start_container(&id, spec, &labels, &dir, &devices)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match started {
             Ok(info) => Ok(info),
             Err(e) => {
                 let _ = self.remove(&id).await;
@@ -243,6 +275,7 @@ impl DockerBackend {
         spec: &KernelSpec,
         labels: &HashMap<String, String>,
         dir: &Path,
+        devices: &[String],
     ) -> Result<KernelInfo, AgentError> {
         let runtime = labels
             .get("ai.backend.runtime-path")
@@ -297,7 +330,23 @@ impl DockerBackend {
                 if m.read_only { "ro" } else { "rw" }
             ));
         }
+        let mut device_requests = None;
+        match self.devices.as_ref().map(|d| &d.source) {
+            Some(DeviceSource::Nvidia(_)) if !devices.is_empty() => {
+                device_requests = Some(vec![DeviceRequest {
+                    driver: Some("nvidia".into()),
+                    device_ids: Some(devices.to_vec()),
+                    capabilities: Some(vec![vec!["gpu".into()]]),
+                    ..Default::default()
+                }]);
+            }
+            Some(DeviceSource::Mock(_)) if !devices.is_empty() => {
+                env.push(format!("BACKENDAI_MOCK_CUDA_DEVICES={}", devices.join(",")))
+            }
+            _ => {}
+        }
         let host_config = HostConfig {
+            device_requests,
             binds: Some(binds),
             network_mode: Some(self.cfg.network_mode.clone()),
             memory: (mem > 0).then_some(mem),
@@ -549,6 +598,9 @@ impl DockerBackend {
     }
 
     async fn remove(&self, id: &str) -> Result<(), AgentError> {
+        if let Some(map) = &self.devices {
+            map.release(id);
+        }
         let kernel = self.kernels.lock().await.remove(id);
         if let Some(k) = &kernel {
             let opts = RemoveContainerOptions {
@@ -606,6 +658,12 @@ impl DockerBackend {
                 continue;
             };
             let image = labels.get("ai.backend.image").cloned().unwrap_or_default();
+            if let (Some(map), Some(held)) = (&self.devices, labels.get(LABEL_DEVICES)) {
+                map.restore(
+                    &id,
+                    &serde_json::from_str::<Vec<String>>(held).unwrap_or_default(),
+                );
+            }
             let service_ports = match self.docker.inspect_image(&image).await {
                 Ok(i) => i
                     .config

@@ -3,6 +3,7 @@
 
 pub mod docker;
 pub mod files;
+pub mod resources;
 pub mod runner;
 
 /// Errors of agent operations; the manager maps them to the original's `agent-timeout`,
