@@ -297,3 +297,80 @@ async fn live_stats_expire_on_real_redis() {
 async fn live_stats_expire_in_process() {
     stats_expire(&InProcess::default(), "kernel-1").await;
 }
+
+async fn events_reach_every_group(bus: &dyn Ephemeral, group: &str) {
+    use backend_ai_manager::bus::Event;
+    let mut a = bus.subscribe(group, "m1").await.unwrap();
+    let mut b = bus
+        .subscribe(&format!("{group}-other"), "m1")
+        .await
+        .unwrap();
+    for i in 0..3 {
+        bus.publish(&Event::new(
+            "kernel_started",
+            "i-agent",
+            vec![json!(format!("k{i}"))],
+        ))
+        .await
+        .unwrap();
+    }
+    for rx in [&mut a, &mut b] {
+        for i in 0..3 {
+            let d = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("event arrives")
+                .unwrap();
+            assert_eq!(
+                d.event,
+                Event::new("kernel_started", "i-agent", vec![json!(format!("k{i}"))])
+            );
+            bus.ack(group, &d.id).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn events_in_process() {
+    events_reach_every_group(&InProcess::default(), "managers").await;
+}
+
+#[tokio::test]
+async fn events_on_redis_streams_survive_a_consumer_restart() {
+    use backend_ai_manager::bus::Event;
+    let redis = redis();
+    let bus = RedisBus::connect(&redis.addr, None).await.unwrap();
+    let group = unique_namespace();
+    events_reach_every_group(&bus, &group).await;
+    // A consumer that takes an event and stops before acknowledging it gets it again.
+    let mut rx = bus.subscribe(&group, "m2").await.unwrap();
+    bus.publish(&Event::new(
+        "kernel_terminated",
+        "i-agent",
+        vec![json!("k9"), json!("self-terminated")],
+    ))
+    .await
+    .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    drop(rx);
+    let mut again = bus.subscribe(&group, "m2").await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), again.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (second.id.clone(), second.event.clone()),
+        (first.id, first.event)
+    );
+    bus.ack(&group, &second.id).await.unwrap();
+    drop(again);
+    // Once acknowledged, it is not delivered a third time.
+    let mut third = bus.subscribe(&group, "m2").await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(2500), third.recv())
+            .await
+            .is_err()
+    );
+}

@@ -1,15 +1,19 @@
 //! In-process ephemeral state for a single manager without Redis.
 
-use super::{BusError, Ephemeral};
+use super::{BusError, Delivery, Ephemeral, Event};
 use async_trait::async_trait;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 #[derive(Default)]
 pub struct InProcess {
     hits: Mutex<HashMap<String, VecDeque<u64>>>,
     stats: Mutex<HashMap<String, (serde_json::Value, Instant)>>,
+    /// One queue per consumer group: every group sees every event once.
+    groups: Mutex<HashMap<String, mpsc::UnboundedSender<Delivery>>>,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 #[async_trait]
@@ -56,6 +60,47 @@ impl Ephemeral for InProcess {
             .get(id)
             .filter(|(_, expiry)| *expiry > Instant::now())
             .map(|(v, _)| v.clone()))
+    }
+
+    async fn publish(&self, event: &Event) -> Result<(), BusError> {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_string();
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        groups.retain(|_, tx| {
+            tx.send(Delivery {
+                id: id.clone(),
+                event: event.clone(),
+            })
+            .is_ok()
+        });
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        group: &str,
+        _consumer: &str,
+    ) -> Result<mpsc::Receiver<Delivery>, BusError> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(group.to_owned(), tx);
+        let (out_tx, out_rx) = mpsc::channel(1024);
+        tokio::spawn(async move {
+            while let Some(d) = rx.recv().await {
+                if out_tx.send(d).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(out_rx)
+    }
+
+    async fn ack(&self, _group: &str, _id: &str) -> Result<(), BusError> {
+        Ok(())
     }
 
     fn describe(&self) -> String {

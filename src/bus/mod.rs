@@ -11,6 +11,33 @@ pub use self::redis::RedisBus;
 use crate::shared_config::{keys, SharedConfig, SharedConfigError};
 use async_trait::async_trait;
 use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// An agent event, named and shaped as the original's (`instance_heartbeat`,
+/// `kernel_terminated`, …).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Event {
+    pub name: String,
+    pub agent_id: String,
+    pub args: Vec<serde_json::Value>,
+}
+
+impl Event {
+    pub fn new(name: &str, agent_id: &str, args: Vec<serde_json::Value>) -> Self {
+        Event {
+            name: name.to_owned(),
+            agent_id: agent_id.to_owned(),
+            args,
+        }
+    }
+}
+
+/// An event handed to a consumer; acknowledge it once handled.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: String,
+    pub event: Event,
+}
 
 /// The rolling rate-limit window, in seconds (15 minutes, as the original).
 pub const RATE_LIMIT_WINDOW_SECS: u64 = 900;
@@ -45,6 +72,16 @@ pub trait Ephemeral: Send + Sync {
     ) -> Result<(), BusError>;
     /// The live statistics of a kernel or agent, if fresh.
     async fn get_stat(&self, id: &str) -> Result<Option<serde_json::Value>, BusError>;
+    /// Appends an event for the managers.
+    async fn publish(&self, event: &Event) -> Result<(), BusError>;
+    /// Events for `consumer` in `group`, at least once: deliveries not acknowledged before
+    /// a consumer stops are delivered again when it (by the same name) comes back.
+    async fn subscribe(
+        &self,
+        group: &str,
+        consumer: &str,
+    ) -> Result<mpsc::Receiver<Delivery>, BusError>;
+    async fn ack(&self, group: &str, id: &str) -> Result<(), BusError>;
     fn describe(&self) -> String;
 }
 

@@ -2,14 +2,20 @@
 //! agent id in logical DB 0 (JSON, with a TTL), rate-limit sorted sets keyed by access key
 //! in DB 1.
 
-use super::{BusError, Ephemeral};
+use super::{BusError, Delivery, Ephemeral, Event};
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::Script;
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 const STAT_DB: i64 = 0;
 const RATE_LIMIT_DB: i64 = 1;
+/// The original's event database (19.09).
+const EVENT_DB: i64 = 4;
+const EVENT_STREAM: &str = "events.stream";
+/// Events kept in the stream (approximately) for consumers that were away.
+const EVENT_STREAM_MAXLEN: usize = 100_000;
 
 /// The original's rolling-window script: a global request id keeps members unique, old
 /// entries are trimmed, the set expires with the window, and the count is returned.
@@ -32,7 +38,9 @@ return redis.call('ZCARD', access_key)
 pub struct RedisBus {
     rlim: ConnectionManager,
     stats: ConnectionManager,
+    events: ConnectionManager,
     addr: String,
+    password: Option<String>,
     script: Script,
 }
 
@@ -80,7 +88,9 @@ impl RedisBus {
         Ok(RedisBus {
             rlim: connect_db(addr, password, RATE_LIMIT_DB).await?,
             stats: connect_db(addr, password, STAT_DB).await?,
+            events: connect_db(addr, password, EVENT_DB).await?,
             addr: addr.to_owned(),
+            password: password.map(str::to_owned),
             script: Script::new(RATE_LIMIT_LUA),
         })
     }
@@ -139,6 +149,128 @@ impl Ephemeral for RedisBus {
             .map_err(|e| self.err(e))?;
         // A value in another encoding (an original agent's msgpack) reads as "no live stats".
         Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+    }
+
+    async fn publish(&self, event: &Event) -> Result<(), BusError> {
+        let mut conn = self.events.clone();
+        let body = serde_json::to_string(event).map_err(|e| BusError::Redis {
+            addr: self.addr.clone(),
+            msg: e.to_string(),
+        })?;
+        redis::cmd("XADD")
+            .arg(EVENT_STREAM)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(EVENT_STREAM_MAXLEN)
+            .arg("*")
+            .arg("event")
+            .arg(body)
+            .query_async::<String>(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        group: &str,
+        consumer: &str,
+    ) -> Result<mpsc::Receiver<Delivery>, BusError> {
+        let mut conn = self.events.clone();
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(EVENT_STREAM)
+            .arg(group)
+            .arg("$")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = created {
+            if e.code() != Some("BUSYGROUP") {
+                return Err(self.err(e));
+            }
+        }
+        // Blocking reads get a connection of their own, so they never delay other commands.
+        let reader = connect_db(&self.addr, self.password.as_deref(), EVENT_DB).await?;
+        let (tx, rx) = mpsc::channel(1024);
+        let (group, consumer, addr) = (group.to_owned(), consumer.to_owned(), self.addr.clone());
+        tokio::spawn(async move {
+            let mut conn = reader;
+            // First what this consumer took but never acknowledged, then new events.
+            let mut cursor = "0".to_owned();
+            loop {
+                let mut read = redis::cmd("XREADGROUP");
+                read.arg("GROUP")
+                    .arg(&group)
+                    .arg(&consumer)
+                    .arg("COUNT")
+                    .arg(100)
+                    .arg("BLOCK")
+                    .arg(1000)
+                    .arg("STREAMS")
+                    .arg(EVENT_STREAM)
+                    .arg(&cursor);
+                // Stop reading as soon as nobody listens, so a gone consumer does not take
+                // events from the live ones of its group.
+                let reply: redis::RedisResult<redis::streams::StreamReadReply> = tokio::select! {
+                    r = read.query_async(&mut conn) => r,
+                    _ = tx.closed() => return,
+                };
+                let reply = match reply {
+                    Ok(r) => r,
+                    Err(e) => {
+                        if tx.is_closed() {
+                            return;
+                        }
+                        tracing::warn!("redis at {addr}: reading events: {e}");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                let ids: Vec<_> = reply.keys.into_iter().flat_map(|k| k.ids).collect();
+                // While replaying the backlog, move past what was just read; once it is
+                // empty, switch to new events.
+                if cursor != ">" {
+                    cursor = match ids.last() {
+                        Some(last) => last.id.clone(),
+                        None => ">".to_owned(),
+                    };
+                }
+                for entry in ids {
+                    let body: Option<String> = entry.get("event");
+                    let Some(event) = body.and_then(|b| serde_json::from_str::<Event>(&b).ok())
+                    else {
+                        continue;
+                    };
+                    if tx
+                        .send(Delivery {
+                            id: entry.id,
+                            event,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    async fn ack(&self, group: &str, id: &str) -> Result<(), BusError> {
+        let mut conn = self.events.clone();
+        redis::cmd("XACK")
+            .arg(EVENT_STREAM)
+            .arg(group)
+            .arg(id)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     fn describe(&self) -> String {
