@@ -491,3 +491,128 @@ async fn mock_gpus_are_allocated_and_released_without_leaks_under_concurrent_cre
         "{err}"
     );
 }
+
+/// The next event named `name` (others, such as heartbeats, are skipped).
+async fn next_event(
+    rx: &mut tokio::sync::mpsc::Receiver<backend_ai_manager::bus::Delivery>,
+    name: &str,
+) -> backend_ai_manager::bus::Event {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {name} event"))
+            .unwrap();
+        if d.event.name == name {
+            return d.event;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_daemon_heartbeats_reports_stats_and_kernel_ends() {
+    use backend_ai_manager::agent::daemon::{AgentDaemon, AgentIdentity};
+    use backend_ai_manager::bus::{Ephemeral, InProcess};
+    let bus: std::sync::Arc<dyn Ephemeral> = std::sync::Arc::new(InProcess::default());
+    let mut events = bus.subscribe("managers", "m").await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let agent_id = format!("i-test-{}", uuid::Uuid::new_v4().simple());
+    let backend = std::sync::Arc::new(
+        DockerBackend::connect(config(&agent_id, scratch.path()))
+            .await
+            .unwrap(),
+    );
+    let identity = AgentIdentity {
+        id: agent_id.clone(),
+        region: "local".into(),
+        addr: "tcp://127.0.0.1:6001".into(),
+        version: "test".into(),
+    };
+    let slots = backend_ai_manager::agent::resources::host_slots(0, 0);
+    let daemon = AgentDaemon::new(backend.clone(), bus.clone(), identity, slots)
+        .with_intervals(Duration::from_millis(200), Duration::from_millis(300));
+    let running = daemon.start().await.unwrap();
+    let started = next_event(&mut events, "instance_started").await;
+    assert_eq!(started.agent_id, agent_id);
+
+    let k = uuid::Uuid::new_v4().to_string();
+    backend.create_kernel(&k, &spec("128m")).await.unwrap();
+    // Heartbeats carry slots, images and the running kernels.
+    let hb = loop {
+        let hb = next_event(&mut events, "instance_heartbeat").await;
+        if hb.args[0]["kernels"]
+            .as_array()
+            .is_some_and(|ks| !ks.is_empty())
+        {
+            break hb;
+        }
+    };
+    assert_eq!(hb.args[0]["kernels"], json!([k]));
+    assert_eq!(hb.args[0]["addr"], "tcp://127.0.0.1:6001");
+    assert_eq!(hb.args[0]["resource_slots"]["mem"][0], "bytes");
+    assert!(
+        hb.args[0]["images"].to_string().contains("lablup/python"),
+        "{}",
+        hb.args[0]["images"]
+    );
+    // Live statistics appear in the stats store.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let stat = loop {
+        if let Some(s) = bus.get_stat(&k).await.unwrap() {
+            break s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no live statistics");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        stat["mem"]["current"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0,
+        "{stat}"
+    );
+    assert_eq!(stat["mem"]["capacity"], (128u64 << 20).to_string());
+    assert!(
+        bus.get_stat(&agent_id).await.unwrap().is_some(),
+        "node statistics too"
+    );
+
+    // A requested destroy: last statistics returned and in the event.
+    let last = running.daemon.destroy_kernel(&k).await.unwrap();
+    assert!(last.is_some());
+    let ev = next_event(&mut events, "kernel_terminated").await;
+    assert_eq!(
+        (ev.args[0].clone(), ev.args[1].clone()),
+        (json!(k), json!("user-requested"))
+    );
+    assert!(ev.args[3]["mem"].is_object(), "{ev:?}");
+
+    // A kernel killed behind the agent's back is reported as such and cleaned up.
+    let k2 = uuid::Uuid::new_v4().to_string();
+    let info = backend.create_kernel(&k2, &spec("128m")).await.unwrap();
+    let killed = std::process::Command::new("docker")
+        .args(["kill", &info.container_id])
+        .output()
+        .unwrap();
+    assert!(killed.status.success());
+    let ev = next_event(&mut events, "kernel_terminated").await;
+    assert_eq!(
+        (ev.args[0].clone(), ev.args[1].clone(), ev.args[2].clone()),
+        (json!(k2), json!("killed"), json!(137))
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while backend.kernel_ids().await.contains(&k2) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ended kernel is cleaned up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.stop().await;
+    assert_eq!(
+        next_event(&mut events, "instance_terminated").await.args,
+        vec![json!("shutdown")]
+    );
+}

@@ -13,8 +13,8 @@ use super::{files, AgentError};
 use crate::domain::ResourceSlots;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, KillContainerOptions, ListContainersOptions,
-    LogsOptions, RemoveContainerOptions,
+    CreateContainerOptions, CreateImageOptions, EventsOptions, KillContainerOptions,
+    ListContainersOptions, ListImagesOptions, LogsOptions, RemoveContainerOptions, StatsOptions,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -90,6 +90,17 @@ pub struct DockerBackend {
     cfg: DockerConfig,
     kernels: Mutex<HashMap<String, Arc<Kernel>>>,
     devices: Option<Arc<DeviceAllocMap>>,
+    /// Kernels being destroyed on request, so their end is reported as such.
+    destroying: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// A kernel container that stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Termination {
+    pub kernel_id: String,
+    pub exit_code: Option<i64>,
+    /// `user-requested`, `self-terminated`, or `killed` (by a signal, e.g. out of memory).
+    pub reason: String,
 }
 
 const LABEL_DEVICES: &str = "ai.backend.devices";
@@ -149,6 +160,7 @@ impl DockerBackend {
             cfg,
             kernels: Mutex::new(HashMap::new()),
             devices: None,
+            destroying: std::sync::Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -576,6 +588,10 @@ impl DockerBackend {
     /// Kills and removes the kernel's container and scratch directories.
     pub async fn destroy_kernel(&self, id: &str) -> Result<(), AgentError> {
         let kernel = self.kernel(id).await?;
+        self.destroying
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned());
         match self
             .docker
             .kill_container(
@@ -594,6 +610,12 @@ impl DockerBackend {
             }) => {}
             Err(e) => return Err(docker_err("cannot kill the container", e)),
         }
+        self.remove(id).await
+    }
+
+    /// Forgets a kernel that ended by itself: removes its container, scratch directories
+    /// and device allocations.
+    pub async fn forget_kernel(&self, id: &str) -> Result<(), AgentError> {
         self.remove(id).await
     }
 
@@ -696,7 +718,153 @@ impl DockerBackend {
     }
 
     pub async fn kernel_ids(&self) -> Vec<String> {
-        self.kernels.lock().await.keys().cloned().collect()
+        let mut ids: Vec<String> = self.kernels.lock().await.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Kernel images on this engine (with `ai.backend.kernelspec`): `(repo tag, image id)`.
+    pub async fn images(&self) -> Result<Vec<(String, String)>, AgentError> {
+        let mut filters = HashMap::new();
+        filters.insert("label".to_owned(), vec!["ai.backend.kernelspec".to_owned()]);
+        let opts = ListImagesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let images = self
+            .docker
+            .list_images(Some(opts))
+            .await
+            .map_err(|e| docker_err("images", e))?;
+        let mut out: Vec<(String, String)> = images
+            .into_iter()
+            .flat_map(|i| i.repo_tags.into_iter().map(move |t| (t, i.id.clone())))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// The kernel's statistics now, as the original's metrics (`cpu_used`, `mem`, `net_rx`,
+    /// `net_tx`, `io_read`, `io_write`; decimal strings).
+    pub async fn kernel_stat(&self, id: &str) -> Result<Value, AgentError> {
+        let kernel = self.kernel(id).await?;
+        let opts = StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
+        let mut stream = self.docker.stats(&kernel.info.container_id, Some(opts));
+        let s = match stream.next().await {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => return Err(docker_err("stats", e)),
+            None => return Err(AgentError::Failure("no statistics".into())),
+        };
+        let cpu_ns = s
+            .cpu_stats
+            .as_ref()
+            .and_then(|c| c.cpu_usage.as_ref())
+            .and_then(|u| u.total_usage)
+            .unwrap_or(0);
+        let mem = s.memory_stats.as_ref();
+        let (used, limit) = (
+            mem.and_then(|m| m.usage).unwrap_or(0),
+            mem.and_then(|m| m.limit).unwrap_or(0),
+        );
+        let (mut rx, mut tx) = (0u64, 0u64);
+        for n in s
+            .networks
+            .as_ref()
+            .map(|n| n.values().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            rx += n.rx_bytes.unwrap_or(0);
+            tx += n.tx_bytes.unwrap_or(0);
+        }
+        let (mut read, mut write) = (0u64, 0u64);
+        for e in s
+            .blkio_stats
+            .as_ref()
+            .and_then(|b| b.io_service_bytes_recursive.clone())
+            .unwrap_or_default()
+        {
+            match e.op.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                Some("read") => read += e.value.unwrap_or(0),
+                Some("write") => write += e.value.unwrap_or(0),
+                _ => {}
+            }
+        }
+        let pct = if limit > 0 {
+            format!("{:.2}", used as f64 * 100.0 / limit as f64)
+        } else {
+            "0".into()
+        };
+        Ok(serde_json::json!({
+            "cpu_used": {"current": (cpu_ns / 1_000_000).to_string(), "unit_hint": "msec"},
+            "mem": {"current": used.to_string(), "capacity": limit.to_string(), "pct": pct, "unit_hint": "bytes"},
+            "net_rx": {"current": rx.to_string(), "unit_hint": "bytes"},
+            "net_tx": {"current": tx.to_string(), "unit_hint": "bytes"},
+            "io_read": {"current": read.to_string(), "unit_hint": "bytes"},
+            "io_write": {"current": write.to_string(), "unit_hint": "bytes"},
+        }))
+    }
+
+    /// Kernel containers of this agent that stop, as they stop (from Docker's event stream).
+    pub fn terminations(self: &Arc<Self>) -> tokio::sync::mpsc::Receiver<Termination> {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut filters = HashMap::new();
+            filters.insert("type".to_owned(), vec!["container".to_owned()]);
+            filters.insert("event".to_owned(), vec!["die".to_owned()]);
+            filters.insert(
+                "label".to_owned(),
+                vec![format!("{LABEL_AGENT_ID}={}", me.cfg.agent_id)],
+            );
+            let mut events = me.docker.events(Some(EventsOptions {
+                filters: Some(filters),
+                ..Default::default()
+            }));
+            loop {
+                let ev = tokio::select! {
+                    ev = events.next() => ev,
+                    _ = tx.closed() => return,
+                };
+                let Some(ev) = ev else { return };
+                let ev = match ev {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!("Docker events: {e}");
+                        continue;
+                    }
+                };
+                let attrs = ev.actor.and_then(|a| a.attributes).unwrap_or_default();
+                let Some(kernel_id) = attrs.get(LABEL_KERNEL_ID).cloned() else {
+                    continue;
+                };
+                let exit_code = attrs.get("exitCode").and_then(|c| c.parse::<i64>().ok());
+                let requested = me
+                    .destroying
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&kernel_id);
+                let reason = match (requested, exit_code) {
+                    (true, _) => "user-requested",
+                    (false, Some(c)) if c > 128 => "killed",
+                    _ => "self-terminated",
+                };
+                if tx
+                    .send(Termination {
+                        kernel_id,
+                        exit_code,
+                        reason: reason.to_owned(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        rx
     }
 }
 

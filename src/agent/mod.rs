@@ -1,6 +1,7 @@
 //! The agent: owns one host's kernels. [`docker`] runs them as containers, [`runner`] talks
 //! to the runner inside each, [`files`] moves files in and out of their work directories.
 
+pub mod daemon;
 pub mod docker;
 pub mod files;
 pub mod resources;

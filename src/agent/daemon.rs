@@ -1,0 +1,280 @@
+//! The agent daemon: announces itself, heart-beats, keeps live statistics fresh, and turns
+//! kernel ends into `kernel_terminated` events — all through the ephemeral-state bus, with
+//! the original's event names and arguments.
+
+use super::docker::DockerBackend;
+use super::resources::CUDA_SLOT;
+use super::AgentError;
+use crate::bus::{EphemeralHandle, Event, STAT_TTL_SECS};
+use crate::domain::ResourceSlots;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone)]
+pub struct AgentIdentity {
+    pub id: String,
+    pub region: String,
+    /// Where the manager reaches this agent's RPC.
+    pub addr: String,
+    pub version: String,
+}
+
+pub struct AgentDaemon {
+    pub backend: Arc<DockerBackend>,
+    bus: EphemeralHandle,
+    identity: AgentIdentity,
+    slots: ResourceSlots,
+    heartbeat: Duration,
+    stats: Duration,
+}
+
+/// A started daemon; [`RunningAgent::stop`] ends it politely.
+pub struct RunningAgent {
+    pub daemon: Arc<AgentDaemon>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Busy and total jiffies from `/proc/stat`.
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let nums: Vec<u64> = text
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let total: u64 = nums.iter().sum();
+    let idle = nums.get(3).copied().unwrap_or(0) + nums.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+fn mem_used_total() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+    };
+    let (total, avail) = (field("MemTotal:")?, field("MemAvailable:")?);
+    Some((total - avail, total))
+}
+
+impl AgentDaemon {
+    pub fn new(
+        backend: Arc<DockerBackend>,
+        bus: EphemeralHandle,
+        identity: AgentIdentity,
+        mut slots: ResourceSlots,
+    ) -> Self {
+        if let Some(map) = backend.devices() {
+            slots.set(
+                CUDA_SLOT,
+                rust_decimal::Decimal::from(map.capacity() as u64),
+            );
+        }
+        AgentDaemon {
+            backend,
+            bus,
+            identity,
+            slots,
+            heartbeat: Duration::from_secs(3),
+            stats: Duration::from_secs(2),
+        }
+    }
+
+    /// Shorter intervals (for tests and demos).
+    pub fn with_intervals(mut self, heartbeat: Duration, stats: Duration) -> Self {
+        self.heartbeat = heartbeat;
+        self.stats = stats;
+        self
+    }
+
+    pub fn identity(&self) -> &AgentIdentity {
+        &self.identity
+    }
+
+    async fn emit(&self, name: &str, args: Vec<Value>) {
+        if let Err(e) = self
+            .bus
+            .publish(&Event::new(name, &self.identity.id, args))
+            .await
+        {
+            tracing::warn!("cannot send {name}: {e}");
+        }
+    }
+
+    /// The heartbeat payload: who and where this agent is, its slots, images and kernels.
+    pub async fn agent_info(&self) -> Value {
+        let slots: serde_json::Map<String, Value> = self
+            .slots
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_owned(),
+                    json!([if k == "mem" { "bytes" } else { "count" }, v.to_string()]),
+                )
+            })
+            .collect();
+        let images = self.backend.images().await.unwrap_or_default();
+        let devices = self
+            .backend
+            .devices()
+            .map(|d| format!("{:?}", d.source))
+            .unwrap_or_default();
+        json!({
+            "ip": self.identity.addr.split("://").nth(1).and_then(|a| a.rsplit_once(':')).map(|(h, _)| h).unwrap_or(""),
+            "region": self.identity.region,
+            "addr": self.identity.addr,
+            "resource_slots": slots,
+            "version": self.identity.version,
+            "compute_plugins": {"cpu": {"version": self.identity.version}, "mem": {"version": self.identity.version},
+                                "cuda": {"devices": devices}},
+            "images": images,
+            "kernels": self.backend.kernel_ids().await,
+        })
+    }
+
+    /// Destroys a kernel on request; returns its last statistics (also in the event).
+    pub async fn destroy_kernel(&self, id: &str) -> Result<Option<Value>, AgentError> {
+        let last = self.backend.kernel_stat(id).await.ok();
+        if let Some(stat) = &last {
+            let _ = self.bus.put_stat(id, stat, STAT_TTL_SECS).await;
+        }
+        self.backend.destroy_kernel(id).await?;
+        Ok(last)
+    }
+
+    /// Recovers kernels, announces the agent and starts its loops.
+    pub async fn start(self) -> Result<RunningAgent, AgentError> {
+        let daemon = Arc::new(self);
+        let (recovered, ended) = daemon.backend.recover().await?;
+        if !recovered.is_empty() {
+            tracing::info!("recovered {} running kernel(s)", recovered.len());
+        }
+        daemon
+            .emit("instance_started", vec![json!("self-started")])
+            .await;
+        for id in ended {
+            daemon
+                .emit(
+                    "kernel_terminated",
+                    vec![
+                        json!(id),
+                        json!("self-terminated"),
+                        Value::Null,
+                        Value::Null,
+                    ],
+                )
+                .await;
+        }
+        let (stop, rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        let (d, mut r) = (daemon.clone(), rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(d.heartbeat);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => d.emit("instance_heartbeat", vec![d.agent_info().await]).await,
+                    _ = stopped(&mut r) => break,
+                }
+            }
+        }));
+
+        let (d, mut r) = (daemon.clone(), rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(d.stats);
+            let mut prev_cpu = cpu_jiffies();
+            let mut mem_max: HashMap<String, u64> = HashMap::new();
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stopped(&mut r) => break,
+                }
+                let ids = d.backend.kernel_ids().await;
+                mem_max.retain(|k, _| ids.contains(k));
+                for id in ids {
+                    let Ok(mut stat) = d.backend.kernel_stat(&id).await else { continue };
+                    let cur = stat["mem"]["current"].as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+                    let max = mem_max.entry(id.clone()).or_insert(0);
+                    *max = (*max).max(cur);
+                    stat["mem"]["stats.max"] = json!(max.to_string());
+                    let _ = d.bus.put_stat(&id, &stat, STAT_TTL_SECS).await;
+                }
+                let cpu = cpu_jiffies();
+                let pct = match (prev_cpu, cpu) {
+                    (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => (b1 - b0) as f64 * 100.0 / (t1 - t0) as f64,
+                    _ => 0.0,
+                };
+                prev_cpu = cpu;
+                let (used, total) = mem_used_total().unwrap_or((0, 0));
+                let node = json!({"node": {"cpu_util": {"pct": format!("{pct:.2}")},
+                                           "mem": {"current": used.to_string(), "capacity": total.to_string()}},
+                                  "devices": {}});
+                let _ = d.bus.put_stat(&d.identity.id, &node, STAT_TTL_SECS).await;
+            }
+        }));
+
+        let (d, mut r) = (daemon.clone(), rx.clone());
+        let mut ends = daemon.backend.terminations();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let t = tokio::select! {
+                    t = ends.recv() => t,
+                    _ = stopped(&mut r) => break,
+                };
+                let Some(t) = t else { break };
+                let last = d
+                    .bus
+                    .get_stat(&t.kernel_id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(Value::Null);
+                if t.reason != "user-requested" {
+                    if let Err(e) = d.backend.forget_kernel(&t.kernel_id).await {
+                        tracing::warn!("cleaning up kernel {}: {e}", t.kernel_id);
+                    }
+                }
+                d.emit(
+                    "kernel_terminated",
+                    vec![
+                        json!(t.kernel_id),
+                        json!(t.reason),
+                        json!(t.exit_code),
+                        last,
+                    ],
+                )
+                .await;
+            }
+        }));
+        Ok(RunningAgent {
+            daemon,
+            stop,
+            tasks,
+        })
+    }
+}
+
+impl RunningAgent {
+    /// Stops the loops and announces `instance_terminated`. Kernels keep running; a
+    /// restarted agent recovers them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.daemon
+            .emit("instance_terminated", vec![json!("shutdown")])
+            .await;
+    }
+}
