@@ -28,6 +28,41 @@ pub struct ManagerConfig {
     pub manager: ServerConfig,
     pub logging: LoggingConfig,
     pub debug: DebugConfig,
+    pub agent: AgentConfig,
+}
+
+/// The agent: embedded in `serve`, or run alone with `backend-ai-manager agent`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AgentConfig {
+    /// Run a local agent inside `serve` when a Docker engine is reachable.
+    pub enabled: bool,
+    /// Agent id; empty = `i-{hostname}`.
+    pub id: String,
+    pub region: String,
+    /// The address the manager uses to reach this agent, as reported in heartbeats.
+    pub advertised_addr: String,
+    /// Per-kernel scratch directories; empty = `{manager.data-dir}/scratches`.
+    pub scratch_root: PathBuf,
+    /// The static kernel runner (`packaging/build-krunner.sh` builds it).
+    pub krunner_path: PathBuf,
+    /// Container network: `none` (default, no network at all), the name of a Docker network
+    /// the operator created, or `host` — which lets user code reach this host's loopback
+    /// services (etcd, Redis, the API) and is only for a trusted single-user laptop.
+    pub network_mode: String,
+    pub kernel_uid: u32,
+    pub kernel_gid: u32,
+    pub pids_limit: i64,
+    /// Seconds one run may take; 0 = no limit.
+    pub exec_timeout: u64,
+    /// CPU cores and memory bytes kept for the host.
+    pub reserved_cpu: u32,
+    pub reserved_mem: u64,
+    /// Fake `cuda.device`s to offer (for testing GPU scheduling without GPUs); 0 = detect
+    /// real NVIDIA GPUs through NVML.
+    pub mock_cuda_devices: u32,
+    /// Seconds between heartbeats.
+    pub heartbeat_interval: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -115,6 +150,23 @@ impl Default for ManagerConfig {
                 format: LogFormat::Human,
             },
             debug: DebugConfig { enabled: false },
+            agent: AgentConfig {
+                enabled: true,
+                id: String::new(),
+                region: "local".into(),
+                advertised_addr: "tcp://127.0.0.1:6001".into(),
+                scratch_root: PathBuf::new(),
+                krunner_path: PathBuf::from("/usr/lib/backend-ai/backend-ai-krunner"),
+                network_mode: "none".into(),
+                kernel_uid: 1000,
+                kernel_gid: 1000,
+                pids_limit: 1024,
+                exec_timeout: 0,
+                reserved_cpu: 0,
+                reserved_mem: 1 << 30,
+                mock_cuda_devices: 0,
+                heartbeat_interval: 3.0,
+            },
         }
     }
 }
@@ -212,6 +264,22 @@ impl ManagerConfig {
                 "manager.bootstrap-admin-email: must be an e-mail address".into(),
             ));
         }
+        let hb = self.agent.heartbeat_interval;
+        if hb.is_nan() || !(0.1..=60.0).contains(&hb) {
+            return Err(ConfigError::Invalid(
+                "agent.heartbeat-interval: must be between 0.1 and 60 seconds".into(),
+            ));
+        }
+        if self.agent.network_mode.is_empty() {
+            return Err(ConfigError::Invalid(
+                "agent.network-mode: must be none, host or a network name".into(),
+            ));
+        }
+        if self.agent.network_mode == "bridge" || self.agent.network_mode == "default" {
+            return Err(ConfigError::Invalid(
+                "agent.network-mode: Docker's default bridge is not used; create a network for kernels and name it here".into(),
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.logging.level).map_err(|e| {
             ConfigError::Invalid(format!(
                 "logging.level: '{}' is not a valid filter: {e}",
@@ -219,6 +287,14 @@ impl ManagerConfig {
             ))
         })?;
         Ok(())
+    }
+
+    pub fn scratch_root(&self) -> PathBuf {
+        if self.agent.scratch_root.as_os_str().is_empty() {
+            self.manager.data_dir.join("scratches")
+        } else {
+            self.agent.scratch_root.clone()
+        }
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -312,6 +388,11 @@ mod tests {
                 .to_string();
             assert!(err.starts_with("manager.service-addr:"), "{err}");
             assert!(!err.contains('\n'));
+            jail.create_file("b.toml", "[agent]\nnetwork-mode = \"bridge\"\n")?;
+            let err = ManagerConfig::load(Some(Path::new("b.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("agent.network-mode:"), "{err}");
             jail.create_file("t.toml", "[manager]\nservice-adr = \"127.0.0.1:1\"\n")?;
             let err = ManagerConfig::load(Some(Path::new("t.toml")))
                 .unwrap_err()

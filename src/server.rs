@@ -195,6 +195,8 @@ pub struct Running {
     pub app: Arc<App>,
     pub addr: SocketAddr,
     pub initial_admin: Option<InitialAdmin>,
+    /// The embedded agent, or why there is none.
+    pub agent: Result<crate::agent::daemon::RunningAgent, String>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -203,6 +205,9 @@ impl Running {
     /// Stops accepting, lets in-flight requests finish, flushes state and marks the
     /// manager terminated in the shared config.
     pub async fn stop(self) {
+        if let Ok(agent) = self.agent {
+            agent.stop().await;
+        }
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
@@ -323,11 +328,23 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
             }
         })?;
     }
+    let agent = if app.config.agent.enabled {
+        crate::agent::launch::start(&app.config, app.bus.clone())
+            .await
+            .map_err(|e| e.to_string())
+    } else {
+        Err("disabled by agent.enabled = false".to_owned())
+    };
+    match &agent {
+        Ok(a) => tracing::info!("local agent {} running", a.daemon.identity().id),
+        Err(why) => tracing::warn!("no local agent: {why}"),
+    }
     tracing::info!("backend-ai-manager listening on http://{addr}");
     Ok(Running {
         app,
         addr,
         initial_admin,
+        agent,
         shutdown: shutdown_tx,
         tasks,
     })

@@ -4,6 +4,7 @@
 pub mod daemon;
 pub mod docker;
 pub mod files;
+pub mod launch;
 pub mod resources;
 pub mod runner;
 

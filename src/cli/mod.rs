@@ -1,6 +1,7 @@
 //! The command line: global options, subcommands, and the shared setup (config, logging,
 //! runtime) each command needs.
 
+mod agent;
 mod etcd;
 mod fixture;
 mod schema;
@@ -42,6 +43,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the manager: the API gateway, the admin UI and the scheduler.
     Serve(serve::ServeArgs),
+    /// Run an agent alone: this host's kernels, reporting to a manager.
+    #[command(long_about = agent::LONG_ABOUT)]
+    Agent(agent::AgentArgs),
     /// Read and write the shared configuration (etcd, or the embedded store without one).
     #[command(subcommand)]
     Etcd(etcd::EtcdCommand),
@@ -101,6 +105,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     match cli.command {
         Command::Serve(args) => rt.block_on(serve::run(cfg, args)),
+        Command::Agent(args) => rt.block_on(agent::run(cfg, args)),
         Command::Etcd(cmd) => rt.block_on(etcd::run(cfg, cmd)),
         Command::Schema(cmd) => rt.block_on(schema::run(cfg, cmd)),
         Command::Fixture(cmd) => rt.block_on(fixture::run(cfg, cmd)),

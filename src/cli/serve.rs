@@ -13,7 +13,7 @@ pub struct ServeArgs {
     pub service_addr: Option<SocketAddr>,
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -53,6 +53,15 @@ pub async fn run(mut cfg: ManagerConfig, args: ServeArgs) -> anyhow::Result<Exit
         env!("CARGO_PKG_VERSION"),
         running.addr
     );
+    match &running.agent {
+        Ok(a) => println!(
+            "local agent {} is running kernels in Docker",
+            a.daemon.identity().id
+        ),
+        Err(why) => println!(
+            "no local agent is available: {why} (the API works; running sessions needs an agent)"
+        ),
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     running.stop().await;

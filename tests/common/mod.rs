@@ -168,6 +168,8 @@ impl TestServer {
         cfg.manager.data_dir = dir.to_owned();
         cfg.manager.service_addr = "127.0.0.1:0".parse().expect("addr");
         cfg.etcd.namespace = unique_namespace();
+        // API tests do not run kernels; the agent has tests of its own.
+        cfg.agent.enabled = false;
         cfg
     }
 
