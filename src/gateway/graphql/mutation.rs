@@ -250,6 +250,23 @@ impl ChangeSet {
     }
 }
 
+/// `Ok` if the store changed a row, else "no such {what}: {name}".
+fn found(changed: Result<bool, StoreError>, what: &str, name: &str) -> Result<(), StoreError> {
+    match changed? {
+        true => Ok(()),
+        false => Err(StoreError::Invalid(format!("no such {what}: {name}"))),
+    }
+}
+
+/// The row the store returned, else "no such {what}: {name}".
+fn found_row<T>(
+    row: Result<Option<T>, StoreError>,
+    what: &str,
+    name: &str,
+) -> Result<T, StoreError> {
+    row?.ok_or_else(|| StoreError::Invalid(format!("no such {what}: {name}")))
+}
+
 fn list(v: Option<Vec<Option<String>>>) -> Vec<String> {
     v.unwrap_or_default().into_iter().flatten().collect()
 }
@@ -365,10 +382,12 @@ impl MutationForAdmin {
                 .text("description", props.description)
                 .flag("is_active", props.is_active);
             c.slots("total_resource_slots", props.total_resource_slots)?;
-            match ctx.app.store.modify_domain(&name, c.0).await? {
-                Some(d) => Ok(Some(Domain(d))),
-                None => Err(StoreError::Invalid(format!("no such domain: {name}"))),
-            }
+            found_row(
+                ctx.app.store.modify_domain(&name, c.0).await,
+                "domain",
+                &name,
+            )
+            .map(|d| Some(Domain(d)))
         }
         .await;
         Ok(ModifyDomain::from(outcome(r)?))
@@ -378,16 +397,15 @@ impl MutationForAdmin {
     async fn delete_domain(ctx: &Context, name: String) -> FieldResult<DeleteDomain> {
         ctx.require_running().await?;
         ctx.require_superadmin()?;
-        let r = match ctx
-            .app
-            .store
-            .modify_domain(&name, vec![("is_active", Sql::Integer(0))])
-            .await
-        {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(StoreError::Invalid(format!("no such domain: {name}"))),
-            Err(e) => Err(e),
-        };
+        let r = found_row(
+            ctx.app
+                .store
+                .modify_domain(&name, vec![("is_active", Sql::Integer(0))])
+                .await,
+            "domain",
+            &name,
+        )
+        .map(|_| ());
         Ok(DeleteDomain::from(outcome(r)?))
     }
 
@@ -460,10 +478,12 @@ impl MutationForAdmin {
                 .flag("is_active", props.is_active)
                 .text("domain_name", props.domain_name);
             c.slots("total_resource_slots", props.total_resource_slots)?;
-            match ctx.app.store.modify_group(&gid, c.0, members).await? {
-                Some(g) => Ok(Some(Group(g))),
-                None => Err(StoreError::Invalid(format!("no such group: {gid}"))),
-            }
+            found_row(
+                ctx.app.store.modify_group(&gid, c.0, members).await,
+                "group",
+                &gid,
+            )
+            .map(|g| Some(Group(g)))
         }
         .await;
         Ok(ModifyGroup::from(outcome(r)?))
@@ -561,10 +581,12 @@ impl MutationForAdmin {
                 .flag("is_active", props.is_active)
                 .text("role", props.role);
             let groups = props.group_ids.map(|g| g.into_iter().flatten().collect());
-            match ctx.app.store.modify_user(&email, c.0, groups, None).await? {
-                Some(u) => Ok(Some(User(u))),
-                None => Err(StoreError::Invalid(format!("no such user: {email}"))),
-            }
+            found_row(
+                ctx.app.store.modify_user(&email, c.0, groups, None).await,
+                "user",
+                &email,
+            )
+            .map(|u| Some(User(u)))
         }
         .await;
         Ok(ModifyUser::from(outcome(r)?))
@@ -574,11 +596,7 @@ impl MutationForAdmin {
     async fn delete_user(ctx: &Context, email: String) -> FieldResult<DeleteUser> {
         ctx.require_running().await?;
         ctx.require_superadmin()?;
-        let r = match ctx.app.store.deactivate_user(&email).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(StoreError::Invalid(format!("no such user: {email}"))),
-            Err(e) => Err(e),
-        };
+        let r = found(ctx.app.store.deactivate_user(&email).await, "user", &email);
         Ok(DeleteUser::from(outcome(r)?))
     }
 
@@ -723,12 +741,11 @@ impl MutationForAdmin {
                     .allowed_vfolder_hosts
                     .map(|h| serde_json::Value::from(list(Some(h))).to_string()),
             );
-            match ctx.app.store.modify_policy(&name, c.0).await? {
-                true => Ok(()),
-                false => Err(StoreError::Invalid(format!(
-                    "no such resource policy: {name}"
-                ))),
-            }
+            found(
+                ctx.app.store.modify_policy(&name, c.0).await,
+                "resource policy",
+                &name,
+            )
         }
         .await;
         Ok(ModifyKeyPairResourcePolicy::from(outcome(r)?))
@@ -740,13 +757,11 @@ impl MutationForAdmin {
     ) -> FieldResult<DeleteKeyPairResourcePolicy> {
         ctx.require_running().await?;
         ctx.require_superadmin()?;
-        let r = match ctx.app.store.delete_policy(&name).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(StoreError::Invalid(format!(
-                "no such resource policy: {name}"
-            ))),
-            Err(e) => Err(e),
-        };
+        let r = found(
+            ctx.app.store.delete_policy(&name).await,
+            "resource policy",
+            &name,
+        );
         Ok(DeleteKeyPairResourcePolicy::from(outcome(r)?))
     }
 
@@ -782,12 +797,11 @@ impl MutationForAdmin {
         let r = async {
             let mut c = ChangeSet::default();
             c.slots("resource_slots", props.resource_slots)?;
-            match ctx.app.store.modify_preset(&name, c.0).await? {
-                true => Ok(()),
-                false => Err(StoreError::Invalid(format!(
-                    "no such resource preset: {name}"
-                ))),
-            }
+            found(
+                ctx.app.store.modify_preset(&name, c.0).await,
+                "resource preset",
+                &name,
+            )
         }
         .await;
         Ok(ModifyResourcePreset::from(outcome(r)?))
@@ -799,13 +813,11 @@ impl MutationForAdmin {
     ) -> FieldResult<DeleteResourcePreset> {
         ctx.require_running().await?;
         ctx.require_superadmin()?;
-        let r = match ctx.app.store.delete_preset(&name).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(StoreError::Invalid(format!(
-                "no such resource preset: {name}"
-            ))),
-            Err(e) => Err(e),
-        };
+        let r = found(
+            ctx.app.store.delete_preset(&name).await,
+            "resource preset",
+            &name,
+        );
         Ok(DeleteResourcePreset::from(outcome(r)?))
     }
 }
