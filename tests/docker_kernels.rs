@@ -616,3 +616,222 @@ async fn the_daemon_heartbeats_reports_stats_and_kernel_ends() {
         vec![json!("shutdown")]
     );
 }
+
+#[tokio::test]
+async fn the_agent_rpc_drives_kernels_end_to_end() {
+    use backend_ai_manager::agent::daemon::{AgentDaemon, AgentIdentity};
+    use backend_ai_manager::bus::{Ephemeral, InProcess};
+    use backend_ai_manager::rpc::client::{AgentClient, Execute};
+    let bus: std::sync::Arc<dyn Ephemeral> = std::sync::Arc::new(InProcess::default());
+    let mut events = bus.subscribe("managers", "m").await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let agent_id = format!("i-test-{}", uuid::Uuid::new_v4().simple());
+    let backend = std::sync::Arc::new(
+        DockerBackend::connect(config(&agent_id, scratch.path()))
+            .await
+            .unwrap(),
+    );
+    let identity = AgentIdentity {
+        id: agent_id,
+        region: "local".into(),
+        addr: String::new(),
+        version: "test".into(),
+    };
+    let running = AgentDaemon::new(
+        backend,
+        bus.clone(),
+        identity,
+        backend_ai_manager::agent::resources::host_slots(0, 0),
+    )
+    .start()
+    .await
+    .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stop_rx.await;
+    };
+    let (addr, server) = backend_ai_manager::rpc::server::serve(
+        running.daemon.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        Some("s3cret".into()),
+        shutdown,
+    )
+    .await
+    .unwrap();
+    let client = AgentClient::connect(&format!("tcp://{addr}"), Some("s3cret".into()))
+        .await
+        .unwrap();
+    assert_eq!(client.ping("hello").await.unwrap(), "hello");
+
+    let k = uuid::Uuid::new_v4().to_string();
+    let cfg = json!({"image": {"canonical": setting("BAI_TEST_IMAGE")}, "resource_slots": {"cpu": "1", "mem": "128m"}, "environ": {"A": "1"}, "idle_timeout": 0});
+    let created = client.create_kernel(&k, &cfg).await.unwrap();
+    assert_eq!(created["id"], json!(k));
+    assert_eq!(
+        created["service_ports"],
+        json!([{"name": "http", "protocol": "http", "container_port": 8080}])
+    );
+
+    // Streaming execute: every result until the end.
+    let results = client
+        .execute(
+            &k,
+            &Execute {
+                run_id: None,
+                mode: "query",
+                code: "import os, time\nx = 41\nprint(x + 1, os.environ['A'])",
+                opts: &json!({}),
+                flush_timeout: Some(Duration::from_millis(200)),
+                follow: true,
+            },
+        )
+        .await
+        .unwrap();
+    let last = AgentClient::exec_result(results.last().unwrap()).unwrap();
+    assert_eq!(last.status, "finished");
+    let out: String = results
+        .iter()
+        .filter_map(AgentClient::exec_result)
+        .flat_map(|r| r.console)
+        .map(|(_, v)| v.as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(out, "42 1\n");
+    // One-shot execute: a slow run answers `continued`, then `continue` picks it up.
+    let first = client
+        .execute(
+            &k,
+            &Execute {
+                run_id: None,
+                mode: "query",
+                code: "time.sleep(1); print('slow')",
+                opts: &json!({}),
+                flush_timeout: Some(Duration::from_millis(100)),
+                follow: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    let first = AgentClient::exec_result(&first[0]).unwrap();
+    assert_eq!(first.status, "continued");
+    let rest = client
+        .execute(
+            &k,
+            &Execute {
+                run_id: Some(first.run_id),
+                mode: "continue",
+                code: "",
+                opts: &json!({}),
+                flush_timeout: Some(Duration::from_secs(10)),
+                follow: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        AgentClient::exec_result(&rest[0]).unwrap().console,
+        vec![("stdout".into(), json!("slow\n"))]
+    );
+
+    // Files, logs, completion, service.
+    client
+        .upload_file(&k, "notes/a.txt", b"rpc bytes".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        client.download_file(&k, "notes/a.txt").await.unwrap(),
+        b"rpc bytes"
+    );
+    assert!(client.list_files(&k, "notes").await.unwrap()["files"]
+        .as_str()
+        .unwrap()
+        .contains("a.txt"));
+    assert!(matches!(
+        client.download_file(&k, "../x").await,
+        Err(AgentError::InvalidInput(_))
+    ));
+    assert!(client.get_logs(&k).await.unwrap().contains("listening"));
+    assert_eq!(
+        client
+            .get_completions(&k, "os.getc", &json!({}))
+            .await
+            .unwrap(),
+        vec!["os.getcwd()", "os.getcwdb()"]
+    );
+    assert_eq!(
+        client.start_service(&k, "http").await.unwrap()["status"],
+        "started"
+    );
+    client.refresh_idle(&k).await.unwrap();
+
+    // Restart: same kernel and files, a fresh interpreter.
+    client.restart_kernel(&k).await.unwrap();
+    assert_eq!(
+        client.download_file(&k, "notes/a.txt").await.unwrap(),
+        b"rpc bytes"
+    );
+    let r = client
+        .execute(
+            &k,
+            &Execute {
+                run_id: None,
+                mode: "query",
+                code: "print(x)",
+                opts: &json!({}),
+                flush_timeout: Some(Duration::from_secs(10)),
+                follow: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(r.last().unwrap().to_string().contains("NameError"));
+    assert!(matches!(
+        client
+            .interrupt_kernel("00000000-0000-0000-0000-000000000000")
+            .await,
+        Err(AgentError::NotFound(_))
+    ));
+
+    let last = client.destroy_kernel(&k, "user-requested").await.unwrap();
+    assert!(last.is_some_and(|s| s["mem"].is_object()));
+    let ev = next_event(&mut events, "kernel_terminated").await;
+    assert_eq!(
+        (ev.args[0].clone(), ev.args[1].clone()),
+        (json!(k), json!("user-requested"))
+    );
+
+    // Kernels idle past their idle_timeout are destroyed.
+    let idle = uuid::Uuid::new_v4().to_string();
+    let mut idle_cfg = cfg.clone();
+    idle_cfg["idle_timeout"] = json!(1);
+    client.create_kernel(&idle, &idle_cfg).await.unwrap();
+    let ev = next_event(&mut events, "kernel_terminated").await;
+    assert_eq!(
+        (ev.args[0].clone(), ev.args[1].clone()),
+        (json!(idle), json!("idle-timeout"))
+    );
+
+    // The token is checked; beyond loopback one is required.
+    let intruder = AgentClient::connect(&format!("tcp://{addr}"), Some("guess".into()))
+        .await
+        .unwrap();
+    assert!(
+        matches!(intruder.ping("x").await, Err(AgentError::Failure(ref m)) if m.contains("token"))
+    );
+    let anonymous = AgentClient::connect(&format!("tcp://{addr}"), None)
+        .await
+        .unwrap();
+    assert!(anonymous.ping("x").await.is_err());
+    let open = backend_ai_manager::rpc::server::serve(
+        running.daemon.clone(),
+        "0.0.0.0:0".parse().unwrap(),
+        None,
+        async {},
+    )
+    .await;
+    assert!(matches!(open, Err(AgentError::InvalidInput(ref m)) if m.contains("rpc-token")));
+
+    let _ = stop_tx.send(());
+    server.await.unwrap();
+    running.stop().await;
+}

@@ -30,6 +30,8 @@ pub struct AgentDaemon {
     slots: ResourceSlots,
     heartbeat: Duration,
     stats: Duration,
+    /// kernel → (last used, idle timeout); zero timeouts are never idle.
+    idle: std::sync::Mutex<HashMap<String, (std::time::Instant, Duration)>>,
 }
 
 /// A started daemon; [`RunningAgent::stop`] ends it politely.
@@ -88,6 +90,7 @@ impl AgentDaemon {
             slots,
             heartbeat: Duration::from_secs(3),
             stats: Duration::from_secs(2),
+            idle: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -143,6 +146,26 @@ impl AgentDaemon {
         })
     }
 
+    /// Starts counting idleness for a kernel (`timeout` zero: never idle).
+    pub fn track_idle(&self, id: &str, timeout: Duration) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), (std::time::Instant::now(), timeout));
+    }
+
+    /// Records use of a kernel (any call touching it, and `refresh_idle`).
+    pub fn touch(&self, id: &str) {
+        if let Some(e) = self
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(id)
+        {
+            e.0 = std::time::Instant::now();
+        }
+    }
+
     /// Destroys a kernel on request; returns its last statistics (also in the event).
     pub async fn destroy_kernel(&self, id: &str) -> Result<Option<Value>, AgentError> {
         let last = self.backend.kernel_stat(id).await.ok();
@@ -150,6 +173,10 @@ impl AgentDaemon {
             let _ = self.bus.put_stat(id, stat, STAT_TTL_SECS).await;
         }
         self.backend.destroy_kernel(id).await?;
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         Ok(last)
     }
 
@@ -224,6 +251,36 @@ impl AgentDaemon {
             }
         }));
 
+        // Idle kernels are destroyed with reason idle-timeout.
+        let (d, mut r) = (daemon.clone(), rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stopped(&mut r) => break,
+                }
+                let expired: Vec<String> = {
+                    let idle = d.idle.lock().unwrap_or_else(|p| p.into_inner());
+                    idle.iter()
+                        .filter(|(_, (last, timeout))| {
+                            !timeout.is_zero() && last.elapsed() >= *timeout
+                        })
+                        .map(|(id, _)| id.clone())
+                        .collect()
+                };
+                for id in expired {
+                    d.idle.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                    if let Ok(stat) = d.backend.kernel_stat(&id).await {
+                        let _ = d.bus.put_stat(&id, &stat, STAT_TTL_SECS).await;
+                    }
+                    if let Err(e) = d.backend.destroy_kernel_because(&id, "idle-timeout").await {
+                        tracing::warn!("idle kernel {id}: {e}");
+                    }
+                }
+            }
+        }));
+
         let (d, mut r) = (daemon.clone(), rx.clone());
         let mut ends = daemon.backend.terminations();
         tasks.push(tokio::spawn(async move {
@@ -240,11 +297,18 @@ impl AgentDaemon {
                     .ok()
                     .flatten()
                     .unwrap_or(Value::Null);
-                if t.reason != "user-requested" {
+                if t.reason == "restarting" {
+                    continue;
+                }
+                if t.reason != "user-requested" && t.reason != "idle-timeout" {
                     if let Err(e) = d.backend.forget_kernel(&t.kernel_id).await {
                         tracing::warn!("cleaning up kernel {}: {e}", t.kernel_id);
                     }
                 }
+                d.idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&t.kernel_id);
                 d.emit(
                     "kernel_terminated",
                     vec![

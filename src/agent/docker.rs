@@ -49,14 +49,14 @@ pub struct DockerConfig {
 }
 
 /// A vfolder (or other host directory) mounted under `/home/work/{name}`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct MountSpec {
     pub host_path: PathBuf,
     pub name: String,
     pub read_only: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct KernelSpec {
     /// Canonical image reference.
     pub image: String,
@@ -83,15 +83,22 @@ struct Kernel {
     info: KernelInfo,
     dir: PathBuf,
     runner: Mutex<Option<Arc<RunnerClient>>>,
+    /// What it was created with, for restarts (also kept in a container label).
+    spec: KernelSpec,
+    devices: Vec<String>,
 }
+
+const LABEL_SPEC: &str = "ai.backend.spec";
 
 pub struct DockerBackend {
     docker: Docker,
     cfg: DockerConfig,
     kernels: Mutex<HashMap<String, Arc<Kernel>>>,
     devices: Option<Arc<DeviceAllocMap>>,
-    /// Kernels being destroyed on request, so their end is reported as such.
-    destroying: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Kernels being destroyed on request, with the reason their end is reported with.
+    destroying: std::sync::Mutex<HashMap<String, String>>,
+    /// Kernels being restarted: their container's end is not the kernel's.
+    restarting: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// A kernel container that stopped.
@@ -160,7 +167,8 @@ impl DockerBackend {
             cfg,
             kernels: Mutex::new(HashMap::new()),
             devices: None,
-            destroying: std::sync::Mutex::new(std::collections::HashSet::new()),
+            destroying: std::sync::Mutex::new(HashMap::new()),
+            restarting: std::sync::Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -433,6 +441,8 @@ impl DockerBackend {
             info: info.clone(),
             dir: dir.to_path_buf(),
             runner: Mutex::new(None),
+            spec: spec.clone(),
+            devices: devices.to_vec(),
         });
         self.kernels
             .lock()
@@ -587,11 +597,16 @@ impl DockerBackend {
 
     /// Kills and removes the kernel's container and scratch directories.
     pub async fn destroy_kernel(&self, id: &str) -> Result<(), AgentError> {
+        self.destroy_kernel_because(id, "user-requested").await
+    }
+
+    /// As [`Self::destroy_kernel`], reporting the end with `reason` (e.g. `idle-timeout`).
+    pub async fn destroy_kernel_because(&self, id: &str, reason: &str) -> Result<(), AgentError> {
         let kernel = self.kernel(id).await?;
         self.destroying
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_owned());
+            .insert(id.to_owned(), reason.to_owned());
         match self
             .docker
             .kill_container(
@@ -611,6 +626,42 @@ impl DockerBackend {
             Err(e) => return Err(docker_err("cannot kill the container", e)),
         }
         self.remove(id).await
+    }
+
+    /// Replaces the kernel's container with a new one: same id, resources, devices and
+    /// `/home/work`; the interpreter starts afresh.
+    pub async fn restart_kernel(&self, id: &str) -> Result<KernelInfo, AgentError> {
+        let kernel = self.kernel(id).await?;
+        self.restarting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned());
+        let opts = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match self
+            .docker
+            .remove_container(&kernel.info.container_id, Some(opts))
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(docker_err("cannot stop the old container", e)),
+        }
+        self.kernels.lock().await.remove(id);
+        let labels = self.ensure_image(&kernel.spec.image).await?;
+        match self
+            .start_container(id, &kernel.spec, &labels, &kernel.dir, &kernel.devices)
+            .await
+        {
+            Ok(info) => Ok(info),
+            Err(e) => {
+                let _ = self.remove(id).await;
+                Err(e)
+            }
+        }
     }
 
     /// Forgets a kernel that ended by itself: removes its container, scratch directories
@@ -697,6 +748,19 @@ impl DockerBackend {
                     .unwrap_or_default(),
                 Err(_) => Vec::new(),
             };
+            let spec = labels
+                .get(LABEL_SPEC)
+                .and_then(|s| serde_json::from_str::<KernelSpec>(s).ok())
+                .unwrap_or(KernelSpec {
+                    image: image.clone(),
+                    slots: ResourceSlots::new(),
+                    environ: BTreeMap::new(),
+                    mounts: Vec::new(),
+                });
+            let devices = labels
+                .get(LABEL_DEVICES)
+                .and_then(|d| serde_json::from_str(d).ok())
+                .unwrap_or_default();
             let kernel = Arc::new(Kernel {
                 info: KernelInfo {
                     id: id.clone(),
@@ -705,6 +769,8 @@ impl DockerBackend {
                 },
                 dir: self.kernel_dir(&id),
                 runner: Mutex::new(None),
+                spec,
+                devices,
             });
             self.kernels.lock().await.insert(id.clone(), kernel);
             if c.state.as_ref().map(|s| s.to_string()) == Some("running".into()) {
@@ -846,16 +912,22 @@ impl DockerBackend {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&kernel_id);
+                let restarting = me
+                    .restarting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&kernel_id);
                 let reason = match (requested, exit_code) {
-                    (true, _) => "user-requested",
-                    (false, Some(c)) if c > 128 => "killed",
-                    _ => "self-terminated",
+                    _ if restarting => "restarting".to_owned(),
+                    (Some(why), _) => why,
+                    (None, Some(c)) if c > 128 => "killed".to_owned(),
+                    _ => "self-terminated".to_owned(),
                 };
                 if tx
                     .send(Termination {
                         kernel_id,
                         exit_code,
-                        reason: reason.to_owned(),
+                        reason,
                     })
                     .await
                     .is_err()

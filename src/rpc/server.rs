@@ -1,0 +1,344 @@
+//! The agent's RPC server: the contract of `proto/agent.proto` over an [`AgentDaemon`].
+//! Bound beyond loopback, it requires the shared token on every call.
+
+use super::pb::agent_server::{Agent, AgentServer};
+use super::pb::*;
+use super::TOKEN_HEADER;
+use crate::agent::daemon::AgentDaemon;
+use crate::agent::docker::{KernelSpec, MountSpec};
+use crate::agent::AgentError;
+use crate::domain::ResourceSlots;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+pub struct AgentService {
+    daemon: Arc<AgentDaemon>,
+}
+
+fn json_arg(text: &str, what: &str) -> Result<Value, Status> {
+    if text.trim().is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_json::from_str(text)
+        .map_err(|e| Status::invalid_argument(format!("{what} is not valid JSON: {e}")))
+}
+
+fn reply(v: &impl serde::Serialize) -> Result<Response<JsonReply>, Status> {
+    Ok(Response::new(JsonReply {
+        json: serde_json::to_string(v).map_err(|e| Status::internal(e.to_string()))?,
+    }))
+}
+
+/// The create config (the original's shape) as a kernel spec.
+fn kernel_spec(config: &Value) -> Result<(KernelSpec, u64), AgentError> {
+    let bad = |m: &str| AgentError::InvalidInput(m.to_owned());
+    let image = config["image"]["canonical"]
+        .as_str()
+        .or_else(|| config["image"].as_str())
+        .ok_or_else(|| bad("config.image.canonical is required"))?;
+    let slots = ResourceSlots::from_json(
+        config
+            .get("resource_slots")
+            .unwrap_or(&Value::Object(Default::default())),
+    )
+    .map_err(|e| AgentError::InvalidInput(e.to_string()))?;
+    let environ = match config.get("environ") {
+        None | Some(Value::Null) => Default::default(),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string()),
+                )
+            })
+            .collect(),
+        Some(_) => return Err(bad("config.environ must be an object")),
+    };
+    // [name, host path, vfolder id, permission]
+    let mut mounts = Vec::new();
+    for m in config["mounts"].as_array().cloned().unwrap_or_default() {
+        let parts: Vec<&str> = m
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let (Some(name), Some(path)) = (parts.first(), parts.get(1)) else {
+            return Err(bad("mounts are [name, host path, id, permission]"));
+        };
+        let perm = parts.get(3).copied().unwrap_or("rw");
+        mounts.push(MountSpec {
+            host_path: (*path).into(),
+            name: (*name).to_owned(),
+            read_only: perm == "ro",
+        });
+    }
+    let idle = config["idle_timeout"].as_u64().unwrap_or(0);
+    Ok((
+        KernelSpec {
+            image: image.to_owned(),
+            slots,
+            environ,
+            mounts,
+        },
+        idle,
+    ))
+}
+
+type ExecuteStream = Pin<Box<dyn Stream<Item = Result<JsonReply, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn ping(&self, req: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
+        Ok(Response::new(PingReply {
+            msg: req.into_inner().msg,
+        }))
+    }
+
+    async fn create_kernel(
+        &self,
+        req: Request<CreateKernelRequest>,
+    ) -> Result<Response<KernelCreated>, Status> {
+        let req = req.into_inner();
+        let (spec, idle) = kernel_spec(&json_arg(&req.config_json, "config")?)?;
+        let info = self
+            .daemon
+            .backend
+            .create_kernel(&req.kernel_id, &spec)
+            .await?;
+        self.daemon.track_idle(&info.id, Duration::from_secs(idle));
+        let json = serde_json::to_string(&info).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(KernelCreated { result_json: json }))
+    }
+
+    async fn destroy_kernel(&self, req: Request<KernelRef>) -> Result<Response<JsonReply>, Status> {
+        let last = self
+            .daemon
+            .destroy_kernel(&req.into_inner().kernel_id)
+            .await?;
+        reply(&last)
+    }
+
+    async fn restart_kernel(
+        &self,
+        req: Request<KernelRef>,
+    ) -> Result<Response<KernelCreated>, Status> {
+        let id = req.into_inner().kernel_id;
+        self.daemon.touch(&id);
+        let info = self.daemon.backend.restart_kernel(&id).await?;
+        let json = serde_json::to_string(&info).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(KernelCreated { result_json: json }))
+    }
+
+    type executeStream = ExecuteStream;
+
+    async fn execute(
+        &self,
+        req: Request<ExecuteRequest>,
+    ) -> Result<Response<Self::executeStream>, Status> {
+        let req = req.into_inner();
+        let opts = json_arg(&req.opts_json, "opts")?;
+        let flush = req
+            .flush_timeout
+            .filter(|t| t.is_finite() && *t >= 0.0)
+            .map(Duration::from_secs_f64);
+        self.daemon.touch(&req.kernel_id);
+        let first = self
+            .daemon
+            .backend
+            .execute(
+                &req.kernel_id,
+                req.run_id.clone(),
+                &req.mode,
+                &req.code,
+                &opts,
+                flush,
+            )
+            .await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let daemon = self.daemon.clone();
+        tokio::spawn(async move {
+            let mut result = first;
+            loop {
+                let done = !matches!(result.status.as_str(), "continued");
+                let json =
+                    serde_json::to_string(&result).map_err(|e| Status::internal(e.to_string()));
+                if tx.send(json.map(|json| JsonReply { json })).await.is_err()
+                    || done
+                    || !req.follow
+                {
+                    return;
+                }
+                daemon.touch(&req.kernel_id);
+                match daemon
+                    .backend
+                    .execute(
+                        &req.kernel_id,
+                        Some(result.run_id.clone()),
+                        "continue",
+                        "",
+                        &Value::Null,
+                        flush,
+                    )
+                    .await
+                {
+                    Ok(r) => result = r,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn interrupt_kernel(&self, req: Request<KernelRef>) -> Result<Response<Empty>, Status> {
+        let id = req.into_inner().kernel_id;
+        self.daemon.touch(&id);
+        self.daemon.backend.interrupt(&id).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn get_completions(
+        &self,
+        req: Request<CompletionRequest>,
+    ) -> Result<Response<CompletionReply>, Status> {
+        let req = req.into_inner();
+        self.daemon.touch(&req.kernel_id);
+        let opts = json_arg(&req.opts_json, "opts")?;
+        let items = self
+            .daemon
+            .backend
+            .complete(&req.kernel_id, &req.text, &opts)
+            .await?;
+        Ok(Response::new(CompletionReply { items }))
+    }
+
+    async fn upload_file(
+        &self,
+        req: Request<UploadFileRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let req = req.into_inner();
+        self.daemon.touch(&req.kernel_id);
+        self.daemon
+            .backend
+            .upload_file(&req.kernel_id, &req.filename, &req.data)
+            .await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn download_file(&self, req: Request<FileRequest>) -> Result<Response<FileData>, Status> {
+        let req = req.into_inner();
+        self.daemon.touch(&req.kernel_id);
+        let data = self
+            .daemon
+            .backend
+            .download_file(&req.kernel_id, &req.path)
+            .await?;
+        Ok(Response::new(FileData { data }))
+    }
+
+    async fn list_files(&self, req: Request<FileRequest>) -> Result<Response<JsonReply>, Status> {
+        let req = req.into_inner();
+        self.daemon.touch(&req.kernel_id);
+        reply(
+            &self
+                .daemon
+                .backend
+                .list_files(
+                    &req.kernel_id,
+                    if req.path.is_empty() { "." } else { &req.path },
+                )
+                .await?,
+        )
+    }
+
+    async fn get_logs(&self, req: Request<KernelRef>) -> Result<Response<LogsReply>, Status> {
+        let id = req.into_inner().kernel_id;
+        Ok(Response::new(LogsReply {
+            logs: self.daemon.backend.logs(&id).await?,
+        }))
+    }
+
+    async fn start_service(
+        &self,
+        req: Request<ServiceRequest>,
+    ) -> Result<Response<JsonReply>, Status> {
+        let req = req.into_inner();
+        self.daemon.touch(&req.kernel_id);
+        reply(
+            &self
+                .daemon
+                .backend
+                .start_service(&req.kernel_id, &req.service)
+                .await?,
+        )
+    }
+
+    async fn refresh_idle(&self, req: Request<KernelRef>) -> Result<Response<Empty>, Status> {
+        self.daemon.touch(&req.into_inner().kernel_id);
+        Ok(Response::new(Empty {}))
+    }
+}
+
+/// Serves the agent RPC on `addr` until `shutdown` resolves. Returns the bound address.
+/// An address beyond loopback needs a token.
+pub async fn serve(
+    daemon: Arc<AgentDaemon>,
+    addr: SocketAddr,
+    token: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), AgentError> {
+    let token = token.filter(|t| !t.is_empty());
+    if !addr.ip().is_loopback() && token.is_none() {
+        return Err(AgentError::InvalidInput(format!(
+            "the agent RPC on {addr} is reachable from other hosts: set agent.rpc-token (shared with the manager)"
+        )));
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| AgentError::Failure(format!("cannot listen on {addr}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| AgentError::Failure(e.to_string()))?;
+    let expected = token.map(|t| format!("Bearer {t}"));
+    let check = move |req: Request<()>| -> Result<Request<()>, Status> {
+        let Some(expected) = &expected else {
+            return Ok(req);
+        };
+        let given = req
+            .metadata()
+            .get(TOKEN_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        let ok = given.len() == expected.len()
+            && bool::from(subtle::ConstantTimeEq::ct_eq(given, expected.as_bytes()));
+        if ok {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated("a valid agent token is required"))
+        }
+    };
+    let server = AgentServer::new(AgentService { daemon }).max_decoding_message_size(16 << 20);
+    let service = tonic::service::interceptor::InterceptedService::new(server, check);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let task = tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+        {
+            tracing::error!("agent RPC server: {e}");
+        }
+    });
+    Ok((bound, task))
+}
