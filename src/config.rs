@@ -40,7 +40,13 @@ pub struct AgentConfig {
     /// Agent id; empty = `i-{hostname}`.
     pub id: String,
     pub region: String,
-    /// The address the manager uses to reach this agent, as reported in heartbeats.
+    /// Where the agent RPC listens (the manager calls it there).
+    pub rpc_listen_addr: SocketAddr,
+    /// Shared secret the manager presents on every RPC; required when the RPC listens
+    /// beyond loopback.
+    pub rpc_token: String,
+    /// The address the manager uses to reach this agent, as reported in heartbeats;
+    /// empty = `tcp://{rpc-listen-addr}`.
     pub advertised_addr: String,
     /// Per-kernel scratch directories; empty = `{manager.data-dir}/scratches`.
     pub scratch_root: PathBuf,
@@ -154,7 +160,9 @@ impl Default for ManagerConfig {
                 enabled: true,
                 id: String::new(),
                 region: "local".into(),
-                advertised_addr: "tcp://127.0.0.1:6001".into(),
+                rpc_listen_addr: SocketAddr::from(([127, 0, 0, 1], 6001)),
+                rpc_token: String::new(),
+                advertised_addr: String::new(),
                 scratch_root: PathBuf::new(),
                 krunner_path: PathBuf::from("/usr/lib/backend-ai/backend-ai-krunner"),
                 network_mode: "none".into(),

@@ -196,7 +196,7 @@ pub struct Running {
     pub addr: SocketAddr,
     pub initial_admin: Option<InitialAdmin>,
     /// The embedded agent, or why there is none.
-    pub agent: Result<crate::agent::daemon::RunningAgent, String>,
+    pub agent: Result<crate::agent::launch::LaunchedAgent, String>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -209,8 +209,13 @@ impl Running {
             agent.stop().await;
         }
         let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = t.await;
+        // Requests in flight get a bound to finish, then the rest is cut off.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        for mut t in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                tracing::warn!("shutdown: a server task did not finish in time; closing it");
+                t.abort();
+            }
         }
         self.app.usage.flush(&self.app.store).await;
         if let Err(e) = self
@@ -336,7 +341,7 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
         Err("disabled by agent.enabled = false".to_owned())
     };
     match &agent {
-        Ok(a) => tracing::info!("local agent {} running", a.daemon.identity().id),
+        Ok(a) => tracing::info!("local agent {} running (RPC on {})", a.id(), a.rpc_addr),
         Err(why) => tracing::warn!("no local agent: {why}"),
     }
     tracing::info!("backend-ai-manager listening on http://{addr}");

@@ -835,3 +835,129 @@ async fn the_agent_rpc_drives_kernels_end_to_end() {
     server.await.unwrap();
     running.stop().await;
 }
+
+/// Starts the binary with `args`, waits for `port`, returns the child.
+fn spawn_binary(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, String)],
+    port: u16,
+) -> std::process::Child {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_backend-ai-manager"));
+    cmd.arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("BACKEND_CONFIG_FILE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{args:?} did not listen on {port}"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "{args:?} exited early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn drive_over_rpc(port: u16) {
+    use backend_ai_manager::rpc::client::{AgentClient, Execute};
+    let client = AgentClient::connect(&format!("tcp://127.0.0.1:{port}"), None)
+        .await
+        .unwrap();
+    let k = uuid::Uuid::new_v4().to_string();
+    let cfg = json!({"image": {"canonical": setting("BAI_TEST_IMAGE")}, "resource_slots": {"cpu": "1", "mem": "128m"}});
+    client.create_kernel(&k, &cfg).await.unwrap();
+    let call = Execute {
+        run_id: None,
+        mode: "query",
+        code: "print(6 * 7)",
+        opts: &json!({}),
+        flush_timeout: Some(Duration::from_secs(10)),
+        follow: true,
+    };
+    let results = client.execute(&k, &call).await.unwrap();
+    assert!(
+        results.last().unwrap()["console"]
+            .to_string()
+            .contains("42"),
+        "{results:?}"
+    );
+    assert!(client
+        .destroy_kernel(&k, "user-requested")
+        .await
+        .unwrap()
+        .is_some());
+}
+
+/// SIGTERM, then waits (off the async runtime, so the test's own connections can close).
+async fn sigterm_and_wait(mut child: std::process::Child) {
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "SIGTERM ends it cleanly");
+}
+
+#[tokio::test]
+async fn serve_embeds_an_agent_and_the_agent_command_runs_one_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, rpc) = (free_port(), free_port());
+    let env = vec![
+        ("BACKEND_AGENT__KRUNNER_PATH", setting("BAI_KRUNNER")),
+        ("BACKEND_AGENT__RPC_LISTEN_ADDR", format!("127.0.0.1:{rpc}")),
+        (
+            "BACKEND_AGENT__ID",
+            format!("i-serve-{}", uuid::Uuid::new_v4().simple()),
+        ),
+    ];
+    let serve = spawn_binary(
+        dir.path(),
+        &["serve", "--service-addr", &format!("127.0.0.1:{api}")],
+        &env,
+        rpc,
+    );
+    drive_over_rpc(rpc).await;
+    sigterm_and_wait(serve).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let rpc = free_port();
+    let env = vec![
+        ("BACKEND_AGENT__KRUNNER_PATH", setting("BAI_KRUNNER")),
+        ("BACKEND_AGENT__RPC_LISTEN_ADDR", format!("127.0.0.1:{rpc}")),
+        (
+            "BACKEND_AGENT__ID",
+            format!("i-alone-{}", uuid::Uuid::new_v4().simple()),
+        ),
+    ];
+    let agent = spawn_binary(
+        dir.path(),
+        &["agent", "--mock-cuda-devices", "2"],
+        &env,
+        rpc,
+    );
+    drive_over_rpc(rpc).await;
+    sigterm_and_wait(agent).await;
+}

@@ -6,8 +6,11 @@ use super::resources::{detect_nvidia, host_slots, DeviceAllocMap, DeviceSource};
 use super::AgentError;
 use crate::bus::EphemeralHandle;
 use crate::config::ManagerConfig;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// The agent id: configured, else `i-{hostname}`.
 pub fn agent_id(cfg: &ManagerConfig) -> String {
@@ -20,9 +23,74 @@ pub fn agent_id(cfg: &ManagerConfig) -> String {
     format!("i-{}", if host.is_empty() { "localhost" } else { &host })
 }
 
-/// Connects to Docker, finds devices and starts the daemon. An error says why no agent
-/// could run (no Docker engine, no runner binary, …).
-pub async fn start(cfg: &ManagerConfig, bus: EphemeralHandle) -> Result<RunningAgent, AgentError> {
+/// A running agent with its RPC server.
+pub struct LaunchedAgent {
+    pub agent: RunningAgent,
+    pub rpc_addr: SocketAddr,
+    stop_rpc: oneshot::Sender<()>,
+    rpc: JoinHandle<()>,
+}
+
+impl LaunchedAgent {
+    pub fn id(&self) -> &str {
+        &self.agent.daemon.identity().id
+    }
+
+    /// Stops serving RPC, then the daemon (which announces `instance_terminated`).
+    pub async fn stop(self) {
+        let _ = self.stop_rpc.send(());
+        // In-flight calls get a bound to finish; a client holding its connection open must
+        // not keep the process alive.
+        let mut rpc = self.rpc;
+        if tokio::time::timeout(Duration::from_secs(10), &mut rpc)
+            .await
+            .is_err()
+        {
+            tracing::warn!("agent RPC did not drain within 10 s; closing it");
+            rpc.abort();
+        }
+        self.agent.stop().await;
+    }
+}
+
+/// Connects to Docker, finds devices, starts the daemon and its RPC server. An error says
+/// why no agent could run (no Docker engine, no runner binary, an unprotected RPC port…).
+pub async fn start(cfg: &ManagerConfig, bus: EphemeralHandle) -> Result<LaunchedAgent, AgentError> {
+    let a = &cfg.agent;
+    let token = Some(a.rpc_token.clone()).filter(|t| !t.is_empty());
+    if !a.rpc_listen_addr.ip().is_loopback() && token.is_none() {
+        return Err(AgentError::InvalidInput(format!(
+            "agent.rpc-listen-addr {} is reachable from other hosts: set agent.rpc-token",
+            a.rpc_listen_addr
+        )));
+    }
+    let agent = start_daemon(cfg, bus).await?;
+    let (stop_rpc, stopped) = oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    match crate::rpc::server::serve(agent.daemon.clone(), a.rpc_listen_addr, token, shutdown).await
+    {
+        Ok((rpc_addr, rpc)) => {
+            tracing::info!("agent RPC listening on {rpc_addr}");
+            Ok(LaunchedAgent {
+                agent,
+                rpc_addr,
+                stop_rpc,
+                rpc,
+            })
+        }
+        Err(e) => {
+            agent.stop().await;
+            Err(e)
+        }
+    }
+}
+
+async fn start_daemon(
+    cfg: &ManagerConfig,
+    bus: EphemeralHandle,
+) -> Result<RunningAgent, AgentError> {
     let a = &cfg.agent;
     let id = agent_id(cfg);
     let docker_cfg = DockerConfig {
@@ -65,7 +133,11 @@ pub async fn start(cfg: &ManagerConfig, bus: EphemeralHandle) -> Result<RunningA
     let identity = AgentIdentity {
         id,
         region: a.region.clone(),
-        addr: a.advertised_addr.clone(),
+        addr: if a.advertised_addr.is_empty() {
+            format!("tcp://{}", a.rpc_listen_addr)
+        } else {
+            a.advertised_addr.clone()
+        },
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     let hb = Duration::from_secs_f64(a.heartbeat_interval);

@@ -37,8 +37,9 @@ pub async fn run(mut cfg: ManagerConfig, args: AgentArgs) -> anyhow::Result<Exit
     }
     let running = agent::launch::start(&cfg, events.clone()).await?;
     println!(
-        "agent {} running (shared config: {}; events: {})",
-        running.daemon.identity().id,
+        "agent {} running: RPC on {}, shared config: {}, events: {}",
+        running.id(),
+        running.rpc_addr,
         shared.describe(),
         events.describe()
     );

@@ -55,8 +55,9 @@ pub async fn run(mut cfg: ManagerConfig, args: ServeArgs) -> anyhow::Result<Exit
     );
     match &running.agent {
         Ok(a) => println!(
-            "local agent {} is running kernels in Docker",
-            a.daemon.identity().id
+            "local agent {} is running kernels in Docker (RPC on {})",
+            a.id(),
+            a.rpc_addr
         ),
         Err(why) => println!(
             "no local agent is available: {why} (the API works; running sessions needs an agent)"
