@@ -961,3 +961,88 @@ async fn serve_embeds_an_agent_and_the_agent_command_runs_one_alone() {
     drive_over_rpc(rpc).await;
     sigterm_and_wait(agent).await;
 }
+
+#[tokio::test]
+async fn creation_is_announced_step_by_step_and_a_missing_image_is_pulled() {
+    use backend_ai_manager::agent::daemon::{AgentDaemon, AgentIdentity};
+    use backend_ai_manager::bus::{Ephemeral, InProcess};
+    let docker = |args: &[&str]| {
+        let out = std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // The engine lacks this reference; the local registry has it.
+    let image = format!(
+        "127.0.0.1:5000/test/pull-{}:1",
+        uuid::Uuid::new_v4().simple()
+    );
+    docker(&["tag", &setting("BAI_TEST_IMAGE"), &image]);
+    docker(&["push", "--quiet", &image]);
+    docker(&["rmi", &image]);
+
+    let bus: std::sync::Arc<dyn Ephemeral> = std::sync::Arc::new(InProcess::default());
+    let mut events = bus.subscribe("managers", "m").await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let agent_id = format!("i-test-{}", uuid::Uuid::new_v4().simple());
+    let backend = std::sync::Arc::new(
+        DockerBackend::connect(config(&agent_id, scratch.path()))
+            .await
+            .unwrap(),
+    );
+    let identity = AgentIdentity {
+        id: agent_id,
+        region: "local".into(),
+        addr: String::new(),
+        version: "test".into(),
+    };
+    let daemon = AgentDaemon::new(
+        backend.clone(),
+        bus.clone(),
+        identity,
+        backend_ai_manager::agent::resources::host_slots(0, 0),
+    );
+    let k = uuid::Uuid::new_v4().to_string();
+    let mut s = spec("128m");
+    s.image = image.clone();
+    daemon.create_kernel(&k, &s, Duration::ZERO).await.unwrap();
+    let mut names = Vec::new();
+    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+        names.push(d.event.name.clone());
+        if d.event.name == "kernel_pulling" {
+            assert_eq!(d.event.args[..2], [json!(k), json!(image)]);
+        }
+    }
+    names.dedup();
+    assert_eq!(
+        names,
+        [
+            "kernel_preparing",
+            "kernel_pulling",
+            "kernel_creating",
+            "kernel_started"
+        ]
+    );
+    let r = backend
+        .execute(
+            &k,
+            None,
+            "query",
+            "print('pulled and running')",
+            &json!({}),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.console,
+        vec![("stdout".into(), json!("pulled and running\n"))]
+    );
+    backend.destroy_kernel(&k).await.unwrap();
+    docker(&["rmi", &image]);
+}

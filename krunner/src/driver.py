@@ -112,6 +112,31 @@ try:
 except ImportError:
     pass
 
+def display(*objs):
+    """Shows rich output as notebooks do: _repr_html_ as html, _repr_png_ / _repr_svg_ as
+    media, anything else as its repr."""
+    import base64
+
+    for obj in objs:
+        _flush_all()
+        html = getattr(obj, "_repr_html_", None)
+        png = getattr(obj, "_repr_png_", None)
+        svg = getattr(obj, "_repr_svg_", None)
+        if callable(png):
+            data = png()
+            if isinstance(data, str):
+                data = data.encode("latin-1")
+            _send(t="media", mime="image/png", data="data:image/png;base64," + base64.b64encode(data).decode())
+        elif callable(svg):
+            _send(t="media", mime="image/svg+xml", data=svg())
+        elif callable(html):
+            _send(t="html", d=html())
+        else:
+            sys.stdout.write(repr(obj) + "\n")
+
+
+builtins.display = display
+
 _globals = {"__name__": "__main__", "__builtins__": builtins}
 
 

@@ -216,6 +216,13 @@ impl Runner {
                     };
                     self.emit(kind, msg["d"].as_str().unwrap_or("").as_bytes());
                 }
+                Some("media") => self.emit_json(
+                    to_agent::MEDIA,
+                    json!({"type": msg["mime"], "data": msg["data"]}),
+                ),
+                Some("html") => {
+                    self.emit(to_agent::HTML, msg["d"].as_str().unwrap_or("").as_bytes())
+                }
                 Some("waiting-input") => self.emit_json(
                     to_agent::WAITING_INPUT,
                     json!({"is_password": msg["is_password"]}),

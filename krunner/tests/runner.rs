@@ -341,3 +341,28 @@ fn help_and_version_answer_without_a_socket() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("BACKENDAI_IPC_DIR"));
     assert!(Path::new(env!("CARGO_BIN_EXE_backend-ai-krunner")).exists());
 }
+
+#[test]
+fn rich_output_arrives_as_media_and_html_in_order() {
+    let r = start(0);
+    let mut a = Agent::connect(&r);
+    let code = "class Table:\n    def _repr_html_(self): return '<b>t</b>'\nclass Dot:\n    def _repr_png_(self): return b'PNG'\n\
+                print('before')\ndisplay(Table(), Dot(), 7)\nprint('after')";
+    a.send(to_runner::CODE, code);
+    let frames = a.until(&[to_agent::FINISHED]);
+    let kinds: Vec<(&str, String)> = frames.iter().map(|f| (f.kind.as_str(), f.text())).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("stdout", "before\n".to_owned()),
+            ("html", "<b>t</b>".to_owned()),
+            (
+                "media",
+                r#"{"data":"data:image/png;base64,UE5H","type":"image/png"}"#.to_owned()
+            ),
+            ("stdout", "7\n".to_owned()),
+            ("stdout", "after\n".to_owned()),
+            ("finished", r#"{"exitCode":0}"#.to_owned()),
+        ]
+    );
+}

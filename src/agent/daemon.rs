@@ -2,7 +2,7 @@
 //! kernel ends into `kernel_terminated` events — all through the ephemeral-state bus, with
 //! the original's event names and arguments.
 
-use super::docker::DockerBackend;
+use super::docker::{DockerBackend, KernelInfo, KernelSpec};
 use super::resources::CUDA_SLOT;
 use super::AgentError;
 use crate::bus::{EphemeralHandle, Event, STAT_TTL_SECS};
@@ -164,6 +164,55 @@ impl AgentDaemon {
         {
             e.0 = std::time::Instant::now();
         }
+    }
+
+    /// Creates a kernel as the original agent did, announcing each step:
+    /// `kernel_preparing`, `kernel_pulling` (with progress, when the image is missing),
+    /// `kernel_creating`, `kernel_started`.
+    pub async fn create_kernel(
+        &self,
+        id: &str,
+        spec: &KernelSpec,
+        idle_timeout: Duration,
+    ) -> Result<KernelInfo, AgentError> {
+        self.emit("kernel_preparing", vec![json!(id)]).await;
+        if !self.backend.has_image(&spec.image).await {
+            self.emit(
+                "kernel_pulling",
+                vec![json!(id), json!(spec.image), Value::Null],
+            )
+            .await;
+            // Progress lines, at most one event a second.
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let forward = async {
+                let mut last = std::time::Instant::now();
+                while let Some(line) = rx.recv().await {
+                    if last.elapsed() >= Duration::from_secs(1) {
+                        last = std::time::Instant::now();
+                        self.emit(
+                            "kernel_pulling",
+                            vec![json!(id), json!(spec.image), json!(line)],
+                        )
+                        .await;
+                    }
+                }
+            };
+            let pull = async {
+                let r = self.backend.pull_image(&spec.image, |line| {
+                    let _ = tx.send(line);
+                });
+                let r = r.await;
+                drop(tx);
+                r
+            };
+            let (pulled, ()) = tokio::join!(pull, forward);
+            pulled?;
+        }
+        self.emit("kernel_creating", vec![json!(id)]).await;
+        let info = self.backend.create_kernel(id, spec).await?;
+        self.track_idle(&info.id, idle_timeout);
+        self.emit("kernel_started", vec![json!(info.id)]).await;
+        Ok(info)
     }
 
     /// Destroys a kernel on request; returns its last statistics (also in the event).

@@ -195,29 +195,48 @@ impl DockerBackend {
             .ok_or_else(|| AgentError::NotFound(id.to_owned()))
     }
 
+    /// Whether the engine has the image locally.
+    pub async fn has_image(&self, image: &str) -> bool {
+        self.docker.inspect_image(image).await.is_ok()
+    }
+
+    /// Pulls an image, calling `progress` with each status line Docker reports.
+    pub async fn pull_image(
+        &self,
+        image: &str,
+        mut progress: impl FnMut(String),
+    ) -> Result<(), AgentError> {
+        tracing::info!("pulling {image}");
+        let opts = CreateImageOptions {
+            from_image: Some(image.to_owned()),
+            ..Default::default()
+        };
+        let mut pull = self.docker.create_image(Some(opts), None, None);
+        while let Some(step) = pull.next().await {
+            let info =
+                step.map_err(|e| AgentError::InvalidInput(format!("cannot pull {image}: {e}")))?;
+            let line = [info.status, info.progress]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            if !line.is_empty() {
+                progress(line);
+            }
+        }
+        Ok(())
+    }
+
     /// Pulls the image if the engine lacks it; returns its labels.
     async fn ensure_image(&self, image: &str) -> Result<HashMap<String, String>, AgentError> {
-        let inspected = match self.docker.inspect_image(image).await {
-            Ok(i) => i,
-            Err(e) if is_not_found(&e) => {
-                tracing::info!("pulling {image}");
-                let opts = CreateImageOptions {
-                    from_image: Some(image.to_owned()),
-                    ..Default::default()
-                };
-                let mut pull = self.docker.create_image(Some(opts), None, None);
-                while let Some(step) = pull.next().await {
-                    step.map_err(|e| {
-                        AgentError::InvalidInput(format!("cannot pull {image}: {e}"))
-                    })?;
-                }
-                self.docker
-                    .inspect_image(image)
-                    .await
-                    .map_err(|e| docker_err("image", e))?
-            }
-            Err(e) => return Err(docker_err("image", e)),
-        };
+        if !self.has_image(image).await {
+            self.pull_image(image, |_| {}).await?;
+        }
+        let inspected = self
+            .docker
+            .inspect_image(image)
+            .await
+            .map_err(|e| docker_err("image", e))?;
         Ok(inspected.config.and_then(|c| c.labels).unwrap_or_default())
     }
 

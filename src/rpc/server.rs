@@ -109,10 +109,8 @@ impl Agent for AgentService {
         let (spec, idle) = kernel_spec(&json_arg(&req.config_json, "config")?)?;
         let info = self
             .daemon
-            .backend
-            .create_kernel(&req.kernel_id, &spec)
+            .create_kernel(&req.kernel_id, &spec, Duration::from_secs(idle))
             .await?;
-        self.daemon.track_idle(&info.id, Duration::from_secs(idle));
         let json = serde_json::to_string(&info).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(KernelCreated { result_json: json }))
     }
