@@ -959,6 +959,61 @@ async fn serve_embeds_an_agent_and_the_agent_command_runs_one_alone() {
         rpc,
     );
     drive_over_rpc(rpc).await;
+
+    // kill -9 the agent with a kernel running; a new agent process recovers it.
+    use backend_ai_manager::rpc::client::{AgentClient, Execute};
+    let client = AgentClient::connect(&format!("tcp://127.0.0.1:{rpc}"), None)
+        .await
+        .unwrap();
+    let k = uuid::Uuid::new_v4().to_string();
+    let cfg = json!({"image": {"canonical": setting("BAI_TEST_IMAGE")}, "resource_slots": {"cpu": "1", "mem": "128m", "cuda.device": "1"}});
+    client.create_kernel(&k, &cfg).await.unwrap();
+    client
+        .upload_file(&k, "kept.txt", b"before the crash".to_vec())
+        .await
+        .unwrap();
+    drop(client);
+    let mut agent = agent;
+    agent.kill().unwrap();
+    let _ = tokio::task::spawn_blocking(move || agent.wait()).await;
+    let agent = spawn_binary(
+        dir.path(),
+        &["agent", "--mock-cuda-devices", "2"],
+        &env,
+        rpc,
+    );
+    let client = AgentClient::connect(&format!("tcp://127.0.0.1:{rpc}"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        client.download_file(&k, "kept.txt").await.unwrap(),
+        b"before the crash"
+    );
+    let call = Execute {
+        run_id: None,
+        mode: "query",
+        code: "import os; print(os.environ['BACKENDAI_MOCK_CUDA_DEVICES'])",
+        opts: &json!({}),
+        flush_timeout: Some(Duration::from_secs(10)),
+        follow: true,
+    };
+    let r = client.execute(&k, &call).await.unwrap();
+    assert!(
+        r.last().unwrap()["console"].to_string().contains("mock0"),
+        "{r:?}"
+    );
+    // Its device is still held: a kernel asking for two finds only one free.
+    let two = json!({"image": {"canonical": setting("BAI_TEST_IMAGE")}, "resource_slots": {"cuda.device": "2"}});
+    let err = client
+        .create_kernel(&uuid::Uuid::new_v4().to_string(), &two)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("insufficient cuda.device"),
+        "{err}"
+    );
+    client.destroy_kernel(&k, "user-requested").await.unwrap();
+    drop(client);
     sigterm_and_wait(agent).await;
 }
 

@@ -350,19 +350,29 @@ fn rich_output_arrives_as_media_and_html_in_order() {
                 print('before')\ndisplay(Table(), Dot(), 7)\nprint('after')";
     a.send(to_runner::CODE, code);
     let frames = a.until(&[to_agent::FINISHED]);
-    let kinds: Vec<(&str, String)> = frames.iter().map(|f| (f.kind.as_str(), f.text())).collect();
+    // JSON payloads compared as values: key order depends on serde_json's features.
+    let kinds: Vec<(&str, serde_json::Value)> = frames
+        .iter()
+        .map(|f| {
+            let v = match f.kind.as_str() {
+                to_agent::MEDIA | to_agent::FINISHED => serde_json::from_slice(&f.payload).unwrap(),
+                _ => serde_json::Value::String(f.text()),
+            };
+            (f.kind.as_str(), v)
+        })
+        .collect();
     assert_eq!(
         kinds,
         [
-            ("stdout", "before\n".to_owned()),
-            ("html", "<b>t</b>".to_owned()),
+            ("stdout", serde_json::json!("before\n")),
+            ("html", serde_json::json!("<b>t</b>")),
             (
                 "media",
-                r#"{"data":"data:image/png;base64,UE5H","type":"image/png"}"#.to_owned()
+                serde_json::json!({"type": "image/png", "data": "data:image/png;base64,UE5H"})
             ),
-            ("stdout", "7\n".to_owned()),
-            ("stdout", "after\n".to_owned()),
-            ("finished", r#"{"exitCode":0}"#.to_owned()),
+            ("stdout", serde_json::json!("7\n")),
+            ("stdout", serde_json::json!("after\n")),
+            ("finished", serde_json::json!({"exitCode": 0})),
         ]
     );
 }

@@ -409,6 +409,15 @@ impl DockerBackend {
             "ai.backend.slots".to_owned(),
             spec.slots.to_json().to_string(),
         );
+        // What a restarted agent needs to take the kernel over: devices and spec.
+        container_labels.insert(
+            LABEL_DEVICES.to_owned(),
+            serde_json::Value::from(devices.to_vec()).to_string(),
+        );
+        container_labels.insert(
+            LABEL_SPEC.to_owned(),
+            serde_json::to_string(spec).unwrap_or_default(),
+        );
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             entrypoint: Some(vec![RUNNER_IN_CONTAINER.into()]),
