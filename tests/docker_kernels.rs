@@ -492,6 +492,42 @@ async fn mock_gpus_are_allocated_and_released_without_leaks_under_concurrent_cre
     );
 }
 
+/// What an agent daemon test needs: an in-process bus with a subscriber, a backend on a
+/// fresh scratch root, and an identity.
+struct Fixture {
+    bus: std::sync::Arc<dyn backend_ai_manager::bus::Ephemeral>,
+    events: tokio::sync::mpsc::Receiver<backend_ai_manager::bus::Delivery>,
+    _scratch: tempfile::TempDir,
+    backend: std::sync::Arc<DockerBackend>,
+    identity: backend_ai_manager::agent::daemon::AgentIdentity,
+}
+
+async fn fixture() -> Fixture {
+    use backend_ai_manager::bus::{Ephemeral, InProcess};
+    let bus: std::sync::Arc<dyn Ephemeral> = std::sync::Arc::new(InProcess::default());
+    let events = bus.subscribe("managers", "m").await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let agent_id = format!("i-test-{}", uuid::Uuid::new_v4().simple());
+    let backend = std::sync::Arc::new(
+        DockerBackend::connect(config(&agent_id, scratch.path()))
+            .await
+            .unwrap(),
+    );
+    let identity = backend_ai_manager::agent::daemon::AgentIdentity {
+        id: agent_id,
+        region: "local".into(),
+        addr: String::new(),
+        version: "test".into(),
+    };
+    Fixture {
+        bus,
+        events,
+        _scratch: scratch,
+        backend,
+        identity,
+    }
+}
+
 /// The next event named `name` (others, such as heartbeats, are skipped).
 async fn next_event(
     rx: &mut tokio::sync::mpsc::Receiver<backend_ai_manager::bus::Delivery>,
@@ -619,24 +655,15 @@ async fn the_daemon_heartbeats_reports_stats_and_kernel_ends() {
 
 #[tokio::test]
 async fn the_agent_rpc_drives_kernels_end_to_end() {
-    use backend_ai_manager::agent::daemon::{AgentDaemon, AgentIdentity};
-    use backend_ai_manager::bus::{Ephemeral, InProcess};
+    use backend_ai_manager::agent::daemon::AgentDaemon;
     use backend_ai_manager::rpc::client::{AgentClient, Execute};
-    let bus: std::sync::Arc<dyn Ephemeral> = std::sync::Arc::new(InProcess::default());
-    let mut events = bus.subscribe("managers", "m").await.unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let agent_id = format!("i-test-{}", uuid::Uuid::new_v4().simple());
-    let backend = std::sync::Arc::new(
-        DockerBackend::connect(config(&agent_id, scratch.path()))
-            .await
-            .unwrap(),
-    );
-    let identity = AgentIdentity {
-        id: agent_id,
-        region: "local".into(),
-        addr: String::new(),
-        version: "test".into(),
-    };
+    let Fixture {
+        bus,
+        mut events,
+        _scratch,
+        backend,
+        identity,
+    } = fixture().await;
     let running = AgentDaemon::new(
         backend,
         bus.clone(),
@@ -1019,8 +1046,7 @@ async fn serve_embeds_an_agent_and_the_agent_command_runs_one_alone() {
 
 #[tokio::test]
 async fn creation_is_announced_step_by_step_and_a_missing_image_is_pulled() {
-    use backend_ai_manager::agent::daemon::{AgentDaemon, AgentIdentity};
-    use backend_ai_manager::bus::{Ephemeral, InProcess};
+    use backend_ai_manager::agent::daemon::AgentDaemon;
     let docker = |args: &[&str]| {
         let out = std::process::Command::new("docker")
             .args(args)
@@ -1041,21 +1067,13 @@ async fn creation_is_announced_step_by_step_and_a_missing_image_is_pulled() {
     docker(&["push", "--quiet", &image]);
     docker(&["rmi", &image]);
 
-    let bus: std::sync::Arc<dyn Ephemeral> = std::sync::Arc::new(InProcess::default());
-    let mut events = bus.subscribe("managers", "m").await.unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let agent_id = format!("i-test-{}", uuid::Uuid::new_v4().simple());
-    let backend = std::sync::Arc::new(
-        DockerBackend::connect(config(&agent_id, scratch.path()))
-            .await
-            .unwrap(),
-    );
-    let identity = AgentIdentity {
-        id: agent_id,
-        region: "local".into(),
-        addr: String::new(),
-        version: "test".into(),
-    };
+    let Fixture {
+        bus,
+        mut events,
+        _scratch,
+        backend,
+        identity,
+    } = fixture().await;
     let daemon = AgentDaemon::new(
         backend.clone(),
         bus.clone(),
