@@ -84,3 +84,227 @@ pub async fn list(shared: &dyn SharedConfig) -> Result<Vec<ImageInfo>, SharedCon
         .filter(|i| !i.digest.is_empty())
         .collect())
 }
+
+/// Characters kept as they are when quoting names into keys (Python's `quote(s, safe='')`).
+const QUOTE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn quote(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, QUOTE).to_string()
+}
+
+const ALIASES: &str = "images/_aliases";
+/// The most alias hops followed before giving up (a cycle, most likely).
+const MAX_ALIAS_HOPS: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("no such image: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Config(#[from] SharedConfigError),
+}
+
+/// `registry/name:tag`, with Docker's defaults (`index.docker.io`, `latest`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    pub registry: String,
+    pub name: String,
+    pub tag: String,
+}
+
+impl ImageRef {
+    pub fn parse(s: &str) -> Result<ImageRef, ImageError> {
+        let s = s.trim();
+        let bad = || ImageError::Invalid(format!("'{s}' is not an image reference"));
+        if s.is_empty() || s.contains(char::is_whitespace) || s.contains("//") {
+            return Err(bad());
+        }
+        let (first, rest) = match s.split_once('/') {
+            Some((a, b)) => (Some(a), b),
+            None => (None, s),
+        };
+        let (registry, path) = match first {
+            Some(f) if f.contains('.') || f.contains(':') || f == "localhost" => {
+                (f.to_owned(), rest.to_owned())
+            }
+            Some(f) => ("index.docker.io".to_owned(), format!("{f}/{rest}")),
+            None => ("index.docker.io".to_owned(), rest.to_owned()),
+        };
+        let (name, tag) = match path.rsplit_once(':') {
+            Some((n, t)) if !t.contains('/') => (n.to_owned(), t.to_owned()),
+            _ => (path.clone(), "latest".to_owned()),
+        };
+        if name.is_empty() || tag.is_empty() {
+            return Err(bad());
+        }
+        Ok(ImageRef {
+            registry,
+            name,
+            tag,
+        })
+    }
+
+    pub fn canonical(&self) -> String {
+        format!("{}/{}:{}", self.registry, self.name, self.tag)
+    }
+
+    fn key(&self) -> String {
+        format!(
+            "images/{}/{}/{}",
+            quote(&self.registry),
+            quote(&self.name),
+            self.tag
+        )
+    }
+}
+
+/// Resolves an alias (following aliases of aliases) or a reference to a known image.
+pub async fn resolve(shared: &dyn SharedConfig, reference: &str) -> Result<ImageInfo, ImageError> {
+    let mut current = reference.trim().to_owned();
+    let mut seen = vec![current.clone()];
+    for _ in 0..MAX_ALIAS_HOPS {
+        match shared
+            .get(&format!("{ALIASES}/{}", quote(&current)))
+            .await?
+        {
+            Some(target) => {
+                if seen.contains(&target) {
+                    return Err(ImageError::Invalid(format!(
+                        "alias loop: {} -> {target}",
+                        seen.join(" -> ")
+                    )));
+                }
+                seen.push(target.clone());
+                current = target;
+            }
+            None => break,
+        }
+    }
+    let wanted = ImageRef::parse(&current)?;
+    list(shared)
+        .await?
+        .into_iter()
+        .find(|i| i.registry == wanted.registry && i.name == wanted.name && i.tag == wanted.tag)
+        .ok_or_else(|| ImageError::NotFound(reference.to_owned()))
+}
+
+/// Points `alias` (any text, `:` and `/` included) at `target`, which must be a known
+/// image or another alias.
+pub async fn alias(shared: &dyn SharedConfig, alias: &str, target: &str) -> Result<(), ImageError> {
+    if alias.trim().is_empty() || alias.len() > 512 {
+        return Err(ImageError::Invalid(
+            "an alias is 1 to 512 characters".into(),
+        ));
+    }
+    if alias.trim() == target.trim() {
+        return Err(ImageError::Invalid(
+            "an alias cannot point at itself".into(),
+        ));
+    }
+    let resolved = resolve(shared, target).await?;
+    let stored = match shared.get(&format!("{ALIASES}/{}", quote(target))).await? {
+        Some(_) => target.to_owned(), // an alias of an alias stays one (multi-hop)
+        None => resolved.canonical(),
+    };
+    // Refuse what would loop before writing anything: the target's chain must not pass
+    // through the alias being set.
+    let mut hop = target.trim().to_owned();
+    for _ in 0..MAX_ALIAS_HOPS {
+        if hop == alias.trim() {
+            return Err(ImageError::Invalid(format!(
+                "{alias} -> {target} would make an alias loop"
+            )));
+        }
+        match shared.get(&format!("{ALIASES}/{}", quote(&hop))).await? {
+            Some(next) => hop = next,
+            None => break,
+        }
+    }
+    shared
+        .put(&format!("{ALIASES}/{}", quote(alias)), &stored)
+        .await?;
+    Ok(())
+}
+
+pub async fn dealias(shared: &dyn SharedConfig, alias: &str) -> Result<(), ImageError> {
+    let key = format!("{ALIASES}/{}", quote(alias));
+    if shared.get(&key).await?.is_none() {
+        return Err(ImageError::NotFound(format!("alias {alias}")));
+    }
+    shared.delete(&key).await?;
+    Ok(())
+}
+
+/// Sets (or with `None` removes) the minimum and maximum of `slot` for an image.
+pub async fn set_resource_limit(
+    shared: &dyn SharedConfig,
+    reference: &str,
+    slot: &str,
+    min: Option<&str>,
+    max: Option<&str>,
+) -> Result<(), ImageError> {
+    let image = resolve(shared, reference).await?;
+    if slot.is_empty()
+        || !slot
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(ImageError::Invalid(format!("'{slot}' is not a slot name")));
+    }
+    let key = ImageRef {
+        registry: image.registry,
+        name: image.name,
+        tag: image.tag,
+    }
+    .key();
+    for (bound, value) in [("min", min), ("max", max)] {
+        let k = format!("{key}/resource/{slot}/{bound}");
+        match value.map(str::trim).filter(|v| !v.is_empty()) {
+            Some(v) => {
+                crate::domain::ResourceSlots::parse_quantity(
+                    slot,
+                    &serde_json::Value::String(v.to_owned()),
+                )
+                .map_err(|e| ImageError::Invalid(e.to_string()))?;
+                shared.put(&k, v).await?
+            }
+            None => shared.delete(&k).await?,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_get_docker_defaults() {
+        let r = ImageRef::parse("lablup/python:3.6").unwrap();
+        assert_eq!(r.canonical(), "index.docker.io/lablup/python:3.6");
+        assert_eq!(
+            ImageRef::parse("127.0.0.1:5000/lablup/python")
+                .unwrap()
+                .canonical(),
+            "127.0.0.1:5000/lablup/python:latest"
+        );
+        assert_eq!(
+            ImageRef::parse("python").unwrap().canonical(),
+            "index.docker.io/python:latest"
+        );
+        assert_eq!(
+            ImageRef::parse("localhost/x/y:1").unwrap().registry,
+            "localhost"
+        );
+        assert!(ImageRef::parse("").is_err());
+        assert!(ImageRef::parse("a b").is_err());
+        assert_eq!(quote("lablup/python"), "lablup%2Fpython");
+        assert_eq!(quote("127.0.0.1:5000"), "127.0.0.1%3A5000");
+    }
+}

@@ -259,3 +259,64 @@ fn sigterm(pid: u32) {
         .unwrap();
     assert!(ok.success());
 }
+
+#[test]
+fn image_commands_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--data-dir", d];
+        all.extend_from_slice(args);
+        cli(dir.path(), &all)
+    };
+    assert_eq!(
+        text(&run(&["image", "list"])).0.trim(),
+        "no images are known yet"
+    );
+    for (k, v) in [
+        ("images/127.0.0.1%3A5000/lablup%2Fpython/3.11", "sha256:abc"),
+        (
+            "images/127.0.0.1%3A5000/lablup%2Fpython/3.11/size_bytes",
+            "1000",
+        ),
+        (
+            "images/127.0.0.1%3A5000/lablup%2Fpython/3.11/labels/ai.backend.kernelspec",
+            "1",
+        ),
+    ] {
+        assert!(run(&["etcd", "put", k, v]).status.success());
+    }
+    assert!(
+        run(&["image", "alias", "py", "127.0.0.1:5000/lablup/python:3.11"])
+            .status
+            .success()
+    );
+    let (out, _) = text(&run(&["etcd", "list-images"]));
+    assert!(
+        out.contains("127.0.0.1:5000/lablup/python:3.11  sha256:abc  1000 bytes  (aliases: py)"),
+        "{out}"
+    );
+    assert!(
+        run(&["image", "set-resource-limit", "py", "mem", "256m:4g"])
+            .status
+            .success()
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&text(&run(&["image", "inspect-image", "py"])).0).unwrap();
+    assert_eq!(
+        doc["resource_limits"]["mem"],
+        serde_json::json!({"min": "256m", "max": "4g"})
+    );
+    assert_eq!(doc["labels"]["ai.backend.kernelspec"], "1");
+    let bad = run(&["image", "set-resource-limit", "py", "mem", "lots:"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad).1.contains("not a decimal quantity"),
+        "{:?}",
+        text(&bad)
+    );
+    let missing = run(&["image", "inspect", "nope"]);
+    assert!(text(&missing).1.contains("no such image: nope"));
+    assert!(run(&["image", "dealias", "py"]).status.success());
+    assert_eq!(run(&["image", "dealias", "py"]).status.code(), Some(1));
+}

@@ -774,3 +774,99 @@ async fn live_statistics_for_running_sessions_and_agents_last_ones_after_termina
     .await;
     assert!(msg.contains("not a valid agent status"), "{msg}");
 }
+
+#[tokio::test]
+async fn aliases_resolve_through_hops_and_loops_are_refused() {
+    let s = TestServer::start().await;
+    let sh = s.app().shared.clone();
+    sh.put("images/127.0.0.1%3A5000/lablup%2Fpython/3.11", "sha256:abc")
+        .await
+        .unwrap();
+    let alias = "mutation($alias: String!, $target: String!) { alias_image(alias: $alias, target: $target) { ok msg } }";
+    // Aliases with ':' and '/' in them, and an alias of an alias.
+    let d = data(
+        &s,
+        ADMIN,
+        alias,
+        json!({"alias": "python:3", "target": "127.0.0.1:5000/lablup/python:3.11"}),
+    )
+    .await;
+    assert_eq!(d["alias_image"]["ok"], true, "{d}");
+    let d = data(
+        &s,
+        ADMIN,
+        alias,
+        json!({"alias": "team/py", "target": "python:3"}),
+    )
+    .await;
+    assert_eq!(d["alias_image"]["ok"], true, "{d}");
+    let d = data(
+        &s,
+        USER,
+        "{ image(reference: \"team/py\") { name tag registry } }",
+        json!(null),
+    )
+    .await;
+    assert_eq!(
+        d["image"],
+        json!({"name": "lablup/python", "tag": "3.11", "registry": "127.0.0.1:5000"})
+    );
+    // A loop and an unknown target are refused; nothing is left behind.
+    let d = data(
+        &s,
+        ADMIN,
+        alias,
+        json!({"alias": "python:3", "target": "team/py"}),
+    )
+    .await;
+    assert_eq!(d["alias_image"]["ok"], false, "{d}");
+    let d = data(
+        &s,
+        ADMIN,
+        alias,
+        json!({"alias": "x", "target": "nowhere/nothing:1"}),
+    )
+    .await;
+    assert_eq!(
+        d["alias_image"],
+        json!({"ok": false, "msg": "no such image: nowhere/nothing:1"})
+    );
+    let d = data(
+        &s,
+        USER,
+        "{ image(reference: \"team/py\") { name } }",
+        json!(null),
+    )
+    .await;
+    assert_eq!(
+        d["image"]["name"], "lablup/python",
+        "the refused loop did not break the chain"
+    );
+    // Users may not alias; dealias removes one hop.
+    let msg = refused(&s, USER, alias, json!({"alias": "a", "target": "python:3"})).await;
+    assert!(msg.to_lowercase().contains("mutation"), "{msg}");
+    let d = data(
+        &s,
+        ADMIN,
+        "mutation { dealias_image(alias: \"team/py\") { ok } }",
+        json!(null),
+    )
+    .await;
+    assert_eq!(d["dealias_image"]["ok"], true);
+    let d = data(
+        &s,
+        USER,
+        "{ image(reference: \"team/py\") { name } }",
+        json!(null),
+    )
+    .await;
+    assert_eq!(d["image"], Value::Null);
+    let d = data(
+        &s,
+        ADMIN,
+        "mutation { dealias_image(alias: \"team/py\") { ok msg } }",
+        json!(null),
+    )
+    .await;
+    assert_eq!(d["dealias_image"]["ok"], false);
+}

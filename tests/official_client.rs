@@ -397,3 +397,38 @@ fn admin_only_fields_are_refused_to_users_and_domain_admins() {
         "{out}"
     );
 }
+
+#[test]
+fn image_aliases_through_the_official_client() {
+    let s = start_server();
+    // The embedded shared config is the server's database; put an image there as a scan would.
+    let out = manager(
+        s._dir.path(),
+        &[
+            "etcd",
+            "put",
+            "images/127.0.0.1%3A5000/lablup%2Fpython/3.11",
+            "sha256:abc",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    admin_ok(
+        &s,
+        &[
+            "admin",
+            "alias-image",
+            "py",
+            "127.0.0.1:5000/lablup/python:3.11",
+        ],
+        "alias py created",
+    );
+    let out = admin_ok(&s, &["admin", "images"], "lablup/python");
+    assert!(out.contains("['py']"), "{out}");
+    admin_ok(&s, &["admin", "dealias-image", "py"], "alias py removed.");
+    let (_, out) = run_client(&s, common::ADMIN, &["admin", "dealias-image", "py"]);
+    assert!(out.contains("no such image: alias py"), "{out}");
+}

@@ -23,6 +23,9 @@ pub enum EtcdCommand {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// The image commands, also here where the original had them (`etcd list-images`, …).
+    #[command(flatten)]
+    Image(super::image::ImageCommand),
     /// Delete a key, or with --prefix the key and everything below it.
     Delete {
         key: String,
@@ -71,6 +74,7 @@ pub async fn run(cfg: ManagerConfig, cmd: EtcdCommand) -> anyhow::Result<ExitCod
         }
         EtcdCommand::Delete { key, prefix: true } => shared.delete_prefix(&key).await?,
         EtcdCommand::Delete { key, prefix: false } => shared.delete(&key).await?,
+        EtcdCommand::Image(image) => return super::image::run_with(shared.as_ref(), image).await,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,7 @@
 mod agent;
 mod etcd;
 mod fixture;
+mod image;
 mod schema;
 mod serve;
 
@@ -52,6 +53,9 @@ pub enum Command {
     /// Inspect and migrate the database schema.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
+    /// Kernel images known to the shared configuration: list, inspect, aliases, limits.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Load JSON fixtures (users, keypairs, policies, presets…) into the database.
     #[command(subcommand)]
     Fixture(fixture::FixtureCommand),
@@ -109,6 +113,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Etcd(cmd) => rt.block_on(etcd::run(cfg, cmd)),
         Command::Schema(cmd) => rt.block_on(schema::run(cfg, cmd)),
         Command::Fixture(cmd) => rt.block_on(fixture::run(cfg, cmd)),
+        Command::Image(cmd) => rt.block_on(image::run(cfg, cmd)),
         Command::GenerateKeypair => Ok(ExitCode::SUCCESS),
     }
 }

@@ -96,6 +96,8 @@ payload!(DeleteKeyPairResourcePolicy);
 payload!(CreateResourcePreset, resource_preset: ResourcePreset);
 payload!(ModifyResourcePreset);
 payload!(DeleteResourcePreset);
+payload!(AliasImage);
+payload!(DealiasImage);
 
 #[derive(GraphQLInputObject)]
 #[graphql(rename_all = "none")]
@@ -819,5 +821,20 @@ impl MutationForAdmin {
             &name,
         );
         Ok(DeleteResourcePreset::from(outcome(r)?))
+    }
+
+    /// Points an alias (`:` and `/` allowed) at an image or another alias.
+    async fn alias_image(ctx: &Context, alias: String, target: String) -> FieldResult<AliasImage> {
+        ctx.require_running().await?;
+        ctx.require_superadmin()?;
+        let r = crate::images::alias(ctx.app.shared.as_ref(), &alias, &target).await;
+        Ok(AliasImage::from(r.map_err(|e| e.to_string())))
+    }
+
+    async fn dealias_image(ctx: &Context, alias: String) -> FieldResult<DealiasImage> {
+        ctx.require_running().await?;
+        ctx.require_superadmin()?;
+        let r = crate::images::dealias(ctx.app.shared.as_ref(), &alias).await;
+        Ok(DealiasImage::from(r.map_err(|e| e.to_string())))
     }
 }

@@ -296,15 +296,11 @@ async fn images(ctx: &Context) -> FieldResult<Vec<Image>> {
 }
 
 async fn image(ctx: &Context, reference: String) -> FieldResult<Option<Image>> {
-    let list = crate::images::list(ctx.app.shared.as_ref()).await?;
-    Ok(list
-        .into_iter()
-        .find(|i| {
-            i.canonical() == reference
-                || format!("{}:{}", i.name, i.tag) == reference
-                || i.aliases.contains(&reference)
-        })
-        .map(image_object))
+    match crate::images::resolve(ctx.app.shared.as_ref(), &reference).await {
+        Ok(info) => Ok(Some(image_object(info))),
+        Err(crate::images::ImageError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn image_object(i: crate::images::ImageInfo) -> Image {

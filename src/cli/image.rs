@@ -1,0 +1,100 @@
+//! `image list|inspect|alias|dealias|set-resource-limit`: kernel images known to the
+//! shared configuration.
+
+use backend_ai_manager::config::ManagerConfig;
+use backend_ai_manager::{images, shared_config};
+use clap::Subcommand;
+use std::process::ExitCode;
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// List known images with their aliases.
+    #[command(visible_alias = "list-images")]
+    List,
+    /// Show one image (by reference or alias) as JSON.
+    #[command(visible_alias = "inspect-image")]
+    Inspect { reference: String },
+    /// Make ALIAS (any text; ':' and '/' allowed) name TARGET (an image or another alias).
+    Alias { alias: String, target: String },
+    /// Remove an alias.
+    Dealias { alias: String },
+    /// Set the minimum and maximum of a slot for an image, as MIN:MAX (either side may be
+    /// empty, e.g. "1:" or ":4g").
+    #[command(visible_alias = "set-image-resource-limit")]
+    SetResourceLimit {
+        reference: String,
+        slot: String,
+        range: String,
+    },
+}
+
+pub async fn run(cfg: ManagerConfig, cmd: ImageCommand) -> anyhow::Result<ExitCode> {
+    let store = super::open_store(&cfg).await?;
+    let shared = shared_config::connect(&cfg, &store).await?;
+    run_with(shared.as_ref(), cmd).await
+}
+
+/// Runs an image command against an already connected shared configuration.
+pub async fn run_with(
+    shared: &dyn shared_config::SharedConfig,
+    cmd: ImageCommand,
+) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ImageCommand::List => {
+            let list = images::list(shared).await?;
+            if list.is_empty() {
+                println!("no images are known yet");
+            }
+            for i in list {
+                let aliases = if i.aliases.is_empty() {
+                    String::new()
+                } else {
+                    format!("  (aliases: {})", i.aliases.join(", "))
+                };
+                println!(
+                    "{}  {}  {} bytes{aliases}",
+                    i.canonical(),
+                    i.digest,
+                    i.size_bytes
+                );
+            }
+        }
+        ImageCommand::Inspect { reference } => {
+            let i = images::resolve(shared, &reference).await?;
+            let limits: serde_json::Map<String, serde_json::Value> = i
+                .resource_limits
+                .iter()
+                .map(|(k, (min, max))| (k.clone(), serde_json::json!({"min": min, "max": max})))
+                .collect();
+            let doc = serde_json::json!({
+                "canonical": i.canonical(), "digest": i.digest, "size_bytes": i.size_bytes,
+                "labels": i.labels, "accelerators": i.accelerators, "resource_limits": limits, "aliases": i.aliases,
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        ImageCommand::Alias { alias, target } => {
+            images::alias(shared, &alias, &target).await?;
+            println!("{alias} -> {target}");
+        }
+        ImageCommand::Dealias { alias } => {
+            images::dealias(shared, &alias).await?;
+            println!("removed alias {alias}");
+        }
+        ImageCommand::SetResourceLimit {
+            reference,
+            slot,
+            range,
+        } => {
+            let (min, max) = range.split_once(':').ok_or_else(|| {
+                anyhow::anyhow!("the range must be MIN:MAX (either may be empty)")
+            })?;
+            images::set_resource_limit(shared, &reference, &slot, Some(min), Some(max)).await?;
+            println!(
+                "{slot} of {reference}: min {} max {}",
+                if min.is_empty() { "-" } else { min },
+                if max.is_empty() { "-" } else { max }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
