@@ -106,6 +106,8 @@ pub struct ServerConfig {
     pub pid_file: String,
     /// E-mail of the superadmin created on first start with an empty database.
     pub bootstrap_admin_email: String,
+    /// Count the kernel images of the local Docker engine as known, installed images.
+    pub local_engine_images: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -150,6 +152,7 @@ impl Default for ManagerConfig {
                 heartbeat_timeout: 5.0,
                 pid_file: String::new(),
                 bootstrap_admin_email: "admin@localhost".into(),
+                local_engine_images: true,
             },
             logging: LoggingConfig {
                 level: "info".into(),

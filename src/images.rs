@@ -17,6 +17,8 @@ pub struct ImageInfo {
     /// `slot → (min, max)`; `None` where unset.
     pub resource_limits: BTreeMap<String, (Option<String>, Option<String>)>,
     pub aliases: Vec<String>,
+    /// Present on the local Docker engine.
+    pub installed: bool,
 }
 
 impl ImageInfo {
@@ -29,8 +31,10 @@ fn unquote(s: &str) -> String {
     percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
-/// Every image with its metadata, sorted by reference.
-pub async fn list(shared: &dyn SharedConfig) -> Result<Vec<ImageInfo>, SharedConfigError> {
+/// Images recorded by registry scans, and the aliases `(alias, target)`.
+async fn scanned(
+    shared: &dyn SharedConfig,
+) -> Result<(Vec<ImageInfo>, Vec<(String, String)>), SharedConfigError> {
     let pairs = shared.get_prefix("images").await?;
     let mut images: BTreeMap<(String, String, String), ImageInfo> = BTreeMap::new();
     let mut aliases: Vec<(String, String)> = Vec::new();
@@ -74,15 +78,135 @@ pub async fn list(shared: &dyn SharedConfig) -> Result<Vec<ImageInfo>, SharedCon
             _ => {}
         }
     }
-    for (alias, target) in aliases {
-        if let Some(info) = images.values_mut().find(|i| i.canonical() == target) {
-            info.aliases.push(alias);
+    Ok((
+        images
+            .into_values()
+            .filter(|i| !i.digest.is_empty())
+            .collect(),
+        aliases,
+    ))
+}
+
+/// Kernel images (with `ai.backend.kernelspec`) on a Docker engine, as installed images.
+pub async fn local_images(docker: &bollard::Docker) -> Vec<ImageInfo> {
+    let mut filters = std::collections::HashMap::new();
+    filters.insert("label".to_owned(), vec!["ai.backend.kernelspec".to_owned()]);
+    let opts = bollard::query_parameters::ListImagesOptions {
+        filters: Some(filters),
+        ..Default::default()
+    };
+    let summaries = match docker.list_images(Some(opts)).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot list the Docker engine's images: {e}");
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for summary in summaries {
+        let labels: BTreeMap<String, String> = summary.labels.clone().into_iter().collect();
+        let mut limits = BTreeMap::new();
+        for (k, v) in &labels {
+            if let Some(slot) = k.strip_prefix("ai.backend.resource.min.") {
+                limits.insert(slot.to_owned(), (Some(v.clone()), None));
+            }
+        }
+        let accelerators: Vec<String> = labels
+            .get("ai.backend.accelerators")
+            .map(|a| {
+                a.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for tag in summary
+            .repo_tags
+            .iter()
+            .filter(|t| !t.starts_with("<none>"))
+        {
+            let Ok(r) = ImageRef::parse(tag) else {
+                continue;
+            };
+            out.push(ImageInfo {
+                registry: r.registry,
+                name: r.name,
+                tag: r.tag,
+                digest: summary.id.clone(),
+                size_bytes: summary.size,
+                labels: labels.clone(),
+                accelerators: accelerators.clone(),
+                resource_limits: limits.clone(),
+                aliases: Vec::new(),
+                installed: true,
+            });
         }
     }
-    Ok(images
-        .into_values()
-        .filter(|i| !i.digest.is_empty())
-        .collect())
+    out
+}
+
+/// Connects to the local Docker engine if one answers within two seconds.
+pub async fn local_engine() -> Option<bollard::Docker> {
+    let docker = bollard::Docker::connect_with_local_defaults().ok()?;
+    match tokio::time::timeout(std::time::Duration::from_secs(2), docker.ping()).await {
+        Ok(Ok(_)) => Some(docker),
+        _ => None,
+    }
+}
+
+/// The images a manager knows: scanned from registries (shared config) and, when it can
+/// reach one, those on the local Docker engine.
+pub struct Catalog<'a> {
+    pub shared: &'a dyn SharedConfig,
+    pub docker: Option<&'a bollard::Docker>,
+}
+
+impl Catalog<'_> {
+    /// Every image, sorted by reference, with its aliases and whether it is installed.
+    pub async fn list(&self) -> Result<Vec<ImageInfo>, SharedConfigError> {
+        let (mut images, aliases) = scanned(self.shared).await?;
+        if let Some(docker) = self.docker {
+            for local in local_images(docker).await {
+                match images
+                    .iter_mut()
+                    .find(|i| i.canonical() == local.canonical())
+                {
+                    Some(known) => known.installed = true,
+                    None => images.push(local),
+                }
+            }
+        }
+        for (alias, target) in aliases {
+            if let Some(info) = images.iter_mut().find(|i| i.canonical() == target) {
+                info.aliases.push(alias);
+            }
+        }
+        images.sort_by_key(|i| i.canonical());
+        Ok(images)
+    }
+
+    pub async fn resolve(&self, reference: &str) -> Result<ImageInfo, ImageError> {
+        resolve_in(self, reference).await
+    }
+
+    pub async fn alias(&self, alias_name: &str, target: &str) -> Result<(), ImageError> {
+        alias(self, alias_name, target).await
+    }
+
+    pub async fn dealias(&self, alias_name: &str) -> Result<(), ImageError> {
+        dealias(self.shared, alias_name).await
+    }
+
+    pub async fn set_resource_limit(
+        &self,
+        reference: &str,
+        slot: &str,
+        min: Option<&str>,
+        max: Option<&str>,
+    ) -> Result<(), ImageError> {
+        set_resource_limit(self, reference, slot, min, max).await
+    }
 }
 
 /// Characters kept as they are when quoting names into keys (Python's `quote(s, safe='')`).
@@ -165,7 +289,8 @@ impl ImageRef {
 }
 
 /// Resolves an alias (following aliases of aliases) or a reference to a known image.
-pub async fn resolve(shared: &dyn SharedConfig, reference: &str) -> Result<ImageInfo, ImageError> {
+async fn resolve_in(catalog: &Catalog<'_>, reference: &str) -> Result<ImageInfo, ImageError> {
+    let shared = catalog.shared;
     let mut current = reference.trim().to_owned();
     let mut seen = vec![current.clone()];
     for _ in 0..MAX_ALIAS_HOPS {
@@ -187,7 +312,8 @@ pub async fn resolve(shared: &dyn SharedConfig, reference: &str) -> Result<Image
         }
     }
     let wanted = ImageRef::parse(&current)?;
-    list(shared)
+    catalog
+        .list()
         .await?
         .into_iter()
         .find(|i| i.registry == wanted.registry && i.name == wanted.name && i.tag == wanted.tag)
@@ -196,7 +322,8 @@ pub async fn resolve(shared: &dyn SharedConfig, reference: &str) -> Result<Image
 
 /// Points `alias` (any text, `:` and `/` included) at `target`, which must be a known
 /// image or another alias.
-pub async fn alias(shared: &dyn SharedConfig, alias: &str, target: &str) -> Result<(), ImageError> {
+async fn alias(catalog: &Catalog<'_>, alias: &str, target: &str) -> Result<(), ImageError> {
+    let shared = catalog.shared;
     if alias.trim().is_empty() || alias.len() > 512 {
         return Err(ImageError::Invalid(
             "an alias is 1 to 512 characters".into(),
@@ -207,7 +334,7 @@ pub async fn alias(shared: &dyn SharedConfig, alias: &str, target: &str) -> Resu
             "an alias cannot point at itself".into(),
         ));
     }
-    let resolved = resolve(shared, target).await?;
+    let resolved = catalog.resolve(target).await?;
     let stored = match shared.get(&format!("{ALIASES}/{}", quote(target))).await? {
         Some(_) => target.to_owned(), // an alias of an alias stays one (multi-hop)
         None => resolved.canonical(),
@@ -232,7 +359,7 @@ pub async fn alias(shared: &dyn SharedConfig, alias: &str, target: &str) -> Resu
     Ok(())
 }
 
-pub async fn dealias(shared: &dyn SharedConfig, alias: &str) -> Result<(), ImageError> {
+async fn dealias(shared: &dyn SharedConfig, alias: &str) -> Result<(), ImageError> {
     let key = format!("{ALIASES}/{}", quote(alias));
     if shared.get(&key).await?.is_none() {
         return Err(ImageError::NotFound(format!("alias {alias}")));
@@ -242,14 +369,15 @@ pub async fn dealias(shared: &dyn SharedConfig, alias: &str) -> Result<(), Image
 }
 
 /// Sets (or with `None` removes) the minimum and maximum of `slot` for an image.
-pub async fn set_resource_limit(
-    shared: &dyn SharedConfig,
+async fn set_resource_limit(
+    catalog: &Catalog<'_>,
     reference: &str,
     slot: &str,
     min: Option<&str>,
     max: Option<&str>,
 ) -> Result<(), ImageError> {
-    let image = resolve(shared, reference).await?;
+    let shared = catalog.shared;
+    let image = catalog.resolve(reference).await?;
     if slot.is_empty()
         || !slot
             .chars()

@@ -28,10 +28,21 @@ pub struct App {
     pub usage: UsageBatcher,
     pub router: Router,
     pub graphql: crate::gateway::graphql::Schemas,
+    /// The local Docker engine, when one answered at start (its kernel images count as
+    /// installed).
+    pub docker: Option<bollard::Docker>,
     pub started: Instant,
 }
 
 impl App {
+    /// The images this manager knows (registry scans and the local engine).
+    pub fn images(&self) -> crate::images::Catalog<'_> {
+        crate::images::Catalog {
+            shared: self.shared.as_ref(),
+            docker: self.docker.as_ref(),
+        }
+    }
+
     /// Counts a request against the caller's rolling window: the `X-RateLimit-*` headers,
     /// or 429 past the keypair's limit. If the counter store is unreachable the request
     /// goes through (and a warning is logged): rate limiting must not take the API down.
@@ -268,6 +279,11 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
         bus.describe()
     );
 
+    let docker = if config.manager.local_engine_images {
+        crate::images::local_engine().await
+    } else {
+        None
+    };
     let app = Arc::new(App {
         status: StatusCache::new(shared.clone(), ManagerStatus::Preparing),
         config,
@@ -278,6 +294,7 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
         usage: UsageBatcher::default(),
         router: crate::gateway::route_table(),
         graphql: crate::gateway::graphql::Schemas::new(),
+        docker,
         started: Instant::now(),
     });
 

@@ -13,6 +13,7 @@ fn cli(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .current_dir(dir)
         .env_remove("BACKEND_CONFIG_FILE")
+        .env("BACKEND_MANAGER__LOCAL_ENGINE_IMAGES", "false")
         .env("HOME", dir)
         .stdin(Stdio::null())
         .output()

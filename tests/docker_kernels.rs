@@ -1119,3 +1119,46 @@ async fn creation_is_announced_step_by_step_and_a_missing_image_is_pulled() {
     backend.destroy_kernel(&k).await.unwrap();
     docker(&["rmi", &image]);
 }
+
+#[tokio::test]
+async fn kernel_images_on_the_local_engine_are_known_and_installed() {
+    use backend_ai_manager::images::{local_engine, Catalog};
+    use backend_ai_manager::shared_config::EmbeddedConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let store = backend_ai_manager::store::Store::open(&dir.path().join("m.db")).unwrap();
+    let shared = EmbeddedConfig::new(store, "local");
+    let docker = local_engine().await.expect("Docker answers");
+    let catalog = Catalog {
+        shared: &shared,
+        docker: Some(&docker),
+    };
+    // No registry scan at all: the engine's kernel image is there, installed, with labels.
+    let image = setting("BAI_TEST_IMAGE");
+    let list = catalog.list().await.unwrap();
+    let found = list
+        .iter()
+        .find(|i| i.canonical() == image)
+        .unwrap_or_else(|| panic!("{image} not in {list:?}"));
+    assert!(found.installed);
+    assert_eq!(
+        found
+            .labels
+            .get("ai.backend.runtime-type")
+            .map(String::as_str),
+        Some("python")
+    );
+    assert_eq!(
+        found.resource_limits.get("mem"),
+        Some(&(Some("256m".to_owned()), None))
+    );
+    assert!(found.size_bytes > 0 && found.digest.starts_with("sha256:"));
+    // Images without the kernelspec label are not kernel images.
+    assert!(list
+        .iter()
+        .all(|i| i.labels.contains_key("ai.backend.kernelspec")));
+    // Aliases work on local images too.
+    let alias = format!("py-{}", uuid::Uuid::new_v4().simple());
+    catalog.alias(&alias, &image).await.unwrap();
+    assert_eq!(catalog.resolve(&alias).await.unwrap().canonical(), image);
+    catalog.dealias(&alias).await.unwrap();
+}

@@ -74,7 +74,9 @@ pub async fn run(cfg: ManagerConfig, cmd: EtcdCommand) -> anyhow::Result<ExitCod
         }
         EtcdCommand::Delete { key, prefix: true } => shared.delete_prefix(&key).await?,
         EtcdCommand::Delete { key, prefix: false } => shared.delete(&key).await?,
-        EtcdCommand::Image(image) => return super::image::run_with(shared.as_ref(), image).await,
+        EtcdCommand::Image(image) => {
+            return super::image::run_with(&cfg, shared.as_ref(), image).await
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

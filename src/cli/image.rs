@@ -31,17 +31,28 @@ pub enum ImageCommand {
 pub async fn run(cfg: ManagerConfig, cmd: ImageCommand) -> anyhow::Result<ExitCode> {
     let store = super::open_store(&cfg).await?;
     let shared = shared_config::connect(&cfg, &store).await?;
-    run_with(shared.as_ref(), cmd).await
+    run_with(&cfg, shared.as_ref(), cmd).await
 }
 
 /// Runs an image command against an already connected shared configuration.
 pub async fn run_with(
+    cfg: &ManagerConfig,
     shared: &dyn shared_config::SharedConfig,
     cmd: ImageCommand,
 ) -> anyhow::Result<ExitCode> {
+    // The local Docker engine's kernel images count too, when one answers.
+    let docker = if cfg.manager.local_engine_images {
+        images::local_engine().await
+    } else {
+        None
+    };
+    let catalog = images::Catalog {
+        shared,
+        docker: docker.as_ref(),
+    };
     match cmd {
         ImageCommand::List => {
-            let list = images::list(shared).await?;
+            let list = catalog.list().await?;
             if list.is_empty() {
                 println!("no images are known yet");
             }
@@ -60,7 +71,7 @@ pub async fn run_with(
             }
         }
         ImageCommand::Inspect { reference } => {
-            let i = images::resolve(shared, &reference).await?;
+            let i = catalog.resolve(&reference).await?;
             let limits: serde_json::Map<String, serde_json::Value> = i
                 .resource_limits
                 .iter()
@@ -73,11 +84,11 @@ pub async fn run_with(
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
         ImageCommand::Alias { alias, target } => {
-            images::alias(shared, &alias, &target).await?;
+            catalog.alias(&alias, &target).await?;
             println!("{alias} -> {target}");
         }
         ImageCommand::Dealias { alias } => {
-            images::dealias(shared, &alias).await?;
+            catalog.dealias(&alias).await?;
             println!("removed alias {alias}");
         }
         ImageCommand::SetResourceLimit {
@@ -88,7 +99,9 @@ pub async fn run_with(
             let (min, max) = range.split_once(':').ok_or_else(|| {
                 anyhow::anyhow!("the range must be MIN:MAX (either may be empty)")
             })?;
-            images::set_resource_limit(shared, &reference, &slot, Some(min), Some(max)).await?;
+            catalog
+                .set_resource_limit(&reference, &slot, Some(min), Some(max))
+                .await?;
             println!(
                 "{slot} of {reference}: min {} max {}",
                 if min.is_empty() { "-" } else { min },

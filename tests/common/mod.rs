@@ -170,6 +170,7 @@ impl TestServer {
         cfg.etcd.namespace = unique_namespace();
         // API tests do not run kernels; the agent has tests of its own.
         cfg.agent.enabled = false;
+        cfg.manager.local_engine_images = false;
         cfg
     }
 

@@ -827,14 +827,14 @@ impl MutationForAdmin {
     async fn alias_image(ctx: &Context, alias: String, target: String) -> FieldResult<AliasImage> {
         ctx.require_running().await?;
         ctx.require_superadmin()?;
-        let r = crate::images::alias(ctx.app.shared.as_ref(), &alias, &target).await;
+        let r = ctx.app.images().alias(&alias, &target).await;
         Ok(AliasImage::from(r.map_err(|e| e.to_string())))
     }
 
     async fn dealias_image(ctx: &Context, alias: String) -> FieldResult<DealiasImage> {
         ctx.require_running().await?;
         ctx.require_superadmin()?;
-        let r = crate::images::dealias(ctx.app.shared.as_ref(), &alias).await;
+        let r = ctx.app.images().dealias(&alias).await;
         Ok(DealiasImage::from(r.map_err(|e| e.to_string())))
     }
 }

@@ -291,12 +291,12 @@ async fn workers(
 }
 
 async fn images(ctx: &Context) -> FieldResult<Vec<Image>> {
-    let list = crate::images::list(ctx.app.shared.as_ref()).await?;
+    let list = ctx.app.images().list().await?;
     Ok(list.into_iter().map(image_object).collect())
 }
 
 async fn image(ctx: &Context, reference: String) -> FieldResult<Option<Image>> {
-    match crate::images::resolve(ctx.app.shared.as_ref(), &reference).await {
+    match ctx.app.images().resolve(&reference).await {
         Ok(info) => Ok(Some(image_object(info))),
         Err(crate::images::ImageError::NotFound(_)) => Ok(None),
         Err(e) => Err(e.into()),
@@ -337,8 +337,7 @@ fn image_object(i: crate::images::ImageInfo) -> Image {
                 .collect(),
         ),
         supported_accelerators: Some(i.accelerators.iter().cloned().map(Some).collect()),
-        // Which agents hold an image is known once agents report it.
-        installed: Some(false),
+        installed: Some(i.installed),
     }
 }
 
