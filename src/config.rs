@@ -29,6 +29,16 @@ pub struct ManagerConfig {
     pub logging: LoggingConfig,
     pub debug: DebugConfig,
     pub agent: AgentConfig,
+    pub docker_registry: DockerRegistryConfig,
+}
+
+/// Talking to image registries.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DockerRegistryConfig {
+    /// Verify registries' TLS certificates (turn off only for a registry you trust on a
+    /// network you trust).
+    pub ssl_verify: bool,
 }
 
 /// The agent: embedded in `serve`, or run alone with `backend-ai-manager agent`.
@@ -159,6 +169,7 @@ impl Default for ManagerConfig {
                 format: LogFormat::Human,
             },
             debug: DebugConfig { enabled: false },
+            docker_registry: DockerRegistryConfig { ssl_verify: true },
             agent: AgentConfig {
                 enabled: true,
                 id: String::new(),

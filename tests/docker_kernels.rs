@@ -1162,3 +1162,128 @@ async fn kernel_images_on_the_local_engine_are_known_and_installed() {
     assert_eq!(catalog.resolve(&alias).await.unwrap().canonical(), image);
     catalog.dealias(&alias).await.unwrap();
 }
+
+#[tokio::test]
+async fn rescanning_a_registry_records_only_kernel_images() {
+    use backend_ai_manager::images::{scan, Catalog};
+    use backend_ai_manager::shared_config::{EmbeddedConfig, SharedConfig};
+    let docker = |args: &[&str]| {
+        let out = std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // A plain (non-Backend.AI) image beside the kernel image in the registry.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("hello.txt"), "plain").unwrap();
+    let tar = tmp.path().join("plain.tar");
+    let ok = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(tmp.path())
+        .arg("hello.txt")
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let plain = format!(
+        "127.0.0.1:5000/test/plain-{}:1",
+        uuid::Uuid::new_v4().simple()
+    );
+    docker(&["import", tar.to_str().unwrap(), &plain]);
+    docker(&["push", "--quiet", &plain]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = backend_ai_manager::store::Store::open(&dir.path().join("m.db")).unwrap();
+    let shared = EmbeddedConfig::new(store, "local");
+    shared
+        .put(
+            "config/docker/registry/127.0.0.1%3A5000",
+            "http://127.0.0.1:5000",
+        )
+        .await
+        .unwrap();
+    // A registry that cannot be reached, with an image recorded by an earlier scan.
+    let dead = free_port();
+    shared
+        .put(
+            &format!("config/docker/registry/127.0.0.1%3A{dead}"),
+            &format!("http://127.0.0.1:{dead}"),
+        )
+        .await
+        .unwrap();
+    shared
+        .put(
+            &format!("images/127.0.0.1%3A{dead}/old%2Fimage/1"),
+            "sha256:old",
+        )
+        .await
+        .unwrap();
+
+    let reports = scan::rescan(&shared, None, true, &|_| {}).await.unwrap();
+    let by = |name: &str| {
+        reports
+            .iter()
+            .find(|r| r.registry == name)
+            .unwrap()
+            .result
+            .clone()
+    };
+    assert!(by("127.0.0.1:5000").is_ok_and(|n| n >= 1), "{reports:?}");
+    assert!(by(&format!("127.0.0.1:{dead}")).is_err(), "{reports:?}");
+
+    let catalog = Catalog {
+        shared: &shared,
+        docker: None,
+    };
+    let list = catalog.list().await.unwrap();
+    let kernel = list
+        .iter()
+        .find(|i| i.canonical() == setting("BAI_TEST_IMAGE"))
+        .expect("the kernel image is recorded");
+    assert_eq!(
+        kernel
+            .labels
+            .get("ai.backend.runtime-type")
+            .map(String::as_str),
+        Some("python")
+    );
+    assert!(
+        kernel.size_bytes > 10 << 20,
+        "size = layers + config: {}",
+        kernel.size_bytes
+    );
+    assert!(kernel.digest.starts_with("sha256:"));
+    assert_eq!(
+        kernel.resource_limits.get("cpu"),
+        Some(&(Some("1".to_owned()), None))
+    );
+    assert!(
+        !list.iter().any(|i| i.name.starts_with("test/plain")),
+        "non-kernel images are skipped"
+    );
+    assert!(
+        list.iter()
+            .any(|i| i.canonical() == format!("127.0.0.1:{dead}/old/image:1")),
+        "a failed registry keeps its images"
+    );
+    // Scanned images can be aliased and resolved.
+    catalog
+        .alias("scanned-py", &setting("BAI_TEST_IMAGE"))
+        .await
+        .unwrap();
+    assert_eq!(
+        catalog.resolve("scanned-py").await.unwrap().canonical(),
+        setting("BAI_TEST_IMAGE")
+    );
+    assert!(matches!(
+        scan::rescan(&shared, Some("nope"), true, &|_| {}).await,
+        Err(scan::ScanError::UnknownRegistry(_))
+    ));
+    docker(&["rmi", &plain]);
+}

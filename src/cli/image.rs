@@ -18,6 +18,12 @@ pub enum ImageCommand {
     Alias { alias: String, target: String },
     /// Remove an alias.
     Dealias { alias: String },
+    /// Scan a configured registry (or all) for kernel images and record them.
+    #[command(visible_alias = "rescan-images")]
+    Rescan {
+        /// The registry name as configured under config/docker/registry/.
+        registry: Option<String>,
+    },
     /// Set the minimum and maximum of a slot for an image, as MIN:MAX (either side may be
     /// empty, e.g. "1:" or ":4g").
     #[command(visible_alias = "set-image-resource-limit")]
@@ -82,6 +88,43 @@ pub async fn run_with(
                 "labels": i.labels, "accelerators": i.accelerators, "resource_limits": limits, "aliases": i.aliases,
             });
             println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        ImageCommand::Rescan { registry } => {
+            use std::io::IsTerminal;
+            let count = std::sync::atomic::AtomicUsize::new(0);
+            let live = std::io::stderr().is_terminal();
+            let progress = |what: &str| {
+                let n = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if live {
+                    eprint!("\r\x1b[2K[{n}] {what}");
+                }
+            };
+            let reports = images::scan::rescan(
+                shared,
+                registry.as_deref(),
+                cfg.docker_registry.ssl_verify,
+                &progress,
+            )
+            .await?;
+            if live {
+                eprintln!();
+            }
+            let mut failed = false;
+            for r in &reports {
+                match &r.result {
+                    Ok(n) => println!("{}: {n} kernel image(s) recorded", r.registry),
+                    Err(e) => {
+                        failed = true;
+                        println!("{}: FAILED: {e}", r.registry);
+                    }
+                }
+            }
+            if reports.is_empty() {
+                println!("no registries are configured (config/docker/registry/NAME = URL)");
+            }
+            if failed {
+                return Ok(ExitCode::from(1));
+            }
         }
         ImageCommand::Alias { alias, target } => {
             catalog.alias(&alias, &target).await?;

@@ -59,6 +59,11 @@ pub enum Command {
     /// Load JSON fixtures (users, keypairs, policies, presets…) into the database.
     #[command(subcommand)]
     Fixture(fixture::FixtureCommand),
+    /// Scan a configured registry (or all) for kernel images (same as `image rescan`).
+    RescanImages {
+        /// The registry name as configured under config/docker/registry/.
+        registry: Option<String>,
+    },
     /// Print a new random access key and secret key.
     GenerateKeypair,
 }
@@ -114,6 +119,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schema(cmd) => rt.block_on(schema::run(cfg, cmd)),
         Command::Fixture(cmd) => rt.block_on(fixture::run(cfg, cmd)),
         Command::Image(cmd) => rt.block_on(image::run(cfg, cmd)),
+        Command::RescanImages { registry } => {
+            rt.block_on(image::run(cfg, image::ImageCommand::Rescan { registry }))
+        }
         Command::GenerateKeypair => Ok(ExitCode::SUCCESS),
     }
 }

@@ -97,6 +97,7 @@ payload!(CreateResourcePreset, resource_preset: ResourcePreset);
 payload!(ModifyResourcePreset);
 payload!(DeleteResourcePreset);
 payload!(AliasImage);
+payload!(RescanImages);
 payload!(DealiasImage);
 
 #[derive(GraphQLInputObject)]
@@ -836,5 +837,34 @@ impl MutationForAdmin {
         ctx.require_superadmin()?;
         let r = ctx.app.images().dealias(&alias).await;
         Ok(DealiasImage::from(r.map_err(|e| e.to_string())))
+    }
+
+    /// Scans one registry (or all configured ones) for kernel images.
+    async fn rescan_images(ctx: &Context, registry: Option<String>) -> FieldResult<RescanImages> {
+        ctx.require_running().await?;
+        ctx.require_superadmin()?;
+        let verify = ctx.app.config.docker_registry.ssl_verify;
+        let r = crate::images::scan::rescan(
+            ctx.app.shared.as_ref(),
+            registry.as_deref(),
+            verify,
+            &|_| {},
+        )
+        .await;
+        let outcome = match r {
+            Ok(reports) => {
+                let failed: Vec<String> = reports
+                    .iter()
+                    .filter_map(|r| r.result.as_ref().err().map(|e| e.to_string()))
+                    .collect();
+                if failed.is_empty() {
+                    Ok(())
+                } else {
+                    Err(failed.join("; "))
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        Ok(RescanImages::from(outcome))
     }
 }

@@ -1,5 +1,8 @@
-//! Kernel images as recorded in the shared config (`images/{registry}/{image}/{tag}/…`,
-//! names URL-quoted) and their aliases (`images/_aliases/{alias}`).
+//! Kernel images: as recorded in the shared config by registry scans ([`scan`]) under
+//! `images/{registry}/{image}/{tag}/…` (names URL-quoted), their aliases
+//! (`images/_aliases/{alias}`), and those on the local Docker engine.
+
+pub mod scan;
 
 use crate::shared_config::{SharedConfig, SharedConfigError};
 use percent_encoding::percent_decode_str;
@@ -216,7 +219,7 @@ const QUOTE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, QUOTE).to_string()
 }
 
