@@ -374,3 +374,42 @@ async fn events_on_redis_streams_survive_a_consumer_restart() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn a_registry_refusing_the_credentials_is_reported_and_keeps_its_images() {
+    use backend_ai_manager::images::scan;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut registry, port) = auth_registry(dir.path());
+    let store = Store::open(&dir.path().join("m.db")).unwrap();
+    let shared = EmbeddedConfig::new(store, "local");
+    let key = format!("config/docker/registry/127.0.0.1%3A{port}");
+    shared
+        .put(&key, &format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    shared.put(&format!("{key}/username"), "bai").await.unwrap();
+    shared
+        .put(&format!("{key}/password"), "wrong")
+        .await
+        .unwrap();
+    let stored = format!("images/127.0.0.1%3A{port}/team%2Fpy/1");
+    shared.put(&stored, "sha256:kept").await.unwrap();
+
+    let reports = scan::rescan(&shared, None, true, &|_| {}).await.unwrap();
+    let err = reports[0].result.clone().unwrap_err();
+    assert!(err.contains("401") && err.contains("credentials"), "{err}");
+    assert_eq!(
+        shared.get(&stored).await.unwrap().as_deref(),
+        Some("sha256:kept"),
+        "stored images stay intact"
+    );
+
+    shared
+        .put(&format!("{key}/password"), "s3cret")
+        .await
+        .unwrap();
+    let reports = scan::rescan(&shared, None, true, &|_| {}).await.unwrap();
+    assert_eq!(reports[0].result, Ok(0), "basic authentication works");
+    let _ = registry.kill();
+    let _ = registry.wait();
+}

@@ -3,6 +3,8 @@
 //! Needs a Docker engine, the Python kernel image (`BAI_TEST_IMAGE`) and the static runner
 //! (`BAI_KRUNNER`); `scripts/test.sh` prepares all three.
 
+mod common;
+
 use backend_ai_manager::agent::docker::{DockerBackend, DockerConfig, KernelSpec};
 use backend_ai_manager::agent::AgentError;
 use backend_ai_manager::domain::ResourceSlots;
@@ -1083,7 +1085,10 @@ async fn creation_is_announced_step_by_step_and_a_missing_image_is_pulled() {
     let k = uuid::Uuid::new_v4().to_string();
     let mut s = spec("128m");
     s.image = image.clone();
-    daemon.create_kernel(&k, &s, Duration::ZERO).await.unwrap();
+    daemon
+        .create_kernel(&k, &s, Duration::ZERO, None)
+        .await
+        .unwrap();
     let mut names = Vec::new();
     while let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
         names.push(d.event.name.clone());
@@ -1286,4 +1291,93 @@ async fn rescanning_a_registry_records_only_kernel_images() {
         Err(scan::ScanError::UnknownRegistry(_))
     ));
     docker(&["rmi", &plain]);
+}
+
+#[tokio::test]
+async fn the_agent_pulls_with_registry_credentials() {
+    use backend_ai_manager::agent::daemon::AgentDaemon;
+    use backend_ai_manager::agent::docker::RegistryCredentials;
+    let docker = |args: &[&str], input: Option<&str>| {
+        use std::io::Write;
+        let mut child = std::process::Command::new("docker")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin.write_all(text.as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut registry, port) = common::auth_registry(tmp.path());
+    let server = format!("127.0.0.1:{port}");
+    let image = format!("{server}/team/py:{}", uuid::Uuid::new_v4().simple());
+    docker(
+        &["login", &server, "-u", "bai", "--password-stdin"],
+        Some("s3cret"),
+    );
+    docker(&["tag", &setting("BAI_TEST_IMAGE"), &image], None);
+    docker(&["push", "--quiet", &image], None);
+    docker(&["logout", &server], None);
+    docker(&["rmi", &image], None);
+
+    let Fixture {
+        bus,
+        events: _events,
+        _scratch,
+        backend,
+        identity,
+    } = fixture().await;
+    let daemon = AgentDaemon::new(
+        backend.clone(),
+        bus,
+        identity,
+        backend_ai_manager::agent::resources::host_slots(0, 0),
+    );
+    let mut s = spec("128m");
+    s.image = image.clone();
+    let err = daemon
+        .create_kernel(&uuid::Uuid::new_v4().to_string(), &s, Duration::ZERO, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AgentError::InvalidInput(ref m) if m.contains("cannot pull")),
+        "{err}"
+    );
+    let creds = RegistryCredentials {
+        username: "bai".into(),
+        password: "s3cret".into(),
+    };
+    let k = uuid::Uuid::new_v4().to_string();
+    daemon
+        .create_kernel(&k, &s, Duration::ZERO, Some(&creds))
+        .await
+        .unwrap();
+    let r = backend
+        .execute(
+            &k,
+            None,
+            "query",
+            "print('pulled with credentials')",
+            &json!({}),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.console,
+        vec![("stdout".into(), json!("pulled with credentials\n"))]
+    );
+    backend.destroy_kernel(&k).await.unwrap();
+    docker(&["rmi", &image], None);
+    let _ = registry.kill();
+    let _ = registry.wait();
 }

@@ -2,7 +2,7 @@
 //! kernel ends into `kernel_terminated` events — all through the ephemeral-state bus, with
 //! the original's event names and arguments.
 
-use super::docker::{DockerBackend, KernelInfo, KernelSpec};
+use super::docker::{DockerBackend, KernelInfo, KernelSpec, RegistryCredentials};
 use super::resources::CUDA_SLOT;
 use super::AgentError;
 use crate::bus::{EphemeralHandle, Event, STAT_TTL_SECS};
@@ -174,6 +174,7 @@ impl AgentDaemon {
         id: &str,
         spec: &KernelSpec,
         idle_timeout: Duration,
+        credentials: Option<&RegistryCredentials>,
     ) -> Result<KernelInfo, AgentError> {
         self.emit("kernel_preparing", vec![json!(id)]).await;
         if !self.backend.has_image(&spec.image).await {
@@ -198,7 +199,7 @@ impl AgentDaemon {
                 }
             };
             let pull = async {
-                let r = self.backend.pull_image(&spec.image, |line| {
+                let r = self.backend.pull_image(&spec.image, credentials, |line| {
                     let _ = tx.send(line);
                 });
                 let r = r.await;

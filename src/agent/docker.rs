@@ -48,6 +48,20 @@ pub struct DockerConfig {
     pub exec_timeout: u64,
 }
 
+/// Credentials for pulling from a registry. Kept apart from [`KernelSpec`], which is
+/// recorded in container labels: secrets never are.
+#[derive(Clone)]
+pub struct RegistryCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RegistryCredentials({}, <hidden>)", self.username)
+    }
+}
+
 /// A vfolder (or other host directory) mounted under `/home/work/{name}`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct MountSpec {
@@ -204,6 +218,7 @@ impl DockerBackend {
     pub async fn pull_image(
         &self,
         image: &str,
+        credentials: Option<&RegistryCredentials>,
         mut progress: impl FnMut(String),
     ) -> Result<(), AgentError> {
         tracing::info!("pulling {image}");
@@ -211,7 +226,13 @@ impl DockerBackend {
             from_image: Some(image.to_owned()),
             ..Default::default()
         };
-        let mut pull = self.docker.create_image(Some(opts), None, None);
+        let auth = credentials.map(|c| bollard::auth::DockerCredentials {
+            username: Some(c.username.clone()),
+            password: Some(c.password.clone()),
+            serveraddress: Some(image.split('/').next().unwrap_or_default().to_owned()),
+            ..Default::default()
+        });
+        let mut pull = self.docker.create_image(Some(opts), None, auth);
         while let Some(step) = pull.next().await {
             let info =
                 step.map_err(|e| AgentError::InvalidInput(format!("cannot pull {image}: {e}")))?;
@@ -230,7 +251,7 @@ impl DockerBackend {
     /// Pulls the image if the engine lacks it; returns its labels.
     async fn ensure_image(&self, image: &str) -> Result<HashMap<String, String>, AgentError> {
         if !self.has_image(image).await {
-            self.pull_image(image, |_| {}).await?;
+            self.pull_image(image, None, |_| {}).await?;
         }
         let inspected = self
             .docker

@@ -5,7 +5,7 @@ use super::pb::agent_server::{Agent, AgentServer};
 use super::pb::*;
 use super::TOKEN_HEADER;
 use crate::agent::daemon::AgentDaemon;
-use crate::agent::docker::{KernelSpec, MountSpec};
+use crate::agent::docker::{KernelSpec, MountSpec, RegistryCredentials};
 use crate::agent::AgentError;
 use crate::domain::ResourceSlots;
 use serde_json::Value;
@@ -35,7 +35,9 @@ fn reply(v: &impl serde::Serialize) -> Result<Response<JsonReply>, Status> {
 }
 
 /// The create config (the original's shape) as a kernel spec.
-fn kernel_spec(config: &Value) -> Result<(KernelSpec, u64), AgentError> {
+fn kernel_spec(
+    config: &Value,
+) -> Result<(KernelSpec, u64, Option<RegistryCredentials>), AgentError> {
     let bad = |m: &str| AgentError::InvalidInput(m.to_owned());
     let image = config["image"]["canonical"]
         .as_str()
@@ -80,6 +82,16 @@ fn kernel_spec(config: &Value) -> Result<(KernelSpec, u64), AgentError> {
         });
     }
     let idle = config["idle_timeout"].as_u64().unwrap_or(0);
+    let credentials = match (
+        config["image"]["registry"]["username"].as_str(),
+        config["image"]["registry"]["password"].as_str(),
+    ) {
+        (Some(u), Some(p)) if !u.is_empty() => Some(RegistryCredentials {
+            username: u.to_owned(),
+            password: p.to_owned(),
+        }),
+        _ => None,
+    };
     Ok((
         KernelSpec {
             image: image.to_owned(),
@@ -88,6 +100,7 @@ fn kernel_spec(config: &Value) -> Result<(KernelSpec, u64), AgentError> {
             mounts,
         },
         idle,
+        credentials,
     ))
 }
 
@@ -106,10 +119,15 @@ impl Agent for AgentService {
         req: Request<CreateKernelRequest>,
     ) -> Result<Response<KernelCreated>, Status> {
         let req = req.into_inner();
-        let (spec, idle) = kernel_spec(&json_arg(&req.config_json, "config")?)?;
+        let (spec, idle, credentials) = kernel_spec(&json_arg(&req.config_json, "config")?)?;
         let info = self
             .daemon
-            .create_kernel(&req.kernel_id, &spec, Duration::from_secs(idle))
+            .create_kernel(
+                &req.kernel_id,
+                &spec,
+                Duration::from_secs(idle),
+                credentials.as_ref(),
+            )
             .await?;
         let json = serde_json::to_string(&info).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(KernelCreated { result_json: json }))

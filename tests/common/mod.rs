@@ -360,3 +360,42 @@ impl Req {
         }
     }
 }
+
+/// A Docker registry with basic authentication (user `bai`, password `s3cret`) on loopback.
+pub fn auth_registry(dir: &std::path::Path) -> (std::process::Child, u16) {
+    let hash = std::process::Command::new("python3")
+        .args([
+            "-W",
+            "ignore",
+            "-c",
+            "import crypt; print(crypt.crypt('s3cret', crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+        ])
+        .output()
+        .expect("python3 runs");
+    std::fs::write(
+        dir.join("htpasswd"),
+        format!("bai:{}", String::from_utf8_lossy(&hash.stdout).trim()),
+    )
+    .unwrap();
+    let port = free_port();
+    let cfg = format!(
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: test\n    path: {d}/htpasswd\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("registry.yml"), cfg).unwrap();
+    let child = std::process::Command::new("docker-registry")
+        .args(["serve", dir.join("registry.yml").to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("docker-registry is installed (Debian package docker-registry; scripts/test.sh installs it)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the registry did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    (child, port)
+}
