@@ -39,6 +39,19 @@ pub struct DockerRegistryConfig {
     /// Verify registries' TLS certificates (turn off only for a registry you trust on a
     /// network you trust).
     pub ssl_verify: bool,
+    /// A PEM file of extra certificate authorities to trust (a private registry's CA);
+    /// empty = only the system's.
+    pub ca_file: PathBuf,
+}
+
+impl Default for DockerRegistryConfig {
+    /// Verification on, system authorities only.
+    fn default() -> Self {
+        DockerRegistryConfig {
+            ssl_verify: true,
+            ca_file: PathBuf::new(),
+        }
+    }
 }
 
 /// The agent: embedded in `serve`, or run alone with `backend-ai-manager agent`.
@@ -169,7 +182,7 @@ impl Default for ManagerConfig {
                 format: LogFormat::Human,
             },
             debug: DebugConfig { enabled: false },
-            docker_registry: DockerRegistryConfig { ssl_verify: true },
+            docker_registry: DockerRegistryConfig::default(),
             agent: AgentConfig {
                 enabled: true,
                 id: String::new(),

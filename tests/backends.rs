@@ -395,7 +395,9 @@ async fn a_registry_refusing_the_credentials_is_reported_and_keeps_its_images() 
     let stored = format!("images/127.0.0.1%3A{port}/team%2Fpy/1");
     shared.put(&stored, "sha256:kept").await.unwrap();
 
-    let reports = scan::rescan(&shared, None, true, &|_| {}).await.unwrap();
+    let reports = scan::rescan(&shared, None, &Default::default(), &|_| {})
+        .await
+        .unwrap();
     let err = reports[0].result.clone().unwrap_err();
     assert!(err.contains("401") && err.contains("credentials"), "{err}");
     assert_eq!(
@@ -408,8 +410,135 @@ async fn a_registry_refusing_the_credentials_is_reported_and_keeps_its_images() 
         .put(&format!("{key}/password"), "s3cret")
         .await
         .unwrap();
-    let reports = scan::rescan(&shared, None, true, &|_| {}).await.unwrap();
+    let reports = scan::rescan(&shared, None, &Default::default(), &|_| {})
+        .await
+        .unwrap();
     assert_eq!(reports[0].result, Ok(0), "basic authentication works");
+    let _ = registry.kill();
+    let _ = registry.wait();
+}
+
+#[tokio::test]
+async fn registry_tls_is_verified_the_right_way_round() {
+    use backend_ai_manager::config::DockerRegistryConfig;
+    use backend_ai_manager::images::scan;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // A test CA and a certificate for 127.0.0.1 signed by it.
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let port = free_port();
+    let cfg = format!(
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {d}/server.pem\n    key: {d}/server.key\n",
+        d = d.display()
+    );
+    std::fs::write(d.join("registry.yml"), cfg).unwrap();
+    let mut registry = std::process::Command::new("docker-registry")
+        .args(["serve", d.join("registry.yml").to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("docker-registry is installed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let store = Store::open(&d.join("m.db")).unwrap();
+    let shared = EmbeddedConfig::new(store, "local");
+    shared
+        .put(
+            &format!("config/docker/registry/127.0.0.1%3A{port}"),
+            &format!("https://127.0.0.1:{port}"),
+        )
+        .await
+        .unwrap();
+
+    // Verification on and the CA unknown: refused.
+    let r = scan::rescan(&shared, None, &DockerRegistryConfig::default(), &|_| {})
+        .await
+        .unwrap();
+    assert!(
+        r[0].result.as_ref().is_err_and(
+            |e| e.to_lowercase().contains("certificate") || e.contains("error sending request")
+        ),
+        "{r:?}"
+    );
+    // The CA trusted: accepted.
+    let trusted = DockerRegistryConfig {
+        ssl_verify: true,
+        ca_file: d.join("ca.pem"),
+    };
+    let r = scan::rescan(&shared, None, &trusted, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(r[0].result, Ok(0), "{r:?}");
+    // Verification off: accepted without the CA.
+    let off = DockerRegistryConfig {
+        ssl_verify: false,
+        ca_file: Default::default(),
+    };
+    let r = scan::rescan(&shared, None, &off, &|_| {}).await.unwrap();
+    assert_eq!(r[0].result, Ok(0), "{r:?}");
     let _ = registry.kill();
     let _ = registry.wait();
 }

@@ -1230,7 +1230,9 @@ async fn rescanning_a_registry_records_only_kernel_images() {
         .await
         .unwrap();
 
-    let reports = scan::rescan(&shared, None, true, &|_| {}).await.unwrap();
+    let reports = scan::rescan(&shared, None, &Default::default(), &|_| {})
+        .await
+        .unwrap();
     let by = |name: &str| {
         reports
             .iter()
@@ -1287,7 +1289,7 @@ async fn rescanning_a_registry_records_only_kernel_images() {
         setting("BAI_TEST_IMAGE")
     );
     assert!(matches!(
-        scan::rescan(&shared, Some("nope"), true, &|_| {}).await,
+        scan::rescan(&shared, Some("nope"), &Default::default(), &|_| {}).await,
         Err(scan::ScanError::UnknownRegistry(_))
     ));
     docker(&["rmi", &plain]);

@@ -99,13 +99,9 @@ pub async fn run_with(
                     eprint!("\r\x1b[2K[{n}] {what}");
                 }
             };
-            let reports = images::scan::rescan(
-                shared,
-                registry.as_deref(),
-                cfg.docker_registry.ssl_verify,
-                &progress,
-            )
-            .await?;
+            let reports =
+                images::scan::rescan(shared, registry.as_deref(), &cfg.docker_registry, &progress)
+                    .await?;
             if live {
                 eprintln!();
             }

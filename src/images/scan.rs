@@ -89,6 +89,18 @@ fn fail(reg: &RegistryConfig, msg: impl std::fmt::Display) -> ScanError {
     }
 }
 
+/// An HTTP error with its causes, which say what actually went wrong (an untrusted
+/// certificate, a refused connection, …).
+fn http_fail(reg: &RegistryConfig, e: reqwest::Error) -> ScanError {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    fail(reg, msg)
+}
+
 /// `key="value"` pairs of a `WWW-Authenticate: Bearer ...` challenge.
 fn challenge(h: &str) -> Option<BTreeMap<String, String>> {
     let rest = h.strip_prefix("Bearer ")?;
@@ -122,7 +134,7 @@ impl Session<'_> {
             if let Some(a) = accept {
                 req = req.header(header::ACCEPT, a);
             }
-            let resp = req.send().await.map_err(|e| fail(self.reg, e))?;
+            let resp = req.send().await.map_err(|e| http_fail(self.reg, e))?;
             if resp.status() != StatusCode::UNAUTHORIZED || attempt == 1 {
                 return Ok(resp);
             }
@@ -342,7 +354,7 @@ async fn scan_one(
 pub async fn rescan(
     shared: &dyn SharedConfig,
     only: Option<&str>,
-    ssl_verify: bool,
+    tls: &crate::config::DockerRegistryConfig,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Vec<ScanReport>, ScanError> {
     let all = registries(shared).await?;
@@ -356,8 +368,26 @@ pub async fn rescan(
         }
         None => all,
     };
-    let client = Client::builder()
-        .danger_accept_invalid_certs(!ssl_verify)
+    let setup = |msg: String| ScanError::Registry {
+        registry: "-".into(),
+        msg,
+    };
+    let mut builder = Client::builder();
+    if !tls.ca_file.as_os_str().is_empty() {
+        let pem = std::fs::read(&tls.ca_file).map_err(|e| {
+            setup(format!(
+                "docker-registry.ca-file {}: {e}",
+                tls.ca_file.display()
+            ))
+        })?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| setup(format!("docker-registry.ca-file: {e}")))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    let client = builder
+        .danger_accept_invalid_certs(!tls.ssl_verify)
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(60))
         .build()

@@ -843,11 +843,10 @@ impl MutationForAdmin {
     async fn rescan_images(ctx: &Context, registry: Option<String>) -> FieldResult<RescanImages> {
         ctx.require_running().await?;
         ctx.require_superadmin()?;
-        let verify = ctx.app.config.docker_registry.ssl_verify;
         let r = crate::images::scan::rescan(
             ctx.app.shared.as_ref(),
             registry.as_deref(),
-            verify,
+            &ctx.app.config.docker_registry,
             &|_| {},
         )
         .await;
