@@ -542,3 +542,65 @@ async fn registry_tls_is_verified_the_right_way_round() {
     let _ = registry.kill();
     let _ = registry.wait();
 }
+
+#[tokio::test]
+async fn bearer_token_challenges_are_answered() {
+    use backend_ai_manager::images::scan;
+    use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use warp::Filter;
+    // A registry double speaking the token protocol (as Docker Hub does).
+    let port = Arc::new(AtomicU16::new(0));
+    let token_hits = Arc::new(AtomicUsize::new(0));
+    let hits = token_hits.clone();
+    let token = warp::path("token")
+        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .and(warp::header::optional::<String>("authorization"))
+        .map(
+            move |q: std::collections::HashMap<String, String>, auth: Option<String>| {
+                hits.fetch_add(1, Ordering::SeqCst);
+                // basic bai:pw
+                let ok = auth.as_deref() == Some("Basic YmFpOnB3")
+                    && q.get("service").map(String::as_str) == Some("test-registry")
+                    && q.get("scope").map(String::as_str) == Some("registry:catalog:*");
+                let body = if ok {
+                    json!({"token": "tok123"})
+                } else {
+                    json!({"error": "bad request"})
+                };
+                warp::reply::json(&body)
+            },
+        );
+    let p = port.clone();
+    let catalog = warp::path!("v2" / "_catalog").and(warp::header::optional::<String>("authorization")).map(move |auth: Option<String>| {
+        if auth.as_deref() == Some("Bearer tok123") {
+            warp::http::Response::builder().status(200).body(r#"{"repositories": []}"#.to_owned()).unwrap()
+        } else {
+            let challenge = format!(
+                r#"Bearer realm="http://127.0.0.1:{}/token",service="test-registry",scope="registry:catalog:*""#,
+                p.load(Ordering::SeqCst)
+            );
+            warp::http::Response::builder().status(401).header("www-authenticate", challenge).body(String::new()).unwrap()
+        }
+    });
+    let (addr, server) = warp::serve(token.or(catalog)).bind_ephemeral(([127, 0, 0, 1], 0));
+    port.store(addr.port(), Ordering::SeqCst);
+    let server = tokio::spawn(server);
+
+    let dir = tempfile::tempdir().unwrap();
+    let shared = EmbeddedConfig::new(Store::open(&dir.path().join("m.db")).unwrap(), "local");
+    let key = format!("config/docker/registry/127.0.0.1%3A{}", addr.port());
+    shared.put(&key, &format!("http://{addr}")).await.unwrap();
+    shared.put(&format!("{key}/username"), "bai").await.unwrap();
+    shared.put(&format!("{key}/password"), "pw").await.unwrap();
+    let reports = scan::rescan(&shared, None, &Default::default(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(reports[0].result, Ok(0), "{reports:?}");
+    assert_eq!(
+        token_hits.load(Ordering::SeqCst),
+        1,
+        "one token for the scan"
+    );
+    server.abort();
+}
