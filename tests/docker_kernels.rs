@@ -865,6 +865,37 @@ async fn the_agent_rpc_drives_kernels_end_to_end() {
     running.stop().await;
 }
 
+/// Deletes `image` (`127.0.0.1:5000/repo:tag`) from the local test registry, so test
+/// tags do not pile up there.
+async fn delete_from_registry(image: &str) {
+    let r = backend_ai_manager::images::ImageRef::parse(image).unwrap();
+    let client = reqwest::Client::new();
+    let manifest = format!("http://{}/v2/{}/manifests/{}", r.registry, r.name, r.tag);
+    let head = client
+        .head(&manifest)
+        .header(
+            "accept",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .send()
+        .await
+        .unwrap();
+    let digest = head
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|d| d.to_str().ok())
+        .map(str::to_owned);
+    if let Some(digest) = digest {
+        let url = format!("http://{}/v2/{}/manifests/{digest}", r.registry, r.name);
+        let deleted = client.delete(&url).send().await.unwrap();
+        assert!(
+            deleted.status().is_success(),
+            "registry delete: {}",
+            deleted.status()
+        );
+    }
+}
+
 /// Starts the binary with `args`, waits for `port`, returns the child.
 fn spawn_binary(
     dir: &std::path::Path,
@@ -1123,6 +1154,7 @@ async fn creation_is_announced_step_by_step_and_a_missing_image_is_pulled() {
     );
     backend.destroy_kernel(&k).await.unwrap();
     docker(&["rmi", &image]);
+    delete_from_registry(&image).await;
 }
 
 #[tokio::test]
@@ -1293,6 +1325,7 @@ async fn rescanning_a_registry_records_only_kernel_images() {
         Err(scan::ScanError::UnknownRegistry(_))
     ));
     docker(&["rmi", &plain]);
+    delete_from_registry(&plain).await;
 }
 
 #[tokio::test]
