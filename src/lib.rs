@@ -12,6 +12,7 @@ pub mod domain;
 pub mod gateway;
 pub mod images;
 pub mod password;
+pub mod registry;
 pub mod rpc;
 pub mod server;
 pub mod shared_config;

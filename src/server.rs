@@ -328,6 +328,17 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
         }
     }));
 
+    // Agent events: registration, heartbeats, lost agents, ended kernels.
+    let events = app
+        .bus
+        .subscribe(crate::registry::agents::GROUP, &instance_id())
+        .await?;
+    tasks.push(tokio::spawn(crate::registry::agents::run(
+        app.clone(),
+        events,
+        shutdown_rx.clone(),
+    )));
+
     let (usage_app, mut rx) = (app.clone(), shutdown_rx.clone());
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -1,0 +1,223 @@
+//! Agents as the manager sees them, from their events: the first heartbeat registers an
+//! agent, later ones update its slots (and revive it if it was LOST or TERMINATED), an agent
+//! silent for longer than `manager.heartbeat-timeout` becomes LOST, `instance_terminated`
+//! ends it, and `kernel_terminated` closes the kernel's record. Handlers are idempotent:
+//! events may be delivered more than once.
+
+use crate::bus::{Delivery, Event};
+use crate::server::App;
+use crate::shared_config::keys;
+use crate::store::StoreError;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The consumer group every manager process reads agent events in.
+pub const GROUP: &str = "managers";
+
+/// When each agent was last heard from (this process's view).
+#[derive(Default)]
+pub struct LastSeen(Mutex<HashMap<String, Instant>>);
+
+impl LastSeen {
+    fn touch(&self, id: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), Instant::now());
+    }
+
+    fn since(&self, id: &str) -> Option<Duration> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .map(|t| t.elapsed())
+    }
+}
+
+/// Applies one event to the database.
+pub async fn handle(app: &App, seen: &LastSeen, ev: &Event) -> Result<(), StoreError> {
+    match ev.name.as_str() {
+        "instance_heartbeat" => {
+            let info = ev.args.first().cloned().unwrap_or(Value::Null);
+            seen.touch(&ev.agent_id);
+            heartbeat(app, &ev.agent_id, &info).await
+        }
+        "instance_started" => {
+            seen.touch(&ev.agent_id);
+            set_status(app, &ev.agent_id, "ALIVE").await
+        }
+        "instance_terminated" => {
+            let lost = ev.args.first().and_then(Value::as_str) == Some("agent-lost");
+            set_status(app, &ev.agent_id, if lost { "LOST" } else { "TERMINATED" }).await
+        }
+        "kernel_terminated" => {
+            let Some(id) = ev.args.first().and_then(Value::as_str).map(str::to_owned) else {
+                return Ok(());
+            };
+            let reason = ev
+                .args
+                .get(1)
+                .and_then(Value::as_str)
+                .unwrap_or("self-terminated")
+                .to_owned();
+            let last = ev
+                .args
+                .get(3)
+                .filter(|v| !v.is_null())
+                .map(Value::to_string);
+            app.store
+                .write(move |tx| {
+                    tx.execute(
+                        "UPDATE kernels SET status = 'TERMINATED', status_info = ?2,
+                                terminated_at = coalesce(terminated_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+                                last_stat = coalesce(?3, last_stat)
+                         WHERE id = ?1 AND status NOT IN ('TERMINATED', 'RESTARTING')",
+                        rusqlite::params![id, reason, last],
+                    )?;
+                    Ok(())
+                })
+                .await
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn set_status(app: &App, agent: &str, status: &str) -> Result<(), StoreError> {
+    let (agent, status) = (agent.to_owned(), status.to_owned());
+    app.store
+        .write(move |tx| {
+            tx.execute(
+                "UPDATE agents SET status = ?2,
+                        lost_at = CASE WHEN ?2 = 'ALIVE' THEN NULL
+                                       ELSE coalesce(lost_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) END
+                 WHERE id = ?1",
+                [&agent, &status],
+            )?;
+            Ok(())
+        })
+        .await
+}
+
+async fn heartbeat(app: &App, agent: &str, info: &Value) -> Result<(), StoreError> {
+    // resource_slots: {slot: [unit, value]} (as the original agent sends them).
+    let mut available = serde_json::Map::new();
+    let mut units = Vec::new();
+    for (slot, pair) in info["resource_slots"].as_object().into_iter().flatten() {
+        let unit = pair[0].as_str().unwrap_or("count");
+        let value = pair[1]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| pair[1].to_string());
+        available.insert(slot.clone(), Value::String(value));
+        if slot != "cpu" && slot != "mem" {
+            units.push((format!("{}/{slot}", keys::RESOURCE_SLOTS), unit.to_owned()));
+        }
+    }
+    let available = crate::domain::ResourceSlots::from_json(&Value::Object(available))
+        .map_err(|e| StoreError::Invalid(format!("heartbeat of {agent}: {e}")))?
+        .to_json()
+        .to_string();
+    let region = info["region"].as_str().unwrap_or("local").to_owned();
+    let addr = info["addr"].as_str().unwrap_or("").to_owned();
+    let version = info["version"].as_str().unwrap_or("").to_owned();
+    let plugins = info
+        .get("compute_plugins")
+        .cloned()
+        .unwrap_or(Value::Object(Default::default()))
+        .to_string();
+    let agent = agent.to_owned();
+    app.store
+        .write(move |tx| {
+            tx.execute(
+                "INSERT INTO agents (id, status, region, available_slots, occupied_slots, addr, version, compute_plugins)
+                 VALUES (?1, 'ALIVE', ?2, ?3, '{}', ?4, ?5, ?6)
+                 ON CONFLICT (id) DO UPDATE SET status = 'ALIVE', lost_at = NULL, region = excluded.region,
+                    available_slots = excluded.available_slots, addr = excluded.addr,
+                    version = excluded.version, compute_plugins = excluded.compute_plugins",
+                rusqlite::params![agent, region, available, addr, version, plugins],
+            )?;
+            Ok::<_, StoreError>(())
+        })
+        .await?;
+    if !units.is_empty() {
+        if let Err(e) = app.shared.put_many(&units).await {
+            tracing::warn!("cannot record slot types: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// Marks ALIVE agents not heard from within the timeout as LOST. Agents this process has
+/// never heard from get the timeout counted from `started`.
+pub async fn check_lost(
+    app: &App,
+    seen: &LastSeen,
+    started: Instant,
+) -> Result<Vec<String>, StoreError> {
+    let timeout = Duration::from_secs_f64(app.config.manager.heartbeat_timeout);
+    let alive: Vec<String> = app
+        .store
+        .read(|c| {
+            let mut st = c.prepare_cached("SELECT id FROM agents WHERE status = 'ALIVE'")?;
+            let ids = st
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok::<_, StoreError>(ids)
+        })
+        .await?;
+    let mut lost = Vec::new();
+    for id in alive {
+        let silent = seen.since(&id).unwrap_or_else(|| started.elapsed());
+        if silent > timeout {
+            set_status(app, &id, "LOST").await?;
+            tracing::warn!(
+                "agent {id} is lost (no heartbeat for {:.1} s)",
+                silent.as_secs_f64()
+            );
+            lost.push(id);
+        }
+    }
+    Ok(lost)
+}
+
+async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Follows agent events (from a subscription made by the caller, so nothing published
+/// after start-up is missed) until `stop` resolves: handles and acknowledges each delivery,
+/// and checks for lost agents every second.
+pub async fn run(
+    app: Arc<App>,
+    mut events: tokio::sync::mpsc::Receiver<Delivery>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let seen = LastSeen::default();
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            d = events.recv() => {
+                let Some(Delivery { id, event }) = d else { break };
+                match handle(&app, &seen, &event).await {
+                    Ok(()) => {
+                        if let Err(e) = app.bus.ack(GROUP, &id).await {
+                            tracing::warn!("cannot acknowledge event {id}: {e}");
+                        }
+                    }
+                    // Not acknowledged: delivered again when this consumer comes back.
+                    Err(e) => tracing::warn!("event {} from {}: {e}", event.name, event.agent_id),
+                }
+            }
+            _ = tick.tick() => {
+                if let Err(e) = check_lost(&app, &seen, started).await {
+                    tracing::warn!("checking for lost agents: {e}");
+                }
+            }
+            _ = stopped(&mut stop) => break,
+        }
+    }
+}
