@@ -896,13 +896,25 @@ async fn delete_from_registry(image: &str) {
     }
 }
 
+/// A child process that is killed when dropped, so a failing test leaves nothing running.
+struct Spawned(Option<std::process::Child>);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Starts the binary with `args`, waits for `port`, returns the child.
 fn spawn_binary(
     dir: &std::path::Path,
     args: &[&str],
     env: &[(&str, String)],
     port: u16,
-) -> std::process::Child {
+) -> Spawned {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_backend-ai-manager"));
     cmd.arg("--data-dir")
         .arg(dir)
@@ -912,18 +924,24 @@ fn spawn_binary(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Spawned(Some(
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
             std::time::Instant::now() < deadline,
             "{args:?} did not listen on {port}"
         );
-        assert!(child.try_wait().unwrap().is_none(), "{args:?} exited early");
+        let running = child
+            .0
+            .as_mut()
+            .map(|c| c.try_wait().unwrap().is_none())
+            .unwrap_or(false);
+        assert!(running, "{args:?} exited early");
         std::thread::sleep(Duration::from_millis(50));
     }
     child
@@ -968,7 +986,8 @@ async fn drive_over_rpc(port: u16) {
 }
 
 /// SIGTERM, then waits (off the async runtime, so the test's own connections can close).
-async fn sigterm_and_wait(mut child: std::process::Child) {
+async fn sigterm_and_wait(mut spawned: Spawned) {
+    let mut child = spawned.0.take().expect("a running child");
     let ok = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -1033,9 +1052,10 @@ async fn serve_embeds_an_agent_and_the_agent_command_runs_one_alone() {
         .await
         .unwrap();
     drop(client);
-    let mut agent = agent;
-    agent.kill().unwrap();
-    let _ = tokio::task::spawn_blocking(move || agent.wait()).await;
+    // kill -9: the guard's drop kills and reaps it.
+    tokio::task::spawn_blocking(move || drop(agent))
+        .await
+        .unwrap();
     let agent = spawn_binary(
         dir.path(),
         &["agent", "--mock-cuda-devices", "2"],
