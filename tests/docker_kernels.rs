@@ -865,6 +865,27 @@ async fn the_agent_rpc_drives_kernels_end_to_end() {
     running.stop().await;
 }
 
+/// Runs the docker CLI (with `input` on stdin) and asserts it succeeded.
+fn docker_cli(args: &[&str], input: Option<&str>) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("docker")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(text.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Deletes `image` (`127.0.0.1:5000/repo:tag`) from the local test registry, so test
 /// tags do not pile up there.
 async fn delete_from_registry(image: &str) {
@@ -1100,25 +1121,14 @@ async fn serve_embeds_an_agent_and_the_agent_command_runs_one_alone() {
 #[tokio::test]
 async fn creation_is_announced_step_by_step_and_a_missing_image_is_pulled() {
     use backend_ai_manager::agent::daemon::AgentDaemon;
-    let docker = |args: &[&str]| {
-        let out = std::process::Command::new("docker")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     // The engine lacks this reference; the local registry has it.
     let image = format!(
         "127.0.0.1:5000/test/pull-{}:1",
         uuid::Uuid::new_v4().simple()
     );
-    docker(&["tag", &setting("BAI_TEST_IMAGE"), &image]);
-    docker(&["push", "--quiet", &image]);
-    docker(&["rmi", &image]);
+    docker_cli(&["tag", &setting("BAI_TEST_IMAGE"), &image], None);
+    docker_cli(&["push", "--quiet", &image], None);
+    docker_cli(&["rmi", &image], None);
 
     let Fixture {
         bus,
@@ -1173,7 +1183,7 @@ async fn creation_is_announced_step_by_step_and_a_missing_image_is_pulled() {
         vec![("stdout".into(), json!("pulled and running\n"))]
     );
     backend.destroy_kernel(&k).await.unwrap();
-    docker(&["rmi", &image]);
+    docker_cli(&["rmi", &image], None);
     delete_from_registry(&image).await;
 }
 
@@ -1224,17 +1234,6 @@ async fn kernel_images_on_the_local_engine_are_known_and_installed() {
 async fn rescanning_a_registry_records_only_kernel_images() {
     use backend_ai_manager::images::{scan, Catalog};
     use backend_ai_manager::shared_config::{EmbeddedConfig, SharedConfig};
-    let docker = |args: &[&str]| {
-        let out = std::process::Command::new("docker")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     // A plain (non-Backend.AI) image beside the kernel image in the registry.
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("hello.txt"), "plain").unwrap();
@@ -1252,8 +1251,8 @@ async fn rescanning_a_registry_records_only_kernel_images() {
         "127.0.0.1:5000/test/plain-{}:1",
         uuid::Uuid::new_v4().simple()
     );
-    docker(&["import", tar.to_str().unwrap(), &plain]);
-    docker(&["push", "--quiet", &plain]);
+    docker_cli(&["import", tar.to_str().unwrap(), &plain], None);
+    docker_cli(&["push", "--quiet", &plain], None);
 
     let dir = tempfile::tempdir().unwrap();
     let store = backend_ai_manager::store::Store::open(&dir.path().join("m.db")).unwrap();
@@ -1344,7 +1343,7 @@ async fn rescanning_a_registry_records_only_kernel_images() {
         scan::rescan(&shared, Some("nope"), &Default::default(), &|_| {}).await,
         Err(scan::ScanError::UnknownRegistry(_))
     ));
-    docker(&["rmi", &plain]);
+    docker_cli(&["rmi", &plain], None);
     delete_from_registry(&plain).await;
 }
 
@@ -1352,37 +1351,18 @@ async fn rescanning_a_registry_records_only_kernel_images() {
 async fn the_agent_pulls_with_registry_credentials() {
     use backend_ai_manager::agent::daemon::AgentDaemon;
     use backend_ai_manager::agent::docker::RegistryCredentials;
-    let docker = |args: &[&str], input: Option<&str>| {
-        use std::io::Write;
-        let mut child = std::process::Command::new("docker")
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-            stdin.write_all(text.as_bytes()).unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     let tmp = tempfile::tempdir().unwrap();
     let (mut registry, port) = common::auth_registry(tmp.path());
     let server = format!("127.0.0.1:{port}");
     let image = format!("{server}/team/py:{}", uuid::Uuid::new_v4().simple());
-    docker(
+    docker_cli(
         &["login", &server, "-u", "bai", "--password-stdin"],
         Some("s3cret"),
     );
-    docker(&["tag", &setting("BAI_TEST_IMAGE"), &image], None);
-    docker(&["push", "--quiet", &image], None);
-    docker(&["logout", &server], None);
-    docker(&["rmi", &image], None);
+    docker_cli(&["tag", &setting("BAI_TEST_IMAGE"), &image], None);
+    docker_cli(&["push", "--quiet", &image], None);
+    docker_cli(&["logout", &server], None);
+    docker_cli(&["rmi", &image], None);
 
     let Fixture {
         bus,
@@ -1432,7 +1412,7 @@ async fn the_agent_pulls_with_registry_credentials() {
         vec![("stdout".into(), json!("pulled with credentials\n"))]
     );
     backend.destroy_kernel(&k).await.unwrap();
-    docker(&["rmi", &image], None);
+    docker_cli(&["rmi", &image], None);
     let _ = registry.kill();
     let _ = registry.wait();
 }
