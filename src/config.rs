@@ -30,6 +30,42 @@ pub struct ManagerConfig {
     pub debug: DebugConfig,
     pub agent: AgentConfig,
     pub docker_registry: DockerRegistryConfig,
+    pub scheduler: SchedulerConfig,
+}
+
+/// How pending sessions are placed on agents.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SchedulerConfig {
+    /// `dispersed` (the agent with the most free capacity first) or `concentrated`
+    /// (the fullest agent that still fits first).
+    pub strategy: Strategy,
+    /// Seconds after which a session that does not fit stops letting later, smaller
+    /// sessions pass it (so large sessions are not starved).
+    pub hold_after: f64,
+    /// Seconds between scheduling passes when nothing wakes the scheduler.
+    pub sweep_interval: f64,
+    /// Seconds a create request waits for its session to be RUNNING before answering
+    /// with the session still on its way (`enqueueOnly` answers at once).
+    pub create_timeout: f64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    Dispersed,
+    Concentrated,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            strategy: Strategy::Dispersed,
+            hold_after: 30.0,
+            sweep_interval: 2.0,
+            create_timeout: 300.0,
+        }
+    }
 }
 
 /// Talking to image registries.
@@ -183,6 +219,7 @@ impl Default for ManagerConfig {
             },
             debug: DebugConfig { enabled: false },
             docker_registry: DockerRegistryConfig::default(),
+            scheduler: SchedulerConfig::default(),
             agent: AgentConfig {
                 enabled: true,
                 id: String::new(),
@@ -314,6 +351,18 @@ impl ManagerConfig {
             return Err(ConfigError::Invalid(
                 "agent.network-mode: Docker's default bridge is not used; create a network for kernels and name it here".into(),
             ));
+        }
+        let sc = &self.scheduler;
+        for (key, v, min) in [
+            ("hold-after", sc.hold_after, 0.0),
+            ("sweep-interval", sc.sweep_interval, 0.05),
+            ("create-timeout", sc.create_timeout, 0.0),
+        ] {
+            if v.is_nan() || v < min || v > 86400.0 {
+                return Err(ConfigError::Invalid(format!(
+                    "scheduler.{key}: must be between {min} and 86400 seconds"
+                )));
+            }
         }
         tracing_subscriber::EnvFilter::try_new(&self.logging.level).map_err(|e| {
             ConfigError::Invalid(format!(

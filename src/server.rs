@@ -32,6 +32,8 @@ pub struct App {
     /// installed).
     pub docker: Option<bollard::Docker>,
     pub started: Instant,
+    /// Sessions: lifecycle events, the scheduler's wake-up, agent connections.
+    pub registry: Arc<crate::registry::Registry>,
 }
 
 impl App {
@@ -284,6 +286,7 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
     } else {
         None
     };
+    let config_token = config.agent.rpc_token.clone();
     let app = Arc::new(App {
         status: StatusCache::new(shared.clone(), ManagerStatus::Preparing),
         config,
@@ -296,6 +299,7 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
         graphql: crate::gateway::graphql::Schemas::new(),
         docker,
         started: Instant::now(),
+        registry: Arc::new(crate::registry::Registry::new(&config_token)),
     });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -336,6 +340,16 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
     tasks.push(tokio::spawn(crate::registry::agents::run(
         app.clone(),
         events,
+        shutdown_rx.clone(),
+    )));
+
+    // Sessions: settle what a previous run left half-done, then schedule.
+    let settled = crate::registry::sessions::settle_interrupted(&app.registry, &app.store).await?;
+    if settled > 0 {
+        tracing::warn!("{settled} session(s) were being started when the manager last stopped");
+    }
+    tasks.push(tokio::spawn(crate::registry::scheduler::run(
+        app.clone(),
         shutdown_rx.clone(),
     )));
 

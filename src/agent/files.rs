@@ -22,6 +22,9 @@ fn invalid(msg: impl Into<String>) -> AgentError {
 }
 
 /// Validates `rel` and returns its components; `"."` or `""` is the root itself.
+/// Where the work directory is inside the container.
+const WORK_DIR: &str = "/home/work";
+
 fn components(rel: &str) -> Result<Vec<String>, AgentError> {
     if rel.contains('\0') {
         return Err(invalid("paths must not contain NUL bytes"));
@@ -29,6 +32,12 @@ fn components(rel: &str) -> Result<Vec<String>, AgentError> {
     if rel.len() > MAX_PATH {
         return Err(invalid("the path is too long"));
     }
+    // The container's own absolute spelling of the work directory is accepted too.
+    let rel = match rel.strip_prefix(WORK_DIR) {
+        Some("") => ".",
+        Some(rest) if rest.starts_with('/') => rest.trim_start_matches('/'),
+        _ => rel,
+    };
     let mut out = Vec::new();
     for c in Path::new(rel).components() {
         match c {
@@ -222,7 +231,18 @@ mod tests {
             .contains("\"filename\":\"c.txt\""));
         assert_eq!(listing["abspath"], "/home/work/a/b");
 
-        for bad in ["../x", "a/../../x", "/etc/passwd", "a\0b", ""] {
+        // The container's absolute spelling of the work directory is the same place.
+        assert_eq!(read(r, "/home/work/a/b/c.txt", 100).unwrap(), b"new");
+        assert_eq!(list(r, "/home/work").unwrap()["abspath"], "/home/work");
+        for bad in [
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "/home/workx/y",
+            "/home/work/../x",
+            "a\0b",
+            "",
+        ] {
             assert!(write(r, bad, b"x", None).is_err(), "{bad:?}");
         }
         assert!(write(r, &"n".repeat(300), b"x", None).is_err());

@@ -55,6 +55,22 @@ fn parse_binary_size(s: &str) -> Option<Decimal> {
     base.checked_mul(factor).map(|d| d.trunc())
 }
 
+/// `4g`, `512m`, or the plain number when no binary unit divides it.
+pub fn humanize_bytes(v: Decimal) -> String {
+    let k = Decimal::from(1024);
+    let mut n = v.trunc();
+    if n != v || n.is_zero() {
+        return v.to_string();
+    }
+    for unit in ["", "k", "m", "g", "t", "p"] {
+        if n % k != Decimal::ZERO || unit == "p" {
+            return format!("{n}{unit}");
+        }
+        n /= k;
+    }
+    v.to_string()
+}
+
 impl ResourceSlots {
     pub fn new() -> Self {
         Self::default()
@@ -108,6 +124,35 @@ impl ResourceSlots {
 
     pub fn get(&self, slot: &str) -> Decimal {
         self.0.get(slot).copied().unwrap_or(Decimal::ZERO)
+    }
+
+    /// The quantity of `slot` when it is present.
+    pub fn get_opt(&self, slot: &str) -> Option<Decimal> {
+        self.0.get(slot).copied()
+    }
+
+    /// `cpu=2, mem=4g` (memory in binary units where exact), for messages.
+    pub fn humanize(&self) -> String {
+        self.iter()
+            .map(|(k, v)| {
+                if k == "mem" {
+                    format!("{k}={}", humanize_bytes(v))
+                } else {
+                    format!("{k}={v}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Negative quantities (from releasing more than was recorded) become zero.
+    pub fn clamp_negative(mut self) -> ResourceSlots {
+        for v in self.0.values_mut() {
+            if v.is_sign_negative() {
+                *v = Decimal::ZERO;
+            }
+        }
+        self
     }
 
     pub fn set(&mut self, slot: impl Into<String>, qty: Decimal) {
@@ -191,6 +236,15 @@ mod tests {
             ResourceSlots::from_json(&json!({"a b": 1})),
             Err(SlotError::BadName)
         );
+    }
+
+    #[test]
+    fn humanized_for_messages() {
+        let s = slots(json!({"cpu": "2", "mem": "4g", "cuda.shares": "0.5"}));
+        assert_eq!(s.humanize(), "cpu=2, cuda.shares=0.5, mem=4g");
+        assert_eq!(humanize_bytes(Decimal::from(1536)), "1536");
+        assert_eq!(humanize_bytes(Decimal::from(268435456)), "256m");
+        assert_eq!(humanize_bytes(Decimal::ZERO), "0");
     }
 
     #[test]

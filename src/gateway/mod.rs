@@ -7,6 +7,7 @@ pub mod auth;
 pub mod error;
 pub mod graphql;
 pub mod metrics;
+pub mod multipart;
 pub mod router;
 mod routes;
 
@@ -89,6 +90,8 @@ pub struct RawRequest {
     pub query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The WebSocket handshake, when the request is one.
+    pub ws: Option<warp::ws::Ws>,
 }
 
 impl RawRequest {
@@ -253,6 +256,7 @@ async fn handle(app: &Arc<App>, req: &mut RawRequest) -> (Label, Result<Response
         query: req.query.clone(),
         headers: req.headers.clone(),
         body: std::mem::take(&mut req.body),
+        ws: req.ws.take(),
         params,
         version,
         caller,
@@ -305,14 +309,17 @@ pub fn filter(
     app: Arc<App>,
 ) -> impl Filter<Extract = (Response<Body>,), Error = warp::Rejection> + Clone {
     let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    let ws = warp::ws().map(Some).or(warp::any().map(|| None)).unify();
     warp::any()
+        .and(ws)
         .and(warp::method())
         .and(warp::path::full())
         .and(raw_query)
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
         .then(
-            move |method: Method,
+            move |ws: Option<warp::ws::Ws>,
+                  method: Method,
                   path: warp::path::FullPath,
                   query: String,
                   headers: HeaderMap,
@@ -340,6 +347,7 @@ pub fn filter(
                         query,
                         headers,
                         body,
+                        ws,
                     };
                     dispatch(app, req).await
                 }

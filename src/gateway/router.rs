@@ -208,6 +208,8 @@ pub struct Ctx {
     pub query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The WebSocket handshake of a stream route.
+    pub ws: Option<warp::ws::Ws>,
     pub params: Vec<(String, String)>,
     pub version: ApiVersion,
     pub caller: Option<Caller>,
@@ -220,6 +222,13 @@ impl Ctx {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
             .unwrap_or("")
+    }
+
+    /// A query-string parameter, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        form_urlencoded::parse(self.query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
     }
 
     /// The authenticated caller; routes with `Access::Public` have none.

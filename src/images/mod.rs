@@ -175,7 +175,21 @@ impl Catalog<'_> {
                     .iter_mut()
                     .find(|i| i.canonical() == local.canonical())
                 {
-                    Some(known) => known.installed = true,
+                    Some(known) => {
+                        known.installed = true;
+                        // Only limits were set by hand for an image nobody scanned: the
+                        // engine knows the rest.
+                        if known.digest.is_empty() {
+                            let overrides = std::mem::take(&mut known.resource_limits);
+                            let mut merged = local.resource_limits;
+                            merged.extend(overrides);
+                            *known = ImageInfo {
+                                resource_limits: merged,
+                                installed: true,
+                                ..local
+                            };
+                        }
+                    }
                     None => images.push(local),
                 }
             }

@@ -4,6 +4,7 @@
 //! ends it, and `kernel_terminated` closes the kernel's record. Handlers are idempotent:
 //! events may be delivered more than once.
 
+use super::sessions;
 use crate::bus::{Delivery, Event};
 use crate::server::App;
 use crate::shared_config::keys;
@@ -43,7 +44,10 @@ pub async fn handle(app: &App, seen: &LastSeen, ev: &Event) -> Result<(), StoreE
         "instance_heartbeat" => {
             let info = ev.args.first().cloned().unwrap_or(Value::Null);
             seen.touch(&ev.agent_id);
-            heartbeat(app, &ev.agent_id, &info).await
+            heartbeat(app, &ev.agent_id, &info).await?;
+            reconcile(app, &ev.agent_id, &info).await?;
+            app.registry.wake.notify_one();
+            Ok(())
         }
         "instance_started" => {
             seen.touch(&ev.agent_id);
@@ -51,44 +55,187 @@ pub async fn handle(app: &App, seen: &LastSeen, ev: &Event) -> Result<(), StoreE
         }
         "instance_terminated" => {
             let lost = ev.args.first().and_then(Value::as_str) == Some("agent-lost");
-            set_status(app, &ev.agent_id, if lost { "LOST" } else { "TERMINATED" }).await
+            set_status(app, &ev.agent_id, if lost { "LOST" } else { "TERMINATED" }).await?;
+            agent_gone(
+                app,
+                &ev.agent_id,
+                if lost { "agent-lost" } else { "agent-shutdown" },
+            )
+            .await
         }
         "kernel_terminated" => {
-            let Some(id) = ev.args.first().and_then(Value::as_str).map(str::to_owned) else {
+            let Some(id) = ev.args.first().and_then(Value::as_str) else {
                 return Ok(());
             };
             let reason = ev
                 .args
                 .get(1)
                 .and_then(Value::as_str)
-                .unwrap_or("self-terminated")
-                .to_owned();
-            let last = ev
-                .args
-                .get(3)
-                .filter(|v| !v.is_null())
-                .map(Value::to_string);
-            app.store
-                .write(move |tx| {
-                    tx.execute(
-                        "UPDATE kernels SET status = 'TERMINATED', status_info = ?2,
-                                terminated_at = coalesce(terminated_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-                                last_stat = coalesce(?3, last_stat)
-                         WHERE id = ?1 AND status NOT IN ('TERMINATED', 'RESTARTING')",
-                        rusqlite::params![id, reason, last],
-                    )?;
-                    Ok(())
-                })
-                .await
+                .unwrap_or("self-terminated");
+            // A restart replaces the container; the session goes on.
+            if let Some(k) = sessions::kernel(&app.store, id).await? {
+                if k.status == "RESTARTING" {
+                    return Ok(());
+                }
+            }
+            let mut last = ev.args.get(3).cloned().filter(|v| !v.is_null());
+            if last.is_none() {
+                last = app.bus.get_stat(id).await.ok().flatten();
+            }
+            sessions::mark_terminated(&app.registry, &app.store, id, reason, last).await?;
+            Ok(())
+        }
+        "kernel_pulling" => {
+            if let Some(id) = ev.args.first().and_then(Value::as_str) {
+                sessions::transition(
+                    &app.registry,
+                    &app.store,
+                    id,
+                    &["PREPARING"],
+                    "PULLING",
+                    None,
+                )
+                .await?;
+            }
+            Ok(())
         }
         _ => Ok(()),
     }
 }
 
+/// Why sessions are in ERROR because their agent went away; they come back to RUNNING if
+/// the agent returns with them.
+const AGENT_GONE: &[&str] = &["agent-lost", "agent-shutdown"];
+
+/// Marks the live sessions of an agent that went away: they are in ERROR with the reason
+/// (their slots stay reserved: the containers may still be running).
+async fn agent_gone(app: &App, agent: &str, why: &str) -> Result<(), StoreError> {
+    if let Some(addr) = app.store.agent(agent).await?.map(|a| a.addr) {
+        app.registry.forget_agent(&addr).await;
+    }
+    for k in sessions::on_agent(&app.store, agent).await? {
+        sessions::transition(
+            &app.registry,
+            &app.store,
+            &k.id,
+            &[
+                "PREPARING",
+                "PULLING",
+                "RUNNING",
+                "RESTARTING",
+                "TERMINATING",
+            ],
+            "ERROR",
+            Some(why.to_owned()),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Compares what an agent reports running with the database: sessions it brought back are
+/// RUNNING again, sessions it no longer has are closed (`vanished`), and containers
+/// nobody has a live record of are destroyed.
+async fn reconcile(app: &App, agent: &str, info: &Value) -> Result<(), StoreError> {
+    let Some(reported) = info.get("kernels").and_then(Value::as_array) else {
+        return Ok(());
+    };
+    let reported: std::collections::HashSet<&str> =
+        reported.iter().filter_map(Value::as_str).collect();
+    let grace = chrono::Duration::milliseconds(
+        (app.config.manager.heartbeat_timeout * 1000.0) as i64 + 5000,
+    );
+    let now = chrono::Utc::now();
+    let live = sessions::on_agent(&app.store, agent).await?;
+    for k in &live {
+        let here = reported.contains(k.id.as_str());
+        let gone_agent = k.status == "ERROR"
+            && k.status_info
+                .as_deref()
+                .is_some_and(|i| AGENT_GONE.contains(&i));
+        if here && gone_agent {
+            sessions::transition(
+                &app.registry,
+                &app.store,
+                &k.id,
+                &["ERROR"],
+                "RUNNING",
+                None,
+            )
+            .await?;
+            continue;
+        }
+        // Creations in flight are not reported yet; a status that changed recently may
+        // be newer than the heartbeat.
+        let settled = k
+            .status_changed
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|t| now - t.with_timezone(&chrono::Utc) > grace);
+        if !here && settled && ["RUNNING", "TERMINATING", "ERROR"].contains(&k.status.as_str()) {
+            tracing::warn!(
+                "session {} ({}) is gone from agent {agent}",
+                k.sess_id,
+                k.id
+            );
+            sessions::mark_terminated(&app.registry, &app.store, &k.id, "vanished", None).await?;
+        }
+    }
+    // Containers with no live record, and destructions that were cut short (a manager
+    // restart during a destroy), are destroyed now.
+    let known: std::collections::HashSet<&str> = live.iter().map(|k| k.id.as_str()).collect();
+    let mut doomed: Vec<(String, Option<String>)> = reported
+        .iter()
+        .filter(|id| !known.contains(*id))
+        .map(|id| ((*id).to_owned(), None))
+        .collect();
+    for k in &live {
+        let stuck = k.status == "TERMINATING"
+            && k.status_changed
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| now - t.with_timezone(&chrono::Utc) > grace * 4);
+        if stuck && reported.contains(k.id.as_str()) {
+            doomed.push((
+                k.id.clone(),
+                Some(
+                    k.status_info
+                        .clone()
+                        .unwrap_or_else(|| "user-requested".into()),
+                ),
+            ));
+        }
+    }
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    let addr = info["addr"].as_str().unwrap_or_default().to_owned();
+    let (reg, store) = (app.registry.clone(), app.store.clone());
+    tokio::spawn(async move {
+        let Ok(client) = reg.agent(&addr).await else {
+            return;
+        };
+        for (id, reason) in doomed {
+            let why = reason.as_deref().unwrap_or("orphaned");
+            tracing::warn!("destroying kernel {id} on {addr} ({why})");
+            match client.destroy_kernel(&id, why).await {
+                Ok(last) if reason.is_some() => {
+                    if let Err(e) = sessions::mark_terminated(&reg, &store, &id, why, last).await {
+                        tracing::warn!("cannot record the end of {id}: {e}");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("cannot destroy kernel {id}: {e}"),
+            }
+        }
+    });
+    Ok(())
+}
+
 async fn set_status(app: &App, agent: &str, status: &str) -> Result<(), StoreError> {
     let (agent, status) = (agent.to_owned(), status.to_owned());
     app.store
-        .write(move |tx| {
+        .write(move |tx| -> Result<_, StoreError> {
             tx.execute(
                 "UPDATE agents SET status = ?2,
                         lost_at = CASE WHEN ?2 = 'ALIVE' THEN NULL
@@ -130,7 +277,7 @@ async fn heartbeat(app: &App, agent: &str, info: &Value) -> Result<(), StoreErro
         .to_string();
     let agent = agent.to_owned();
     app.store
-        .write(move |tx| {
+        .write(move |tx| -> Result<_, StoreError> {
             tx.execute(
                 "INSERT INTO agents (id, status, region, available_slots, occupied_slots, addr, version, compute_plugins)
                  VALUES (?1, 'ALIVE', ?2, ?3, '{}', ?4, ?5, ?6)
@@ -160,7 +307,7 @@ pub async fn check_lost(
     let timeout = Duration::from_secs_f64(app.config.manager.heartbeat_timeout);
     let alive: Vec<String> = app
         .store
-        .read(|c| {
+        .read(|c| -> Result<_, StoreError> {
             let mut st = c.prepare_cached("SELECT id FROM agents WHERE status = 'ALIVE'")?;
             let ids = st
                 .query_map([], |r| r.get(0))?
@@ -173,6 +320,7 @@ pub async fn check_lost(
         let silent = seen.since(&id).unwrap_or_else(|| started.elapsed());
         if silent > timeout {
             set_status(app, &id, "LOST").await?;
+            agent_gone(app, &id, "agent-lost").await?;
             tracing::warn!(
                 "agent {id} is lost (no heartbeat for {:.1} s)",
                 silent.as_secs_f64()

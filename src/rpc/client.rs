@@ -38,6 +38,19 @@ pub struct Execute<'a> {
     pub follow: bool,
 }
 
+/// Execute results as the agent sends them.
+pub struct ExecStream(tonic::Streaming<JsonReply>);
+
+impl ExecStream {
+    /// The next result; `None` after the last.
+    pub async fn next(&mut self) -> Result<Option<Value>, AgentError> {
+        match self.0.message().await? {
+            Some(msg) => Ok(Some(parse(&msg.json)?)),
+            None => Ok(None),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct AgentClient {
     raw: Raw<InterceptedService<Channel, TokenInterceptor>>,
@@ -156,12 +169,26 @@ impl AgentClient {
     }
 
     /// One execute call: a single result after `flush_timeout`, or with `follow` every
-    /// result until a terminal status (the streaming execute).
+    /// result until a status other than `continued` (the streaming execute).
     pub async fn execute(
         &self,
         kernel_id: &str,
         call: &Execute<'_>,
     ) -> Result<Vec<Value>, AgentError> {
+        let mut stream = self.execute_stream(kernel_id, call).await?;
+        let mut out = Vec::new();
+        while let Some(v) = stream.next().await? {
+            out.push(v);
+        }
+        Ok(out)
+    }
+
+    /// Like [`execute`](Self::execute), handing over each result as it arrives.
+    pub async fn execute_stream(
+        &self,
+        kernel_id: &str,
+        call: &Execute<'_>,
+    ) -> Result<ExecStream, AgentError> {
         let (flush_timeout, follow) = (call.flush_timeout, call.follow);
         let req = ExecuteRequest {
             api_version: 4,
@@ -179,12 +206,9 @@ impl AgentClient {
                 flush_timeout.unwrap_or(Duration::from_secs(30)) + Duration::from_secs(30),
             );
         }
-        let mut stream = self.raw.clone().execute(request).await?.into_inner();
-        let mut out = Vec::new();
-        while let Some(msg) = stream.message().await? {
-            out.push(parse(&msg.json)?);
-        }
-        Ok(out)
+        Ok(ExecStream(
+            self.raw.clone().execute(request).await?.into_inner(),
+        ))
     }
 
     /// Parses one execute result.

@@ -46,4 +46,29 @@ impl Store {
         })
         .await
     }
+
+    /// How `user_uuid` may use a folder: `rw` for its owner and group members, the granted
+    /// permission for users it is shared with; `None` without access.
+    pub async fn vfolder_permission(
+        &self,
+        vfolder_id: &str,
+        user_uuid: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let (id, uuid) = (vfolder_id.to_owned(), user_uuid.to_owned());
+        self.read(move |c| {
+            use rusqlite::OptionalExtension;
+            Ok(c.query_row(
+                "SELECT CASE
+                    WHEN v.\"user\" = ?2 THEN 'rw'
+                    WHEN v.\"group\" IN (SELECT group_id FROM association_groups_users WHERE user_id = ?2) THEN 'rw'
+                    ELSE (SELECT permission FROM vfolder_permissions p WHERE p.vfolder = v.id AND p.\"user\" = ?2)
+                 END FROM vfolders v WHERE v.id = ?1",
+                [id, uuid],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
+        })
+        .await
+    }
 }

@@ -10,20 +10,32 @@ use std::sync::Arc;
 use warp::http::Response;
 use warp::hyper::Body;
 
-pub async fn resource_slots(app: Arc<App>, _ctx: Ctx) -> Result<Response<Body>, ApiError> {
-    let mut out = Map::new();
-    out.insert("cpu".into(), json!("count"));
-    out.insert("mem".into(), json!("bytes"));
+/// The slots this manager knows, with their units: `cpu`, `mem` and those agents
+/// registered (`config/resource_slots/*`).
+pub async fn known_slots(app: &App) -> Result<Vec<(String, String)>, ApiError> {
+    let mut out = vec![
+        ("cpu".to_owned(), "count".to_owned()),
+        ("mem".to_owned(), "bytes".to_owned()),
+    ];
     for (k, v) in app.shared.get_prefix(keys::RESOURCE_SLOTS).await? {
         if let Some(slot) = k
             .strip_prefix(keys::RESOURCE_SLOTS)
             .and_then(|s| s.strip_prefix('/'))
         {
-            if !slot.contains('/') {
-                out.insert(slot.to_owned(), Value::String(v));
+            if !slot.contains('/') && !slot.is_empty() && !out.iter().any(|(s, _)| s == slot) {
+                out.push((slot.to_owned(), v));
             }
         }
     }
+    Ok(out)
+}
+
+pub async fn resource_slots(app: Arc<App>, _ctx: Ctx) -> Result<Response<Body>, ApiError> {
+    let out: Map<String, Value> = known_slots(&app)
+        .await?
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
     ok_json(Value::Object(out))
 }
 

@@ -1,9 +1,12 @@
 //! The route table: every endpoint with its versions, access and status gate.
 
 mod auth;
-mod config;
+pub mod config;
+pub mod kernel;
 mod manager;
+mod resource;
 mod root;
+mod stream;
 
 use super::router::{Access, Gate, Handler, Route, Router};
 use warp::http::Method;
@@ -16,138 +19,62 @@ macro_rules! h {
     }};
 }
 
-fn r(
-    method: Method,
-    prefix: &'static str,
-    path: &'static str,
-    versions: &'static [u8],
-    access: Access,
-    gate: Gate,
-    handler: Handler,
-) -> Route {
-    Route {
-        method,
-        prefix,
-        path,
-        versions,
-        access,
-        gate,
-        handler,
-    }
+/// One line per route: `METHOD prefix path versions, access gate => handler;`.
+macro_rules! table {
+    ($($method:ident $prefix:literal $path:literal $versions:expr, $access:ident $gate:ident => $f:path;)*) => {
+        vec![$(Route {
+            method: Method::$method,
+            prefix: $prefix,
+            path: $path,
+            versions: $versions,
+            access: Access::$access,
+            gate: Gate::$gate,
+            handler: h!($f),
+        },)*]
+    };
 }
 
+const NONE: &[u8] = &[];
 const ALL_V: &[u8] = &[1, 2, 3, 4];
 const CONFIG_V: &[u8] = &[3, 4];
 const MANAGER_V: &[u8] = &[2, 3, 4];
 const ADMIN_V: &[u8] = &[2, 3, 4];
+const STREAM_V: &[u8] = &[2, 3, 4];
+const RESOURCE_V: &[u8] = &[4];
 
 pub fn route_table() -> Router {
-    use Access::*;
-    use Gate::Any;
-    Router::new(vec![
-        r(Method::GET, "", "", &[], Public, Any, h!(root::hello)),
-        r(
-            Method::GET,
-            "",
-            "/metrics",
-            &[],
-            Public,
-            Any,
-            h!(root::metrics),
-        ),
-        r(Method::GET, "auth", "", ALL_V, User, Any, h!(auth::echo)),
-        r(Method::POST, "auth", "", ALL_V, User, Any, h!(auth::echo)),
-        r(
-            Method::GET,
-            "auth",
-            "/test",
-            ALL_V,
-            User,
-            Any,
-            h!(auth::echo),
-        ),
-        r(
-            Method::POST,
-            "auth",
-            "/test",
-            ALL_V,
-            User,
-            Any,
-            h!(auth::echo),
-        ),
-        r(
-            Method::POST,
-            "auth",
-            "/authorize",
-            ALL_V,
-            Public,
-            Any,
-            h!(auth::authorize),
-        ),
-        r(
-            Method::GET,
-            "manager",
-            "/status",
-            MANAGER_V,
-            Public,
-            Any,
-            h!(manager::get_status),
-        ),
-        r(
-            Method::PUT,
-            "manager",
-            "/status",
-            MANAGER_V,
-            Admin,
-            Any,
-            h!(manager::put_status),
-        ),
-        r(
-            Method::GET,
-            "config",
-            "/resource-slots",
-            CONFIG_V,
-            Public,
-            Any,
-            h!(config::resource_slots),
-        ),
-        r(
-            Method::POST,
-            "config",
-            "/get",
-            CONFIG_V,
-            Admin,
-            Any,
-            h!(config::get),
-        ),
-        r(
-            Method::POST,
-            "config",
-            "/set",
-            CONFIG_V,
-            Admin,
-            Any,
-            h!(config::set),
-        ),
-        r(
-            Method::POST,
-            "config",
-            "/delete",
-            CONFIG_V,
-            Admin,
-            Any,
-            h!(config::delete),
-        ),
-        r(
-            Method::POST,
-            "admin",
-            "/graphql",
-            ADMIN_V,
-            User,
-            Gate::Read,
-            h!(crate::gateway::graphql::handle),
-        ),
-    ])
+    Router::new(table! {
+        GET "" "" NONE, Public Any => root::hello;
+        GET "" "/metrics" NONE, Public Any => root::metrics;
+        GET "auth" "" ALL_V, User Any => auth::echo;
+        POST "auth" "" ALL_V, User Any => auth::echo;
+        GET "auth" "/test" ALL_V, User Any => auth::echo;
+        POST "auth" "/test" ALL_V, User Any => auth::echo;
+        POST "auth" "/authorize" ALL_V, Public Any => auth::authorize;
+        GET "manager" "/status" MANAGER_V, Public Any => manager::get_status;
+        PUT "manager" "/status" MANAGER_V, Admin Any => manager::put_status;
+        GET "config" "/resource-slots" CONFIG_V, Public Any => config::resource_slots;
+        POST "config" "/get" CONFIG_V, Admin Any => config::get;
+        POST "config" "/set" CONFIG_V, Admin Any => config::set;
+        POST "config" "/delete" CONFIG_V, Admin Any => config::delete;
+        POST "admin" "/graphql" ADMIN_V, User Read => crate::gateway::graphql::handle;
+        POST "kernel" "" ALL_V, User All => kernel::create;
+        POST "kernel" "/create" ALL_V, User All => kernel::create;
+        GET "kernel" "/{sess_id}" ALL_V, User Read => kernel::info;
+        PATCH "kernel" "/{sess_id}" ALL_V, User Read => kernel::restart;
+        DELETE "kernel" "/{sess_id}" ALL_V, User Read => kernel::destroy;
+        POST "kernel" "/{sess_id}" ALL_V, User Read => kernel::execute;
+        GET "kernel" "/{sess_id}/logs" ALL_V, User Read => kernel::logs;
+        POST "kernel" "/{sess_id}/interrupt" ALL_V, User Read => kernel::interrupt;
+        POST "kernel" "/{sess_id}/complete" ALL_V, User Read => kernel::complete;
+        POST "kernel" "/{sess_id}/upload" ALL_V, User Read => kernel::upload;
+        GET "kernel" "/{sess_id}/download" ALL_V, User Read => kernel::download;
+        GET "kernel" "/{sess_id}/files" ALL_V, User Read => kernel::list_files;
+        GET "stream" "/kernel/_/events" STREAM_V, User Read => stream::events;
+        GET "stream" "/kernel/{sess_id}/execute" STREAM_V, User Read => stream::execute;
+        GET "resource" "/presets" RESOURCE_V, User Any => resource::presets;
+        POST "resource" "/check-presets" RESOURCE_V, User Read => resource::check_presets;
+    })
 }
 
 #[cfg(test)]

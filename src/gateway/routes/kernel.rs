@@ -1,0 +1,741 @@
+//! `/kernel`: create, look up, execute in, and end compute sessions (manager-inventory §1.4).
+//! Sessions are named by the client's session token, scoped to the caller's keypair, or to
+//! `?owner_access_key=` for admins.
+
+use crate::domain::{ResourceSlots, UserRole};
+use crate::gateway::error::{ApiError, Problem};
+use crate::gateway::router::{json_response, no_content, ok_json, Ctx};
+use crate::images::ImageError;
+use crate::registry::ops::{self, agent_error};
+use crate::registry::sessions::{self, Enqueued, Live, NewSession, Refusal};
+use crate::rpc::client::Execute;
+use crate::server::App;
+use crate::store::auth::KeypairRecord;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use warp::http::{Response, StatusCode};
+use warp::hyper::Body;
+
+type Reply = Result<Response<Body>, ApiError>;
+
+/// `^(?=.{4,64}$)\w[\w.-]*\w$` (ASCII), the original's session-token rule.
+pub fn valid_token(t: &str) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    (4..=64).contains(&t.len())
+        && t.chars().all(|c| word(c) || c == '.' || c == '-')
+        && t.chars().next().is_some_and(word)
+        && t.chars().last().is_some_and(word)
+}
+
+/// The keypair a session call acts for: the caller's, or (admins only) `owner_access_key`.
+pub async fn owner(app: &App, ctx: &Ctx) -> Result<KeypairRecord, ApiError> {
+    let caller = ctx.caller()?;
+    let Some(owner) = ctx
+        .query_param("owner_access_key")
+        .filter(|o| !o.is_empty())
+    else {
+        return Ok(caller.keypair.clone());
+    };
+    if owner == caller.keypair.access_key {
+        return Ok(caller.keypair.clone());
+    }
+    if !caller.is_admin() {
+        return Err(ApiError::msg(
+            Problem::GenericForbidden,
+            "only administrators may act for another keypair (owner_access_key)",
+        ));
+    }
+    let record =
+        app.store.active_keypair(&owner).await?.ok_or_else(|| {
+            ApiError::msg(Problem::InvalidApiParameters, "no such owner access key")
+        })?;
+    if !caller.is_superadmin()
+        && (record.domain_name != caller.keypair.domain_name
+            || record.user_role == UserRole::Superadmin)
+    {
+        return Err(ApiError::msg(
+            Problem::GenericForbidden,
+            "the owner keypair is outside your domain",
+        ));
+    }
+    Ok(record)
+}
+
+/// The caller's (or owner's) live session named in the path.
+async fn session(app: &App, ctx: &Ctx) -> Result<(KeypairRecord, Live), ApiError> {
+    let owner = owner(app, ctx).await?;
+    let live = sessions::find(&app.store, ctx.param("sess_id"), &owner.access_key)
+        .await?
+        .ok_or_else(|| ApiError::new(Problem::KernelNotFound))?;
+    Ok((owner, live))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    #[serde(rename = "clientSessionToken")]
+    token: Option<String>,
+    #[serde(alias = "lang")]
+    image: Option<String>,
+    #[serde(alias = "groupName", alias = "group_name")]
+    group: Option<String>,
+    #[serde(alias = "domainName", alias = "domain_name")]
+    domain: Option<String>,
+    #[serde(default)]
+    config: Option<Value>,
+    tag: Option<String>,
+    #[serde(rename = "enqueueOnly", default)]
+    enqueue_only: Option<bool>,
+    #[serde(rename = "maxWaitSeconds", default)]
+    max_wait: Option<f64>,
+    // Accepted and ignored, as the original did: a session is one container here.
+    #[serde(rename = "clusterSize", default)]
+    _cluster_size: Option<Value>,
+}
+
+/// The requested slots from the new-style `resources` or the legacy `instance*` keys, with
+/// unspecified or zero slots filled from the image's minimum.
+fn requested_slots(
+    config: &serde_json::Map<String, Value>,
+    known: &[String],
+    image_min: &ResourceSlots,
+) -> Result<ResourceSlots, ApiError> {
+    for legacy in ["instanceGPUs", "instanceTPUs"] {
+        if config.get(legacy).is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::bad_params(
+                "Client upgrade required to use GPUs/TPUs (v19.03+).",
+            ));
+        }
+    }
+    let mut given = ResourceSlots::new();
+    match config.get("resources") {
+        Some(Value::Object(res)) => {
+            for (slot, v) in res {
+                if !known.contains(slot) {
+                    return Err(ApiError::bad_params(format!(
+                        "Unknown requested resource slot: {slot}"
+                    )));
+                }
+                if v.is_null() {
+                    continue;
+                }
+                let q = ResourceSlots::parse_quantity(slot, v)
+                    .map_err(|e| ApiError::bad_params(e.to_string()))?;
+                given.set(slot.clone(), q);
+            }
+        }
+        None | Some(Value::Null) => {
+            if let Some(c) = config.get("instanceCores").filter(|v| !v.is_null()) {
+                let q = ResourceSlots::parse_quantity("cpu", c)
+                    .map_err(|e| ApiError::bad_params(e.to_string()))?;
+                given.set("cpu", q);
+            }
+            if let Some(m) = config.get("instanceMemory").filter(|v| !v.is_null()) {
+                let gib = ResourceSlots::parse_quantity("cpu", m)
+                    .map_err(|e| ApiError::bad_params(e.to_string()))?;
+                given.set("mem", (gib * Decimal::from(1u64 << 30)).trunc());
+            }
+        }
+        Some(_) => return Err(ApiError::bad_params("config.resources must be an object")),
+    }
+    let mut out = ResourceSlots::new();
+    for slot in known {
+        let q = given.get(slot);
+        out.set(
+            slot.clone(),
+            if q.is_zero() { image_min.get(slot) } else { q },
+        );
+    }
+    Ok(out)
+}
+
+/// The image's minimum and maximum slots (labels or limits set by hand); without a
+/// minimum a session gets one CPU core and 256 MiB.
+fn image_bounds(image: &crate::images::ImageInfo) -> (ResourceSlots, ResourceSlots) {
+    let mut min = ResourceSlots::new();
+    min.set("cpu", Decimal::ONE);
+    min.set("mem", Decimal::from(256u64 << 20));
+    let mut max = ResourceSlots::new();
+    for (slot, (lo, hi)) in &image.resource_limits {
+        if let Some(q) = lo
+            .as_ref()
+            .and_then(|v| ResourceSlots::parse_quantity(slot, &json!(v)).ok())
+        {
+            min.set(slot.clone(), q);
+        }
+        if let Some(q) = hi
+            .as_ref()
+            .and_then(|v| ResourceSlots::parse_quantity(slot, &json!(v)).ok())
+        {
+            max.set(slot.clone(), q);
+        }
+    }
+    (min, max)
+}
+
+/// The group (by name, in the domain) a session goes to, checking membership.
+async fn session_group(
+    app: &App,
+    owner: &KeypairRecord,
+    domain: &str,
+    group: &str,
+) -> Result<Option<String>, ApiError> {
+    let (domain, group, user, superadmin) = (
+        domain.to_owned(),
+        group.to_owned(),
+        owner.user_uuid.clone(),
+        owner.user_role == UserRole::Superadmin,
+    );
+    let found: Option<String> = app
+        .store
+        .read(move |c| {
+            use rusqlite::OptionalExtension;
+            Ok::<_, crate::store::StoreError>(
+                c.query_row(
+                    "SELECT g.id FROM groups g JOIN domains d ON d.name = g.domain_name
+                     WHERE g.name = ?1 AND g.domain_name = ?2 AND g.is_active AND d.is_active
+                       AND (?4 OR EXISTS (SELECT 1 FROM association_groups_users a
+                                          WHERE a.group_id = g.id AND a.user_id = ?3))",
+                    rusqlite::params![group, domain, user, superadmin],
+                    |r| r.get(0),
+                )
+                .optional()?,
+            )
+        })
+        .await?;
+    Ok(found)
+}
+
+/// `[name, host path, id, permission]` for each folder name, as the agent mounts them.
+async fn resolve_mounts(
+    app: &App,
+    owner: &KeypairRecord,
+    names: &[String],
+) -> Result<Value, ApiError> {
+    if names.is_empty() {
+        return Ok(json!([]));
+    }
+    let folders = app.store.vfolders_of_user(&owner.user_uuid).await?;
+    let root = crate::registry::ops::mount_root(app).await?;
+    let mut out = Vec::new();
+    for name in names {
+        let Some(f) = folders.iter().find(|f| &f.name == name) else {
+            return Err(ApiError::msg(Problem::VFolderNotFound, name.clone()));
+        };
+        let perm = app
+            .store
+            .vfolder_permission(&f.id, &owner.user_uuid)
+            .await?
+            .unwrap_or_else(|| "ro".into());
+        let path = root.join(&f.host).join(f.id.replace('-', ""));
+        out.push(json!([
+            name,
+            path.to_string_lossy(),
+            f.id.replace('-', ""),
+            perm
+        ]));
+    }
+    Ok(Value::Array(out))
+}
+
+fn service_ports(live: &Live) -> Value {
+    live.service_ports
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_else(|| json!([]))
+}
+
+fn created_reply(live: &Live, created: bool) -> Reply {
+    let mut body = json!({
+        "kernelId": live.sess_id,
+        "servicePorts": service_ports(live),
+        "created": created,
+        "status": live.status,
+    });
+    if live.status != "RUNNING" {
+        body["statusInfo"] = json!(live.status_info);
+    }
+    Ok(json_response(StatusCode::CREATED, &body))
+}
+
+/// POST /kernel, /kernel/create
+pub async fn create(app: Arc<App>, ctx: Ctx) -> Reply {
+    let body: CreateBody = ctx.json()?;
+    let owner = owner(&app, &ctx).await?;
+    let token = body
+        .token
+        .ok_or_else(|| ApiError::bad_params("clientSessionToken is required"))?;
+    if !valid_token(&token) {
+        return Err(ApiError::bad_params(
+            "clientSessionToken must be 4 to 64 letters, digits, '_', '-' or '.', starting and ending with a letter, digit or '_'",
+        ));
+    }
+    let reference = body
+        .image
+        .ok_or_else(|| ApiError::bad_params("image (or lang) is required"))?;
+    let image = app
+        .images()
+        .resolve(&reference)
+        .await
+        .map_err(|e| match e {
+            ImageError::NotFound(_) => ApiError::msg(
+                Problem::ImageNotFound,
+                format!("Unknown image reference: {reference}"),
+            ),
+            ImageError::Invalid(m) => ApiError::bad_params(m),
+            ImageError::Config(e) => e.into(),
+        })?;
+    let domain = body.domain.unwrap_or_else(|| "default".into());
+    let group = body.group.unwrap_or_else(|| "default".into());
+    let group_id = session_group(&app, &owner, &domain, &group)
+        .await?
+        .ok_or_else(|| {
+            ApiError::bad_params(format!(
+                "{group}: no such group in domain {domain} (or you are not a member of it)"
+            ))
+        })?;
+    let config = match body.config {
+        None | Some(Value::Null) => serde_json::Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(ApiError::bad_params("config must be an object")),
+    };
+    let known: Vec<String> = super::config::known_slots(&app)
+        .await?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let (min, max) = image_bounds(&image);
+    let requested = requested_slots(&config, &known, &min)?;
+    if requested.iter().any(|(slot, q)| q < min.get(slot)) {
+        return Err(ApiError::bad_params(format!(
+            "Your resource request is smaller than the minimum required by the image. ({})",
+            min.humanize()
+        )));
+    }
+    if requested
+        .iter()
+        .any(|(slot, q)| max.get_opt(slot).is_some_and(|m| q > m))
+    {
+        return Err(ApiError::bad_params(format!(
+            "Your resource request is larger than the maximum allowed by the image. ({})",
+            max.humanize()
+        )));
+    }
+    let environ: serde_json::Map<String, Value> = match config.get("environ") {
+        None | Some(Value::Null) => Default::default(),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    json!(v
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string())),
+                )
+            })
+            .collect(),
+        Some(_) => return Err(ApiError::bad_params("config.environ must be an object")),
+    };
+    let mount_names: Vec<String> = match config.get("mounts") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<_>>()
+            .ok_or_else(|| ApiError::bad_params("config.mounts must be a list of folder names"))?,
+        Some(_) => {
+            return Err(ApiError::bad_params(
+                "config.mounts must be a list of folder names",
+            ))
+        }
+    };
+    let mounts = resolve_mounts(&app, &owner, &mount_names).await?;
+    ensure_some_agent_fits(&app, &requested).await?;
+    let new = NewSession {
+        sess_id: token.clone(),
+        access_key: owner.access_key.clone(),
+        user_uuid: owner.user_uuid.clone(),
+        domain_name: domain,
+        group_id,
+        image: image.canonical(),
+        registry: image.registry.clone(),
+        tag: body.tag,
+        requested,
+        environ: environ
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect(),
+        creation_config: json!({"environ": environ, "mounts": mounts}),
+    };
+    let mut events = app.registry.subscribe();
+    let (kernel_id, created) = match sessions::enqueue(&app.store, new, &owner.policy).await? {
+        Ok(Enqueued::New { kernel_id }) => (kernel_id, true),
+        Ok(Enqueued::Existing { kernel_id }) => (kernel_id, false),
+        Err(Refusal::Concurrency(max)) => {
+            return Err(ApiError::msg(
+                Problem::QuotaExceeded,
+                format!("You cannot run more than {max} concurrent sessions"),
+            ))
+        }
+        Err(Refusal::DifferentImage) => return Err(ApiError::new(Problem::KernelAlreadyExists)),
+        Err(Refusal::Quota(m)) => return Err(ApiError::bad_params(m)),
+    };
+    if created {
+        app.registry.wake.notify_one();
+    }
+    let wait = if body.enqueue_only.unwrap_or(false) {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(
+            body.max_wait
+                .filter(|w| w.is_finite() && *w >= 0.0)
+                .unwrap_or(app.config.scheduler.create_timeout)
+                .min(app.config.scheduler.create_timeout),
+        )
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let live = sessions::kernel(&app.store, &kernel_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("create", "the new session vanished"))?;
+        match live.status.as_str() {
+            "RUNNING" => return created_reply(&live, created),
+            "TERMINATED" | "ERROR" => {
+                let why = live.status_info.clone().unwrap_or_default();
+                return Err(
+                    ApiError::msg(Problem::KernelCreationFailed, live.sess_id.clone())
+                        .with_data(json!({"agent-details": why})),
+                );
+            }
+            _ if wait.is_zero() || tokio::time::Instant::now() >= deadline => {
+                return created_reply(&live, created)
+            }
+            _ => {}
+        }
+        // Wait for this kernel's next change (or a lag, then look again).
+        loop {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => break,
+                Ok(Ok(ev)) if ev.kernel_id == kernel_id => break,
+                Ok(Ok(_)) => continue,
+                Ok(Err(_)) => break,
+            }
+        }
+    }
+}
+
+/// Refuses at once what no ALIVE agent could ever hold (503), instead of queueing it.
+async fn ensure_some_agent_fits(app: &App, requested: &ResourceSlots) -> Result<(), ApiError> {
+    let (agents, _) = app.store.agents(Some("ALIVE".into()), 10_000, 0).await?;
+    let fits = agents.iter().any(|a| {
+        sessions::parse_slots(&a.available_slots)
+            .map(|cap| requested.fits_in(&cap))
+            .unwrap_or(false)
+    });
+    if fits {
+        Ok(())
+    } else if agents.is_empty() {
+        Err(ApiError::msg(
+            Problem::InstanceNotAvailable,
+            "no agent is running",
+        ))
+    } else {
+        Err(ApiError::msg(
+            Problem::InstanceNotAvailable,
+            format!("no agent is large enough for {}", requested.humanize()),
+        ))
+    }
+}
+
+/// GET /kernel/{sess_id}
+pub async fn info(app: Arc<App>, ctx: Ctx) -> Reply {
+    let (_, live) = session(&app, &ctx).await?;
+    sessions::count_query(&app.store, &live.id).await?;
+    let slots = sessions::parse_slots(&live.occupied_slots)?;
+    let stat = app.bus.get_stat(&live.id).await.ok().flatten();
+    let metric = |name: &str, field: &str| -> Option<f64> {
+        stat.as_ref()?[name][field].as_str()?.parse().ok()
+    };
+    let age_ms = chrono::DateTime::parse_from_rfc3339(&live.created_at)
+        .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds())
+        .unwrap_or(0);
+    let mem_limit_kib = (slots.get("mem") / Decimal::from(1024)).trunc();
+    ok_json(json!({
+        "lang": live.image,
+        "image": live.image,
+        "registry": live.registry,
+        "tag": live.tag,
+        "status": live.status,
+        "statusInfo": live.status_info,
+        "age": age_ms,
+        "createdAt": live.created_at,
+        "occupiedSlots": slots.to_json(),
+        "queryTimeout": -1,
+        "idleTimeout": -1,
+        "maxCpuCredit": -1,
+        "idle": -1,
+        "memoryLimit": mem_limit_kib.to_string().parse::<i64>().unwrap_or(0),
+        "memoryUsed": metric("mem", "current").map(|b| (b as i64) >> 10).unwrap_or(-1),
+        "cpuCreditUsed": metric("cpu_used", "current").unwrap_or(-1.0),
+        "numQueriesExecuted": live.num_queries + 1,
+        "servicePorts": service_ports(&live),
+    }))
+}
+
+/// DELETE /kernel/{sess_id}
+pub async fn destroy(app: Arc<App>, ctx: Ctx) -> Reply {
+    let (_, live) = session(&app, &ctx).await?;
+    let stats = ops::destroy(&app, &live, "user-requested").await?;
+    ok_json(json!({"stats": stats}))
+}
+
+/// PATCH /kernel/{sess_id}
+pub async fn restart(app: Arc<App>, ctx: Ctx) -> Reply {
+    let (_, live) = session(&app, &ctx).await?;
+    sessions::count_query(&app.store, &live.id).await?;
+    ops::restart(&app, &live).await?;
+    no_content()
+}
+
+const MODES: &[&str] = &["query", "batch", "complete", "continue", "input"];
+
+/// POST /kernel/{sess_id}
+pub async fn execute(app: Arc<App>, ctx: Ctx) -> Reply {
+    let body: serde_json::Map<String, Value> = ctx.json()?;
+    let (_, live) = session(&app, &ctx).await?;
+    sessions::count_query(&app.store, &live.id).await?;
+    let v1 = ctx.version.major < 2;
+    let code = match body.get("code") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(ApiError::bad_params("code must be a string")),
+    };
+    let run_id = match body.get("runId") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Null) => None,
+        None if v1 => None,
+        None => {
+            return Err(ApiError::bad_params(
+                "runId is missing (send null for a new run)",
+            ))
+        }
+        Some(_) => return Err(ApiError::bad_params("runId must be a string or null")),
+    };
+    let mode = if v1 {
+        "query".to_owned()
+    } else {
+        match body.get("mode").and_then(Value::as_str) {
+            Some(m) if MODES.contains(&m) => m.to_owned(),
+            Some(m) => return Err(ApiError::bad_params(format!("unknown mode '{m}'"))),
+            None => return Err(ApiError::bad_params("mode is missing")),
+        }
+    };
+    if (mode == "continue" || mode == "input") && run_id.is_none() {
+        return Err(ApiError::bad_params(format!("mode '{mode}' needs a runId")));
+    }
+    let opts = body
+        .get("options")
+        .cloned()
+        .filter(|o| !o.is_null())
+        .unwrap_or_else(|| json!({}));
+    let client = ops::client(&app, &live).await?;
+    if mode == "complete" {
+        let items = client
+            .get_completions(&live.id, &code, &opts)
+            .await
+            .map_err(|e| agent_error(Problem::KernelExecutionFailed, e))?;
+        return ok_json(json!({"result": {"status": "finished", "completions": items}}));
+    }
+    let run_id = run_id.unwrap_or_else(|| hex::encode(rand::random::<[u8; 8]>()));
+    let results = client
+        .execute(
+            &live.id,
+            &Execute {
+                run_id: Some(run_id.clone()),
+                mode: &mode,
+                code: &code,
+                opts: &opts,
+                flush_timeout: Some(Duration::from_secs(2)),
+                follow: false,
+            },
+        )
+        .await
+        .map_err(|e| agent_error(Problem::KernelExecutionFailed, e))?;
+    let mut result = results.into_iter().last().unwrap_or_else(|| {
+        json!({"status": "finished", "runId": run_id, "exitCode": 130, "options": {}, "files": [], "console": []})
+    });
+    if v1 {
+        result = v1_result(result);
+    }
+    ok_json(json!({"result": result}))
+}
+
+/// The API v1 result shape: `stdout`, `stderr`, `media`, `html` instead of `console`.
+fn v1_result(mut r: Value) -> Value {
+    let (mut out, mut err, mut media, mut html) =
+        (String::new(), String::new(), Vec::new(), Vec::new());
+    for item in r["console"].as_array().cloned().unwrap_or_default() {
+        match item[0].as_str() {
+            Some("stdout") => out.push_str(item[1].as_str().unwrap_or_default()),
+            Some("stderr") => err.push_str(item[1].as_str().unwrap_or_default()),
+            Some("media") => media.push(item[1].clone()),
+            Some("html") => html.push(item[1].clone()),
+            _ => {}
+        }
+    }
+    if let Some(o) = r.as_object_mut() {
+        o.remove("console");
+        o.insert("stdout".into(), json!(out));
+        o.insert("stderr".into(), json!(err));
+        o.insert("media".into(), json!(media));
+        o.insert("html".into(), json!(html));
+    }
+    r
+}
+
+/// POST /kernel/{sess_id}/interrupt
+pub async fn interrupt(app: Arc<App>, ctx: Ctx) -> Reply {
+    let (_, live) = session(&app, &ctx).await?;
+    sessions::count_query(&app.store, &live.id).await?;
+    ops::client(&app, &live)
+        .await?
+        .interrupt_kernel(&live.id)
+        .await
+        .map_err(|e| agent_error(Problem::KernelExecutionFailed, e))?;
+    no_content()
+}
+
+#[derive(Deserialize)]
+struct CompleteBody {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    options: Option<Value>,
+}
+
+/// POST /kernel/{sess_id}/complete
+pub async fn complete(app: Arc<App>, ctx: Ctx) -> Reply {
+    let body: CompleteBody = ctx.json()?;
+    let (_, live) = session(&app, &ctx).await?;
+    sessions::count_query(&app.store, &live.id).await?;
+    let opts = body.options.unwrap_or_else(|| json!({}));
+    let items = ops::client(&app, &live)
+        .await?
+        .get_completions(&live.id, &body.code, &opts)
+        .await
+        .map_err(|e| agent_error(Problem::KernelExecutionFailed, e))?;
+    ok_json(json!({"result": {"status": "finished", "completions": items}}))
+}
+
+/// GET /kernel/{sess_id}/logs
+pub async fn logs(app: Arc<App>, ctx: Ctx) -> Reply {
+    let (_, live) = session(&app, &ctx).await?;
+    sessions::count_query(&app.store, &live.id).await?;
+    let logs = ops::client(&app, &live)
+        .await?
+        .get_logs(&live.id)
+        .await
+        .map_err(|e| agent_error(Problem::KernelExecutionFailed, e))?;
+    ok_json(json!({"result": {"logs": logs}}))
+}
+
+#[derive(Deserialize)]
+struct FilesBody {
+    #[serde(default = "dot")]
+    path: String,
+}
+
+fn dot() -> String {
+    ".".into()
+}
+
+/// GET /kernel/{sess_id}/files
+pub async fn list_files(app: Arc<App>, ctx: Ctx) -> Reply {
+    let body: FilesBody = ctx.json()?;
+    let (_, live) = session(&app, &ctx).await?;
+    sessions::count_query(&app.store, &live.id).await?;
+    let result = ops::client(&app, &live)
+        .await?
+        .list_files(&live.id, &body.path)
+        .await
+        .map_err(|e| agent_error(Problem::KernelExecutionFailed, e))?;
+    ok_json(result)
+}
+
+const MAX_UPLOAD_FILES: usize = 20;
+const MAX_UPLOAD_FILE: usize = 1 << 20;
+
+/// POST /kernel/{sess_id}/upload: multipart, one part per file (≤20, each < 1 MiB), the
+/// part's filename being the path under /home/work.
+pub async fn upload(app: Arc<App>, ctx: Ctx) -> Reply {
+    let (_, live) = session(&app, &ctx).await?;
+    sessions::count_query(&app.store, &live.id).await?;
+    let files =
+        crate::gateway::multipart::small_files(&ctx, MAX_UPLOAD_FILES, MAX_UPLOAD_FILE).await?;
+    let client = ops::client(&app, &live).await?;
+    for (name, data) in files {
+        client
+            .upload_file(&live.id, &name, data)
+            .await
+            .map_err(|e| agent_error(Problem::KernelExecutionFailed, e))?;
+    }
+    no_content()
+}
+
+#[derive(Deserialize)]
+struct DownloadBody {
+    files: Vec<String>,
+}
+
+/// A tar archive holding one file under its base name (what the original agent sent).
+fn tar_of(path: &str, data: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let name = path.rsplit('/').find(|p| !p.is_empty()).unwrap_or("file");
+    let mut header = tar::Header::new_gnu();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(chrono::Utc::now().timestamp().max(0) as u64);
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_data(&mut header, name, data)
+        .and_then(|_| builder.into_inner())
+        .map_err(|e| ApiError::internal("download", e))
+}
+
+/// GET /kernel/{sess_id}/download: `multipart/mixed`, one tar archive per requested file.
+pub async fn download(app: Arc<App>, ctx: Ctx) -> Reply {
+    let body: DownloadBody = ctx.json()?;
+    if body.files.is_empty() || body.files.len() > 5 {
+        return Err(ApiError::bad_params("download 1 to 5 files at a time"));
+    }
+    let (_, live) = session(&app, &ctx).await?;
+    sessions::count_query(&app.store, &live.id).await?;
+    let client = ops::client(&app, &live).await?;
+    let boundary = hex::encode(rand::random::<[u8; 16]>());
+    let mut out = Vec::new();
+    for path in &body.files {
+        let data = client
+            .download_file(&live.id, path)
+            .await
+            .map_err(|e| agent_error(Problem::KernelExecutionFailed, e))?;
+        let tar = tar_of(path, &data)?;
+        out.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
+                tar.len()
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(&tar);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let mut resp = Response::new(Body::from(out));
+    if let Ok(v) = format!("multipart/mixed; boundary={boundary}").parse() {
+        resp.headers_mut().insert("content-type", v);
+    }
+    Ok(resp)
+}

@@ -1,0 +1,523 @@
+//! The scheduler: one owner task places pending sessions on agents and starts them.
+//!
+//! It wakes when a session is enqueued, when one ends (freed capacity), on agent events,
+//! and every `scheduler.sweep-interval` as a backstop. Each pass reads the queue and the
+//! ALIVE agents, decides with [`plan`], and in the same write transaction moves the placed
+//! sessions to PREPARING and adds their slots to their agents' occupied slots; so however
+//! many creates arrive at once, no agent is ever given more than it has. The placed
+//! sessions are then started over the agent RPC, each in its own task.
+//!
+//! **The queue rule.** Sessions are considered in arrival order. One that does not fit on
+//! any agent right now does not block those behind it (backfilling), unless it has waited
+//! longer than `scheduler.hold-after`: from then on nothing behind it is placed before it,
+//! so capacity freed by ending sessions accumulates for it instead of being taken by
+//! smaller sessions that arrived later. A session larger than every ALIVE agent's whole
+//! capacity never holds the queue (nothing that ends could make room for it).
+
+use super::sessions::{self, adjust_agent, parse_slots, Started};
+use crate::config::Strategy;
+use crate::domain::ResourceSlots;
+use crate::server::App;
+use crate::store::{now_text, StoreError};
+use rusqlite::params;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A session waiting in the queue.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub kernel_id: String,
+    pub sess_id: String,
+    pub requested: ResourceSlots,
+    pub waited: Duration,
+}
+
+/// An ALIVE agent's capacity.
+#[derive(Debug, Clone)]
+pub struct Capacity {
+    pub id: String,
+    pub available: ResourceSlots,
+    pub occupied: ResourceSlots,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Place { kernel_id: String, agent: String },
+    Wait { kernel_id: String, reason: String },
+}
+
+/// How free an agent would be: the mean over its slots of the free fraction.
+fn free_fraction(available: &ResourceSlots, remaining: &ResourceSlots) -> Decimal {
+    let mut sum = Decimal::ZERO;
+    let mut n = 0u32;
+    for (slot, cap) in available.iter() {
+        if cap > Decimal::ZERO {
+            sum += remaining.get(slot) / cap;
+            n += 1;
+        }
+    }
+    if n == 0 {
+        Decimal::ZERO
+    } else {
+        sum / Decimal::from(n)
+    }
+}
+
+/// Decides, for the queue in arrival order, which sessions go where now and why the others
+/// wait (see the module documentation for the rule).
+pub fn plan(
+    queue: &[Pending],
+    agents: &[Capacity],
+    strategy: Strategy,
+    hold_after: Duration,
+) -> Vec<Decision> {
+    let mut remaining: Vec<ResourceSlots> = agents
+        .iter()
+        .map(|a| a.available.sub(&a.occupied))
+        .collect();
+    let mut out = Vec::with_capacity(queue.len());
+    let mut held_by: Option<&str> = None;
+    for p in queue {
+        if let Some(holder) = held_by {
+            out.push(Decision::Wait {
+                kernel_id: p.kernel_id.clone(),
+                reason: format!("queued behind session {holder}, which has waited longest"),
+            });
+            continue;
+        }
+        let fitting = (0..agents.len()).filter(|&i| p.requested.fits_in(&remaining[i]));
+        let chosen = match strategy {
+            Strategy::Dispersed => fitting.max_by(|&a, &b| {
+                let fa = free_fraction(&agents[a].available, &remaining[a].sub(&p.requested));
+                let fb = free_fraction(&agents[b].available, &remaining[b].sub(&p.requested));
+                fa.cmp(&fb).then_with(|| agents[b].id.cmp(&agents[a].id))
+            }),
+            Strategy::Concentrated => fitting.min_by(|&a, &b| {
+                let fa = free_fraction(&agents[a].available, &remaining[a].sub(&p.requested));
+                let fb = free_fraction(&agents[b].available, &remaining[b].sub(&p.requested));
+                fa.cmp(&fb).then_with(|| agents[a].id.cmp(&agents[b].id))
+            }),
+        };
+        if let Some(i) = chosen {
+            remaining[i] = remaining[i].sub(&p.requested);
+            out.push(Decision::Place {
+                kernel_id: p.kernel_id.clone(),
+                agent: agents[i].id.clone(),
+            });
+            continue;
+        }
+        let could_ever_fit = agents.iter().any(|a| p.requested.fits_in(&a.available));
+        let reason = if agents.is_empty() {
+            "waiting for an agent: none is alive".to_owned()
+        } else if !could_ever_fit {
+            format!(
+                "no agent is large enough for {} (the largest has {})",
+                p.requested.humanize(),
+                largest(agents).humanize()
+            )
+        } else {
+            let best = (0..agents.len())
+                .max_by_key(|&i| free_fraction(&agents[i].available, &remaining[i]))
+                .map(|i| remaining[i].clone())
+                .unwrap_or_default();
+            format!(
+                "waiting for capacity: needs {}; the freest agent has {} left",
+                p.requested.humanize(),
+                only_requested(&best, &p.requested).humanize()
+            )
+        };
+        if could_ever_fit && p.waited >= hold_after {
+            held_by = Some(&p.sess_id);
+        }
+        out.push(Decision::Wait {
+            kernel_id: p.kernel_id.clone(),
+            reason,
+        });
+    }
+    out
+}
+
+fn largest(agents: &[Capacity]) -> ResourceSlots {
+    agents
+        .iter()
+        .max_by_key(|a| a.available.iter().map(|(_, v)| v).sum::<Decimal>())
+        .map(|a| a.available.clone())
+        .unwrap_or_default()
+}
+
+fn only_requested(slots: &ResourceSlots, requested: &ResourceSlots) -> ResourceSlots {
+    let mut out = ResourceSlots::new();
+    for (k, _) in requested.iter() {
+        out.set(k, slots.get(k).max(Decimal::ZERO));
+    }
+    out
+}
+
+/// A session placed by a pass, to be started.
+struct Placed {
+    kernel_id: String,
+    sess_id: String,
+    access_key: String,
+    agent_addr: String,
+}
+
+fn age(created_at: &str) -> Duration {
+    chrono::DateTime::parse_from_rfc3339(created_at)
+        .ok()
+        .and_then(|t| {
+            (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+                .to_std()
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// One scheduling pass: decide and reserve in one transaction, then start what was placed.
+pub async fn pass(app: &Arc<App>) -> Result<usize, StoreError> {
+    let strategy = app.config.scheduler.strategy;
+    let hold_after = Duration::from_secs_f64(app.config.scheduler.hold_after);
+    let placed = app
+        .store
+        .write(move |tx| -> Result<_, StoreError> {
+            let mut st = tx.prepare_cached(
+                "SELECT id, sess_id, coalesce(access_key, ''), occupied_slots, created_at, status_info
+                 FROM kernels WHERE status = 'PENDING' ORDER BY created_at, rowid LIMIT 10000",
+            )?;
+            let mut queue = Vec::new();
+            let mut info = std::collections::HashMap::new();
+            for row in st.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            })? {
+                let (id, sess_id, ak, slots, created, status_info) = row?;
+                info.insert(id.clone(), (sess_id.clone(), ak, status_info));
+                queue.push(Pending {
+                    kernel_id: id,
+                    sess_id,
+                    requested: parse_slots(&slots)?,
+                    waited: age(&created),
+                });
+            }
+            drop(st);
+            if queue.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut st = tx.prepare_cached(
+                "SELECT id, addr, available_slots, occupied_slots FROM agents WHERE status = 'ALIVE' ORDER BY id",
+            )?;
+            let mut agents = Vec::new();
+            let mut addrs = std::collections::HashMap::new();
+            for row in st.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })? {
+                let (id, addr, available, occupied) = row?;
+                addrs.insert(id.clone(), addr);
+                agents.push(Capacity {
+                    id,
+                    available: parse_slots(&available)?,
+                    occupied: parse_slots(&occupied)?,
+                });
+            }
+            drop(st);
+            let now = now_text();
+            let mut placed = Vec::new();
+            for d in plan(&queue, &agents, strategy, hold_after) {
+                match d {
+                    Decision::Place { kernel_id, agent } => {
+                        let p = queue.iter().find(|p| p.kernel_id == kernel_id).expect("planned from the queue");
+                        let addr = addrs.get(&agent).cloned().unwrap_or_default();
+                        tx.execute(
+                            "UPDATE kernels SET status = 'PREPARING', status_info = NULL, status_changed = ?2,
+                                    agent = ?3, agent_addr = ?4
+                             WHERE id = ?1 AND status = 'PENDING'",
+                            params![kernel_id, now, agent, addr],
+                        )?;
+                        adjust_agent(tx, &agent, &p.requested, false)?;
+                        let (sess_id, access_key, _) = info.remove(&kernel_id).unwrap_or_default();
+                        placed.push(Placed { kernel_id, sess_id, access_key, agent_addr: addr });
+                    }
+                    Decision::Wait { kernel_id, reason } => {
+                        let unchanged = info.get(&kernel_id).and_then(|i| i.2.as_deref()) == Some(reason.as_str());
+                        if !unchanged {
+                            tx.execute(
+                                "UPDATE kernels SET status_info = ?2 WHERE id = ?1 AND status = 'PENDING'",
+                                params![kernel_id, reason],
+                            )?;
+                        }
+                    }
+                }
+            }
+            Ok(placed)
+        })
+        .await?;
+    let n = placed.len();
+    for p in placed {
+        app.registry.emit(super::SessionEvent {
+            name: "session_preparing",
+            sess_id: p.sess_id.clone(),
+            kernel_id: p.kernel_id.clone(),
+            access_key: p.access_key.clone(),
+            status: "PREPARING".into(),
+            reason: None,
+        });
+        tokio::spawn(start(app.clone(), p));
+    }
+    Ok(n)
+}
+
+/// The create config the agent gets (the original's shape).
+async fn agent_config(app: &App, kernel: &sessions::Live) -> Result<Value, String> {
+    let creation: Value = kernel
+        .creation_config
+        .as_deref()
+        .and_then(|c| serde_json::from_str(c).ok())
+        .unwrap_or_else(|| json!({}));
+    let registries = crate::images::scan::registries(app.shared.as_ref())
+        .await
+        .map_err(|e| e.to_string())?;
+    let reg = registries.iter().find(|r| r.name == kernel.registry);
+    let mut registry = json!({"name": kernel.registry});
+    if let Some(r) = reg {
+        registry["url"] = json!(r.url);
+        if let (Some(u), Some(p)) = (&r.username, &r.password) {
+            registry["username"] = json!(u);
+            registry["password"] = json!(p);
+        }
+    }
+    let ak = kernel.access_key.clone();
+    let idle_timeout: i64 = app
+        .store
+        .read(move |c| -> Result<_, StoreError> {
+            Ok::<_, StoreError>(
+                c.query_row(
+                    "SELECT p.idle_timeout FROM keypairs k JOIN keypair_resource_policies p ON p.name = k.resource_policy
+                     WHERE k.access_key = ?1",
+                    [ak],
+                    |r| r.get(0),
+                )
+                .unwrap_or(0),
+            )
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let slots: Value = serde_json::from_str(&kernel.occupied_slots).unwrap_or_else(|_| json!({}));
+    Ok(json!({
+        "image": {"canonical": kernel.image, "registry": registry},
+        "resource_slots": slots,
+        "environ": creation.get("environ").cloned().unwrap_or_else(|| json!({})),
+        "mounts": creation.get("mounts").cloned().unwrap_or_else(|| json!([])),
+        "idle_timeout": idle_timeout.max(0),
+    }))
+}
+
+fn host_of(addr: &str) -> String {
+    let rest = addr.split("://").nth(1).unwrap_or(addr);
+    rest.rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(rest)
+        .to_owned()
+}
+
+/// Starts a placed session on its agent and records the outcome.
+async fn start(app: Arc<App>, p: Placed) {
+    let reg = &app.registry;
+    let outcome = async {
+        let kernel = sessions::kernel(&app.store, &p.kernel_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "the session vanished".to_owned())?;
+        let config = agent_config(&app, &kernel).await?;
+        let client = reg.agent(&p.agent_addr).await.map_err(|e| e.to_string())?;
+        let result = client
+            .create_kernel(&p.kernel_id, &config)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((client, result))
+    }
+    .await;
+    match outcome {
+        Ok((client, result)) => {
+            let started = Started {
+                container_id: result["container_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                kernel_host: host_of(&p.agent_addr),
+                service_ports: result
+                    .get("service_ports")
+                    .cloned()
+                    .unwrap_or_else(|| json!([])),
+            };
+            match sessions::mark_running(reg, &app.store, &p.kernel_id, started).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Destroyed (or failed) while it was being created.
+                    let last = client
+                        .destroy_kernel(&p.kernel_id, "user-requested")
+                        .await
+                        .ok()
+                        .flatten();
+                    let _ = sessions::mark_terminated(
+                        reg,
+                        &app.store,
+                        &p.kernel_id,
+                        "user-requested",
+                        last,
+                    )
+                    .await;
+                }
+                Err(e) => tracing::error!("cannot record that {} started: {e}", p.sess_id),
+            }
+        }
+        Err(e) => {
+            tracing::warn!("session {} could not be created: {e}", p.sess_id);
+            let mut reason = format!("creation-failed: {e}");
+            reason.truncate(1000);
+            if let Err(e) =
+                sessions::mark_terminated(reg, &app.store, &p.kernel_id, &reason, None).await
+            {
+                tracing::error!("cannot record that {} failed: {e}", p.sess_id);
+            }
+        }
+    }
+}
+
+/// The owner task: a pass on every wake-up and every sweep interval, until `stop`.
+pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let sweep = Duration::from_secs_f64(app.config.scheduler.sweep_interval);
+    loop {
+        tokio::select! {
+            _ = app.registry.wake.notified() => {}
+            _ = tokio::time::sleep(sweep) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        if let Err(e) = pass(&app).await {
+            tracing::warn!("scheduling pass failed: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots(v: Value) -> ResourceSlots {
+        ResourceSlots::from_json(&v).unwrap()
+    }
+
+    fn pending(id: &str, cpu: u32, waited: u64) -> Pending {
+        Pending {
+            kernel_id: id.into(),
+            sess_id: format!("s-{id}"),
+            requested: slots(json!({"cpu": cpu, "mem": "1g"})),
+            waited: Duration::from_secs(waited),
+        }
+    }
+
+    fn agent(id: &str, cpu: u32, used: u32) -> Capacity {
+        Capacity {
+            id: id.into(),
+            available: slots(json!({"cpu": cpu, "mem": "16g"})),
+            occupied: slots(json!({"cpu": used, "mem": "0"})),
+        }
+    }
+
+    fn placed(d: &[Decision]) -> Vec<(String, String)> {
+        d.iter()
+            .filter_map(|d| match d {
+                Decision::Place { kernel_id, agent } => Some((kernel_id.clone(), agent.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const HOLD: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn never_places_more_than_an_agent_has() {
+        let queue: Vec<_> = (0..50).map(|i| pending(&i.to_string(), 1, 0)).collect();
+        let d = plan(&queue, &[agent("a", 10, 0)], Strategy::Dispersed, HOLD);
+        assert_eq!(placed(&d).len(), 10);
+        // The first ten in arrival order.
+        assert_eq!(placed(&d)[9].0, "9");
+        match &d[10] {
+            Decision::Wait { reason, .. } => {
+                assert!(reason.starts_with("waiting for capacity"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn dispersed_spreads_and_concentrated_packs() {
+        let agents = [agent("a", 8, 0), agent("b", 8, 4)];
+        let q = [pending("1", 1, 0)];
+        assert_eq!(
+            placed(&plan(&q, &agents, Strategy::Dispersed, HOLD))[0].1,
+            "a"
+        );
+        assert_eq!(
+            placed(&plan(&q, &agents, Strategy::Concentrated, HOLD))[0].1,
+            "b"
+        );
+        let q: Vec<_> = (0..4).map(|i| pending(&i.to_string(), 1, 0)).collect();
+        let d = plan(
+            &q,
+            &[agent("a", 8, 0), agent("b", 8, 0)],
+            Strategy::Dispersed,
+            HOLD,
+        );
+        let on_a = placed(&d).iter().filter(|(_, a)| a == "a").count();
+        assert_eq!(on_a, 2);
+    }
+
+    #[test]
+    fn small_sessions_pass_a_large_one_until_it_has_waited_long_enough() {
+        let agents = [agent("a", 4, 2)];
+        // Fresh: the 4-cpu session waits, the 1-cpu one behind it is placed.
+        let q = [pending("big", 4, 1), pending("small", 1, 0)];
+        assert_eq!(
+            placed(&plan(&q, &agents, Strategy::Dispersed, HOLD)),
+            [("small".to_owned(), "a".to_owned())]
+        );
+        // Waited past hold-after: nothing behind it is placed, and the reason says why.
+        let q = [pending("big", 4, 31), pending("small", 1, 0)];
+        let d = plan(&q, &agents, Strategy::Dispersed, HOLD);
+        assert!(placed(&d).is_empty());
+        match &d[1] {
+            Decision::Wait { reason, .. } => assert!(reason.contains("s-big"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        // Once capacity frees up, it goes first.
+        let d = plan(&q, &[agent("a", 4, 0)], Strategy::Dispersed, HOLD);
+        assert_eq!(placed(&d), [("big".to_owned(), "a".to_owned())]);
+    }
+
+    #[test]
+    fn a_session_larger_than_any_agent_never_holds_the_queue() {
+        let q = [pending("huge", 64, 3600), pending("small", 1, 0)];
+        let d = plan(&q, &[agent("a", 4, 0)], Strategy::Dispersed, HOLD);
+        assert_eq!(placed(&d), [("small".to_owned(), "a".to_owned())]);
+        match &d[0] {
+            Decision::Wait { reason, .. } => {
+                assert!(reason.contains("no agent is large enough"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let d = plan(&q[..1], &[], Strategy::Dispersed, HOLD);
+        assert!(matches!(&d[0], Decision::Wait { reason, .. } if reason.contains("none is alive")));
+    }
+}
