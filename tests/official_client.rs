@@ -52,6 +52,29 @@ fn manager(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn start_server() -> Server {
+    start_server_with(&[("BACKEND_MANAGER__LOCAL_ENGINE_IMAGES", "false".into())])
+}
+
+/// A server with its embedded agent running kernels in Docker.
+fn start_server_with_agent() -> Server {
+    let krunner = std::env::var("BAI_KRUNNER").expect(
+        "BAI_KRUNNER is not set: run the README's test command (scripts/test.sh), which builds the static runner",
+    );
+    start_server_with(&[
+        ("BACKEND_AGENT__KRUNNER_PATH", krunner),
+        (
+            "BACKEND_AGENT__RPC_LISTEN_ADDR",
+            format!("127.0.0.1:{}", common::free_port()),
+        ),
+        (
+            "BACKEND_AGENT__ID",
+            format!("i-client-{}", uuid::Uuid::new_v4().simple()),
+        ),
+        ("BACKEND_AGENT__HEARTBEAT_INTERVAL", "0.5".into()),
+    ])
+}
+
+fn start_server_with(env: &[(&str, String)]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let fixture =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("config/fixtures/example-keypairs.json");
@@ -70,7 +93,7 @@ fn start_server() -> Server {
         .arg("--data-dir")
         .arg(dir.path())
         .args(["serve", "--service-addr", &addr])
-        .env("BACKEND_MANAGER__LOCAL_ENGINE_IMAGES", "false")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -433,4 +456,119 @@ fn image_aliases_through_the_official_client() {
     admin_ok(&s, &["admin", "dealias-image", "py"], "alias py removed.");
     let (_, out) = run_client(&s, common::ADMIN, &["admin", "dealias-image", "py"]);
     assert!(out.contains("no such image: alias py"), "{out}");
+}
+
+fn image() -> String {
+    std::env::var("BAI_TEST_IMAGE").expect(
+        "BAI_TEST_IMAGE is not set: run the README's test command (scripts/test.sh), which builds the kernel image",
+    )
+}
+
+/// Waits until the embedded agent has registered (its first heartbeat).
+fn wait_for_agent(s: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, out) = run_client(s, common::ADMIN, &["admin", "agents"]);
+        if out.contains("ALIVE") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no agent registered: {out}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn sessions_with_the_official_client_run_start_list_files_and_remove() {
+    let s = start_server_with_agent();
+    wait_for_agent(&s);
+    let image = image();
+    let user = common::USER;
+
+    // Query mode prints the output.
+    let (ok, out) = run_client(
+        &s,
+        user,
+        &["run", "-g", "default", "--rm", "-c", "print(6*7)", &image],
+    );
+    assert!(ok && out.contains("42"), "{out}");
+
+    // Batch mode with an uploaded file: built and executed in the container.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        work.path().join("main.py"),
+        "import sys\nprint('batch says', sum(range(10)))\n",
+    )
+    .unwrap();
+    let mut child = Command::new(client());
+    child
+        .args([
+            "run",
+            "-g",
+            "default",
+            "--rm",
+            "--exec",
+            "python3 main.py",
+            &image,
+            "main.py",
+        ])
+        .current_dir(work.path())
+        .env("BACKEND_ENDPOINT", &s.endpoint)
+        .env("BACKEND_ACCESS_KEY", user.0)
+        .env("BACKEND_SECRET_KEY", user.1);
+    let out = child.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("batch says 45"), "{text}");
+
+    // start, ps, upload, ls, download, logs, rm.
+    let (ok, out) = run_client(
+        &s,
+        user,
+        &["start", "-g", "default", "-t", "clientsess", &image],
+    );
+    assert!(ok && out.contains("clientsess"), "{out}");
+    let (_, out) = run_client(&s, user, &["ps"]);
+    assert!(
+        out.contains("clientsess") && out.contains("RUNNING"),
+        "{out}"
+    );
+    std::fs::write(work.path().join("data.txt"), "round trip\n").unwrap();
+    let mut up = Command::new(client());
+    up.args(["upload", "clientsess", "data.txt"])
+        .current_dir(work.path())
+        .env("BACKEND_ENDPOINT", &s.endpoint)
+        .env("BACKEND_ACCESS_KEY", user.0)
+        .env("BACKEND_SECRET_KEY", user.1);
+    assert!(up.output().unwrap().status.success());
+    let (_, out) = run_client(&s, user, &["ls", "clientsess"]);
+    assert!(out.contains("data.txt"), "{out}");
+    let dest = tempfile::tempdir().unwrap();
+    let (_, out) = run_client(
+        &s,
+        user,
+        &[
+            "download",
+            "clientsess",
+            "data.txt",
+            "--dest",
+            dest.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.path().join("data.txt"))
+            .unwrap_or_else(|e| panic!("{e}: {out}")),
+        "round trip\n"
+    );
+    let (ok, out) = run_client(&s, user, &["logs", "clientsess"]);
+    assert!(ok && out.contains("End of logs"), "{out}");
+    // Another user cannot see or remove it.
+    let (_, out) = run_client(&s, common::DOMAIN_ADMIN, &["rm", "clientsess"]);
+    assert!(!out.contains("Done"), "{out}");
+    let (ok, out) = run_client(&s, user, &["rm", "clientsess"]);
+    assert!(ok && out.contains("Done"), "{out}");
+    let (_, out) = run_client(&s, user, &["ps"]);
+    assert!(!out.contains("clientsess"), "{out}");
 }

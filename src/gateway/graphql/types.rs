@@ -467,8 +467,11 @@ macro_rules! session_object {
         }
 
         impl $name {
+            /// A metric of the live (or last) statistics; 0 before the first report, as
+            /// clients do arithmetic on these fields.
             async fn metric(&self, ctx: &Context, metric: &str, field: &str) -> Option<f64> {
-                stat_value(&kernel_stat(&self.row, &self.live, ctx).await?, metric, field)
+                let stat = kernel_stat(&self.row, &self.live, ctx).await;
+                Some(stat.and_then(|s| stat_value(&s, metric, field)).unwrap_or(0.0))
             }
         }
 
