@@ -81,13 +81,9 @@ async fn scanned(
             _ => {}
         }
     }
-    Ok((
-        images
-            .into_values()
-            .filter(|i| !i.digest.is_empty())
-            .collect(),
-        aliases,
-    ))
+    // Entries without a digest hold only limits set by hand; `list` keeps them only for
+    // images the local engine has.
+    Ok((images.into_values().collect(), aliases))
 }
 
 /// Kernel images (with `ai.backend.kernelspec`) on a Docker engine, as installed images.
@@ -194,6 +190,7 @@ impl Catalog<'_> {
                 }
             }
         }
+        images.retain(|i| !i.digest.is_empty() || i.installed);
         for (alias, target) in aliases {
             if let Some(info) = images.iter_mut().find(|i| i.canonical() == target) {
                 info.aliases.push(alias);

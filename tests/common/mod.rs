@@ -174,6 +174,36 @@ impl TestServer {
         cfg
     }
 
+    /// With the embedded agent running kernels in Docker (the kernel image and the static
+    /// runner from the test script), heart-beating often; returns once it registered.
+    pub async fn start_with_agent(adjust: impl FnOnce(&mut ManagerConfig)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cfg = Self::config(dir.path());
+        agent_config(&mut cfg);
+        adjust(&mut cfg);
+        let s = Self::start_in(dir, cfg).await;
+        s.wait_for_agents(1).await;
+        s
+    }
+
+    /// Waits until `n` agents are ALIVE.
+    pub async fn wait_for_agents(&self, n: usize) {
+        let app = self.app();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (alive, _) = app
+                .store
+                .agents(Some("ALIVE".into()), 1000, 0)
+                .await
+                .unwrap();
+            if alive.len() >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{n} agent(s) did not register");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Starts with the embedded shared config and the example fixture loaded.
     pub async fn start() -> TestServer {
         Self::start_with(|_| {}).await
@@ -222,6 +252,23 @@ impl TestServer {
         }
         self.dir
     }
+}
+
+/// A test setting the test script exports, or a panic saying how to get it.
+pub fn setting(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the README's test command (scripts/test.sh), which starts Docker, builds the kernel image and the static runner, and sets it")
+    })
+}
+
+/// An embedded agent of its own (unique id, port and scratch) for a test server.
+pub fn agent_config(cfg: &mut ManagerConfig) {
+    cfg.agent.enabled = true;
+    cfg.agent.id = format!("i-test-{}", uuid::Uuid::new_v4().simple());
+    cfg.agent.krunner_path = setting("BAI_KRUNNER").into();
+    cfg.agent.rpc_listen_addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    cfg.agent.heartbeat_interval = 0.3;
+    cfg.manager.local_engine_images = true;
 }
 
 /// A request under construction.
