@@ -630,3 +630,190 @@ async fn a_killed_agent_is_lost_and_its_sessions_marked() {
     assert!(occupied.iter().all(|(_, v)| v.is_zero()), "{occupied:?}");
     s.stop().await;
 }
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A signed WebSocket handshake, as the client signs it (content type octet-stream).
+async fn ws_connect(
+    s: &TestServer,
+    path: &str,
+    who: (&str, &str),
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let host = s.host();
+    let (date, auth) = backend_ai_manager::signing::client_headers(
+        &creds(who),
+        "GET",
+        path,
+        &host,
+        "application/octet-stream",
+        chrono::Utc::now(),
+    );
+    let mut req = format!("ws://{host}{path}").into_client_request().unwrap();
+    let h = req.headers_mut();
+    h.insert("Date", date.parse().unwrap());
+    h.insert("Authorization", auth.parse().unwrap());
+    h.insert("Content-Type", "application/octet-stream".parse().unwrap());
+    h.insert("X-BackendAI-Version", "v4.20190315".parse().unwrap());
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+#[tokio::test]
+async fn terminal_service_proxy_and_event_streams() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (s, _c) = start(|_| {}).await;
+    let app = s.app();
+
+    // The event stream (SSE) of the caller's sessions, opened before the session exists.
+    let host = s.host();
+    let path = "/stream/kernel/_/events?sessionId=streams";
+    let (date, auth) = backend_ai_manager::signing::client_headers(
+        &creds(USER),
+        "GET",
+        path,
+        &host,
+        "text/plain",
+        chrono::Utc::now(),
+    );
+    let sse = hyper::Client::new()
+        .request(
+            hyper::Request::get(format!("http://{host}{path}"))
+                .header("Date", date)
+                .header("Authorization", auth)
+                .header("Content-Type", "text/plain")
+                .header("X-BackendAI-Version", "v4.20190315")
+                .body(hyper::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+    assert_eq!(sse.headers()["content-type"], "text/event-stream");
+    let sse_body =
+        tokio::spawn(async move { hyper::body::to_bytes(sse.into_body()).await.unwrap() });
+
+    let r = create(&s, body("streams", json!({}))).await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    assert!(
+        r.json()["servicePorts"].to_string().contains("http"),
+        "{}",
+        r.json()
+    );
+
+    // Without a signature there is no stream.
+    let unsigned =
+        tokio_tungstenite::connect_async(format!("ws://{host}/stream/kernel/streams/pty")).await;
+    assert!(unsigned.is_err());
+    // Another user's session does not exist for this caller.
+    assert!(
+        ws_connect(&s, "/stream/kernel/streams/pty", common::DOMAIN_ADMIN)
+            .await
+            .is_err()
+    );
+
+    // A terminal: what is typed runs in a shell, and its output comes back.
+    let mut pty = ws_connect(&s, "/stream/kernel/streams/pty", USER)
+        .await
+        .expect("pty opens");
+    let stdin = |text: &str| {
+        use data_encoding::BASE64;
+        Message::text(json!({"type": "stdin", "chars": BASE64.encode(text.as_bytes())}).to_string())
+    };
+    pty.send(Message::text(
+        json!({"type": "resize", "rows": 30, "cols": 100}).to_string(),
+    ))
+    .await
+    .unwrap();
+    pty.send(stdin("echo pty-$((6*7)); stty size\n"))
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(seen.contains("pty-42") && seen.contains("30 100")) {
+        assert!(Instant::now() < deadline, "terminal output: {seen:?}");
+        let msg = tokio::time::timeout(Duration::from_secs(20), pty.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        assert_eq!(v["type"], "out");
+        let bytes = data_encoding::BASE64
+            .decode(v["data"].as_str().unwrap().as_bytes())
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&bytes));
+    }
+
+    // The image's HTTP service, started on demand and reached through the proxy.
+    let mut proxy = ws_connect(&s, "/stream/kernel/streams/httpproxy?app=http", USER)
+        .await
+        .expect("proxy opens");
+    proxy
+        .send(Message::binary(
+            b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n".to_vec(),
+        ))
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    while let Some(Ok(msg)) = tokio::time::timeout(Duration::from_secs(20), proxy.next())
+        .await
+        .unwrap()
+    {
+        if msg.is_close() {
+            break;
+        }
+        reply.extend_from_slice(&msg.into_data());
+    }
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+    assert!(reply.contains("Directory listing"), "{reply}");
+    // An unknown service is refused before the upgrade.
+    assert!(
+        ws_connect(&s, "/stream/kernel/streams/httpproxy?app=nope", USER)
+            .await
+            .is_err()
+    );
+
+    // Terminating the session closes its terminal and ends the event stream.
+    let d = s
+        .request("DELETE", "/kernel/streams")
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert_eq!(d.status, 200);
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(m)) = pty.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the terminal closes with its session");
+    let events = String::from_utf8(
+        tokio::time::timeout(Duration::from_secs(10), sse_body)
+            .await
+            .unwrap()
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    for name in [
+        "session_preparing",
+        "session_started",
+        "session_terminating",
+        "session_terminated",
+    ] {
+        assert!(
+            events.contains(&format!("event: {name}")),
+            "{name} missing in {events}"
+        );
+    }
+    assert!(!events.contains("pending\""), "{events}");
+    let _ = app;
+    s.stop().await;
+}

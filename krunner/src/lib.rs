@@ -3,7 +3,7 @@
 //!
 //! A frame is `kind length (u8) | kind (ASCII) | payload length (u32, big endian) | payload`.
 //! The kinds are the original runner's message types. A connection's first frame says what
-//! it is for: `control` (commands and their outputs) or `connect` (a byte stream to
+//! it is for: `control` (commands and their outputs), `pty` (a terminal) or `connect` (a byte stream to
 //! `127.0.0.1:PORT` inside the container, for service ports under network mode `none`).
 
 use std::io::{self, Read, Write};
@@ -27,6 +27,12 @@ pub mod to_runner {
     pub const COMPLETE: &str = "complete";
     pub const STATUS: &str = "status";
     pub const START_SERVICE: &str = "start-service";
+    /// Opens a terminal: `{"rows", "cols"}`; then `stdin` and `resize` frames.
+    pub const PTY: &str = "pty";
+    /// Bytes for the terminal.
+    pub const STDIN: &str = "stdin";
+    /// `{"rows", "cols"}` of the terminal.
+    pub const RESIZE: &str = "resize";
 }
 
 /// Message kinds, runner → agent.
@@ -44,6 +50,8 @@ pub mod to_agent {
     pub const SERVICE_RESULT: &str = "service-result";
     pub const STATUS: &str = "status";
     pub const CONNECTED: &str = "connected";
+    /// The terminal's shell ended.
+    pub const EXIT: &str = "exit";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -577,6 +577,72 @@ impl DockerBackend {
             .await
     }
 
+    /// Opens a connection of `kind` (`pty`, `connect`) to the kernel's runner and waits for
+    /// its `connected` answer; the stream is the caller's from then on.
+    pub async fn open_runner_stream(
+        &self,
+        id: &str,
+        kind: &str,
+        payload: &[u8],
+    ) -> Result<tokio::net::UnixStream, AgentError> {
+        use tokio::io::AsyncWriteExt;
+        let kernel = self.kernel(id).await?;
+        let sock = kernel.dir.join("ipc").join(backend_ai_krunner::SOCKET_NAME);
+        let mut stream = tokio::net::UnixStream::connect(&sock)
+            .await
+            .map_err(|e| AgentError::Failure(format!("cannot reach the kernel runner: {e}")))?;
+        let hello = backend_ai_krunner::encode(kind, payload)
+            .map_err(|e| AgentError::InvalidInput(e.to_string()))?;
+        stream
+            .write_all(&hello)
+            .await
+            .map_err(|e| AgentError::Failure(e.to_string()))?;
+        let answer = tokio::time::timeout(
+            Duration::from_secs(15),
+            super::runner::read_frame(&mut stream),
+        )
+        .await
+        .map_err(|_| AgentError::Timeout("the kernel runner did not answer".into()))?
+        .map_err(|e| AgentError::Failure(e.to_string()))?
+        .ok_or_else(|| AgentError::Failure("the kernel runner closed the connection".into()))?;
+        let v: Value = serde_json::from_slice(&answer.payload).unwrap_or(Value::Null);
+        if let Some(e) = v["error"].as_str() {
+            return Err(AgentError::Failure(e.to_owned()));
+        }
+        Ok(stream)
+    }
+
+    /// Starts a service of the kernel (if it is not running) and opens a byte stream to it.
+    pub async fn connect_service(
+        &self,
+        id: &str,
+        service: &str,
+    ) -> Result<tokio::net::UnixStream, AgentError> {
+        let kernel = self.kernel(id).await?;
+        let port = kernel
+            .info
+            .service_ports
+            .iter()
+            .find(|p| p.name == service)
+            .map(|p| p.container_port)
+            .ok_or_else(|| {
+                AgentError::InvalidInput(format!("the kernel has no service '{service}'"))
+            })?;
+        let started = self.start_service(id, service).await?;
+        if started["status"] == "failed" {
+            return Err(AgentError::Failure(format!(
+                "Failed to launch the app service: {}",
+                started["error"].as_str().unwrap_or("unknown error")
+            )));
+        }
+        self.open_runner_stream(
+            id,
+            backend_ai_krunner::to_runner::CONNECT,
+            port.to_string().as_bytes(),
+        )
+        .await
+    }
+
     pub async fn upload_file(&self, id: &str, path: &str, data: &[u8]) -> Result<(), AgentError> {
         if data.len() as u64 > MAX_FILE_BYTES {
             return Err(AgentError::InvalidInput(format!(

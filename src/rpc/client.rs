@@ -350,4 +350,60 @@ impl AgentClient {
             .await?;
         Ok(())
     }
+
+    /// Opens a terminal in the kernel: messages to send (`stdin`, `resize`) and its output.
+    pub async fn pty(
+        &self,
+        kernel_id: &str,
+        rows: u32,
+        cols: u32,
+    ) -> Result<ByteChannel, AgentError> {
+        let first = StreamIn {
+            kernel_id: kernel_id.into(),
+            rows,
+            cols,
+            ..Default::default()
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(32);
+        let _ = tx.send(first).await;
+        let out = self
+            .raw
+            .clone()
+            .pty(Request::new(tokio_stream::wrappers::ReceiverStream::new(
+                rx,
+            )))
+            .await?
+            .into_inner();
+        Ok(ByteChannel { tx, rx: out })
+    }
+
+    /// Opens a byte stream to a service of the kernel (started if it is not running).
+    pub async fn connect_service(
+        &self,
+        kernel_id: &str,
+        service: &str,
+    ) -> Result<ByteChannel, AgentError> {
+        let first = StreamIn {
+            kernel_id: kernel_id.into(),
+            service: service.into(),
+            ..Default::default()
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(32);
+        let _ = tx.send(first).await;
+        let out = self
+            .raw
+            .clone()
+            .connect_service(Request::new(tokio_stream::wrappers::ReceiverStream::new(
+                rx,
+            )))
+            .await?
+            .into_inner();
+        Ok(ByteChannel { tx, rx: out })
+    }
+}
+
+/// Both directions of a stream call.
+pub struct ByteChannel {
+    pub tx: tokio::sync::mpsc::Sender<StreamIn>,
+    pub rx: tonic::Streaming<StreamOut>,
 }

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -304,6 +305,143 @@ impl Agent for AgentService {
         self.daemon.touch(&req.into_inner().kernel_id);
         Ok(Response::new(Empty {}))
     }
+
+    type ptyStream = ByteStream;
+
+    async fn pty(
+        &self,
+        req: Request<tonic::Streaming<StreamIn>>,
+    ) -> Result<Response<Self::ptyStream>, Status> {
+        use backend_ai_krunner::{encode, to_agent, to_runner};
+        let mut input = req.into_inner();
+        let first = first_message(&mut input).await?;
+        let size = serde_json::json!({"rows": first.rows.max(1), "cols": first.cols.max(1)});
+        let stream = self
+            .daemon
+            .backend
+            .open_runner_stream(
+                &first.kernel_id,
+                to_runner::PTY,
+                size.to_string().as_bytes(),
+            )
+            .await?;
+        let (mut rd, mut wr) = stream.into_split();
+        let (daemon, id) = (self.daemon.clone(), first.kernel_id.clone());
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = input.message().await {
+                daemon.touch(&id);
+                let frame = match m.kind.as_str() {
+                    "stdin" => encode(to_runner::STDIN, &m.data),
+                    "resize" => encode(
+                        to_runner::RESIZE,
+                        serde_json::json!({"rows": m.rows, "cols": m.cols})
+                            .to_string()
+                            .as_bytes(),
+                    ),
+                    _ => continue,
+                };
+                let Ok(frame) = frame else { continue };
+                if wr.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+            // The runner hangs up the shell when this side closes.
+            let _ = wr.shutdown().await;
+        });
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Ok(Some(f)) = crate::agent::runner::read_frame(&mut rd).await {
+                let out = match f.kind.as_str() {
+                    to_agent::STDOUT => StreamOut {
+                        data: f.payload,
+                        exited: false,
+                    },
+                    to_agent::EXIT => StreamOut {
+                        data: Vec::new(),
+                        exited: true,
+                    },
+                    _ => continue,
+                };
+                let exited = out.exited;
+                if tx.send(Ok(out)).await.is_err() || exited {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    type connect_serviceStream = ByteStream;
+
+    async fn connect_service(
+        &self,
+        req: Request<tonic::Streaming<StreamIn>>,
+    ) -> Result<Response<Self::connect_serviceStream>, Status> {
+        let mut input = req.into_inner();
+        let first = first_message(&mut input).await?;
+        self.daemon.touch(&first.kernel_id);
+        let stream = self
+            .daemon
+            .backend
+            .connect_service(&first.kernel_id, &first.service)
+            .await?;
+        let (mut rd, mut wr) = stream.into_split();
+        let (daemon, id) = (self.daemon.clone(), first.kernel_id.clone());
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = input.message().await {
+                daemon.touch(&id);
+                if wr.write_all(&m.data).await.is_err() {
+                    break;
+                }
+            }
+            let _ = wr.shutdown().await;
+        });
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let (daemon, id) = (self.daemon.clone(), first.kernel_id);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 << 10];
+            while let Ok(n) = rd.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                daemon.touch(&id);
+                let out = StreamOut {
+                    data: buf[..n].to_vec(),
+                    exited: false,
+                };
+                if tx.send(Ok(out)).await.is_err() {
+                    break;
+                }
+            }
+            let _ = tx
+                .send(Ok(StreamOut {
+                    data: Vec::new(),
+                    exited: true,
+                }))
+                .await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+type ByteStream = Pin<Box<dyn Stream<Item = Result<StreamOut, Status>> + Send>>;
+
+/// The opening message of a stream call, which names the kernel.
+async fn first_message(input: &mut tonic::Streaming<StreamIn>) -> Result<StreamIn, Status> {
+    let first = input
+        .message()
+        .await?
+        .ok_or_else(|| Status::invalid_argument("the first message must name the kernel"))?;
+    if first.kernel_id.is_empty() {
+        return Err(Status::invalid_argument(
+            "the first message must name the kernel",
+        ));
+    }
+    Ok(first)
 }
 
 /// Serves the agent RPC on `addr` until `shutdown` resolves. Returns the bound address.

@@ -72,6 +72,9 @@ pub fn route_table() -> Router {
         GET "kernel" "/{sess_id}/files" ALL_V, User Read => kernel::list_files;
         GET "stream" "/kernel/_/events" STREAM_V, User Read => stream::events;
         GET "stream" "/kernel/{sess_id}/execute" STREAM_V, User Read => stream::execute;
+        GET "stream" "/kernel/{sess_id}/pty" STREAM_V, User Read => stream::pty;
+        GET "stream" "/kernel/{sess_id}/httpproxy" STREAM_V, User Read => stream::proxy;
+        GET "stream" "/kernel/{sess_id}/tcpproxy" STREAM_V, User Read => stream::proxy;
         GET "resource" "/presets" RESOURCE_V, User Any => resource::presets;
         POST "resource" "/check-presets" RESOURCE_V, User Read => resource::check_presets;
     })

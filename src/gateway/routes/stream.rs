@@ -219,3 +219,186 @@ pub async fn events(app: Arc<App>, ctx: Ctx) -> Reply {
     );
     Ok(resp)
 }
+
+#[derive(serde::Deserialize)]
+struct PtyMessage {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    chars: String,
+    #[serde(default)]
+    rows: u32,
+    #[serde(default)]
+    cols: u32,
+}
+
+/// GET /stream/kernel/{sess_id}/pty: a terminal. Client frames are JSON
+/// `{"type": "stdin", "chars": base64}`, `{"type": "resize", "rows", "cols"}`,
+/// `{"type": "ping"}` and `{"type": "restart"}`; output comes as
+/// `{"type": "out", "data": base64}`.
+pub async fn pty(app: Arc<App>, mut ctx: Ctx) -> Reply {
+    let (live, client, ws) = open(&app, &mut ctx).await?;
+    let channel = client
+        .pty(&live.id, 24, 80)
+        .await
+        .map_err(|e| agent_error(Problem::KernelExecutionFailed, e))?;
+    let events = app.registry.subscribe();
+    Ok(ws
+        .on_upgrade(move |socket| run_pty(app, live, client, channel, socket, events))
+        .into_response())
+}
+
+async fn run_pty(
+    app: Arc<App>,
+    live: Live,
+    client: AgentClient,
+    mut channel: crate::rpc::client::ByteChannel,
+    mut ws: WebSocket,
+    mut events: broadcast::Receiver<SessionEvent>,
+) {
+    use crate::rpc::pb::StreamIn;
+    use data_encoding::BASE64;
+    loop {
+        tokio::select! {
+            out = channel.rx.message() => match out {
+                Ok(Some(o)) if !o.exited => {
+                    let frame = json!({"type": "out", "data": BASE64.encode(&o.data)});
+                    if !send_json(&mut ws, &frame).await {
+                        break;
+                    }
+                }
+                // The shell ended (or the agent went away).
+                _ => break,
+            },
+            msg = ws.next() => {
+                let Some(Ok(msg)) = msg else { break };
+                if msg.is_close() {
+                    break;
+                }
+                let Ok(text) = msg.to_str() else { continue };
+                let Ok(m) = serde_json::from_str::<PtyMessage>(text) else { continue };
+                let input = match m.kind.as_str() {
+                    "stdin" => match BASE64.decode(m.chars.as_bytes()) {
+                        Ok(data) => StreamIn { kind: "stdin".into(), data, ..Default::default() },
+                        Err(_) => continue,
+                    },
+                    "resize" => {
+                        let _ = sessions::count_query(&app.store, &live.id).await;
+                        StreamIn { kind: "resize".into(), rows: m.rows, cols: m.cols, ..Default::default() }
+                    }
+                    "ping" => {
+                        let _ = sessions::count_query(&app.store, &live.id).await;
+                        let _ = client.refresh_idle(&live.id).await;
+                        continue;
+                    }
+                    "restart" => {
+                        let _ = sessions::count_query(&app.store, &live.id).await;
+                        if let Err(e) = ops::restart(&app, &live).await {
+                            tracing::warn!("restarting {} from its terminal: {}", live.sess_id, e.body());
+                            break;
+                        }
+                        match client.pty(&live.id, 24, 80).await {
+                            Ok(c) => channel = c,
+                            Err(_) => break,
+                        }
+                        continue;
+                    }
+                    _ => continue,
+                };
+                if channel.tx.send(input).await.is_err() {
+                    break;
+                }
+            },
+            _ = terminated(&mut events, &live.id) => break,
+        }
+    }
+    let _ = ws.close().await;
+}
+
+#[derive(serde::Deserialize)]
+struct ServicePort {
+    name: String,
+    #[serde(default)]
+    protocol: String,
+}
+
+/// GET /stream/kernel/{sess_id}/httpproxy?app=NAME (and tcpproxy): a byte stream to one of
+/// the session's services in binary WebSocket frames; the service is started on demand,
+/// and the traffic keeps the session from going idle.
+pub async fn proxy(app: Arc<App>, mut ctx: Ctx) -> Reply {
+    let name = ctx
+        .query_param("app")
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| ApiError::bad_params("app (the service name) is required"))?;
+    let (live, client, ws) = open(&app, &mut ctx).await?;
+    let ports: Vec<ServicePort> = live
+        .service_ports
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    let port = ports
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| ApiError::msg(Problem::AppNotFound, name.clone()))?;
+    if !matches!(port.protocol.as_str(), "tcp" | "http" | "") {
+        return Err(ApiError::bad_params(format!(
+            "the {} service ({}) is not reached through a proxy",
+            name, port.protocol
+        )));
+    }
+    let _ = sessions::count_query(&app.store, &live.id).await;
+    let channel = client
+        .connect_service(&live.id, &name)
+        .await
+        .map_err(|e| match e {
+            crate::agent::AgentError::Failure(m) => ApiError::msg(Problem::InternalServerError, m),
+            other => agent_error(Problem::KernelExecutionFailed, other),
+        })?;
+    let events = app.registry.subscribe();
+    Ok(ws
+        .on_upgrade(move |socket| run_proxy(live, channel, socket, events))
+        .into_response())
+}
+
+async fn run_proxy(
+    live: Live,
+    mut channel: crate::rpc::client::ByteChannel,
+    mut ws: WebSocket,
+    mut events: broadcast::Receiver<SessionEvent>,
+) {
+    use crate::rpc::pb::StreamIn;
+    let close = loop {
+        tokio::select! {
+            out = channel.rx.message() => match out {
+                Ok(Some(o)) if !o.exited => {
+                    if ws.send(Message::binary(o.data)).await.is_err() {
+                        break None;
+                    }
+                }
+                // The service closed the connection.
+                _ => break Some(1001u16),
+            },
+            msg = ws.next() => {
+                let Some(Ok(msg)) = msg else { break None };
+                if msg.is_close() {
+                    break None;
+                }
+                if msg.is_binary() || msg.is_text() {
+                    let data = msg.into_bytes().to_vec();
+                    if channel.tx.send(StreamIn { data, ..Default::default() }).await.is_err() {
+                        break Some(1001);
+                    }
+                }
+            },
+            _ = terminated(&mut events, &live.id) => break Some(1001),
+        }
+    };
+    match close {
+        Some(code) => {
+            let _ = ws.send(Message::close_with(code, "upstream closed")).await;
+        }
+        None => {
+            let _ = ws.close().await;
+        }
+    }
+}
