@@ -742,11 +742,7 @@ fn pty(mut agent: UnixStream, params: &str, workdir: &std::path::Path) {
     let mut writer = std::fs::File::from(master);
     while let Ok(Some(f)) = read_frame(&mut agent) {
         match f.kind.as_str() {
-            to_runner::STDIN => {
-                if writer.write_all(&f.payload).is_err() {
-                    break;
-                }
-            }
+            to_runner::STDIN if writer.write_all(&f.payload).is_err() => break,
             to_runner::RESIZE => {
                 let ws = size(&serde_json::from_slice(&f.payload).unwrap_or(Value::Null));
                 // SAFETY: fd is the open master; ws is a valid winsize.
