@@ -337,6 +337,36 @@ async fn bad_requests_and_policy_limits_get_the_original_errors() {
         .send()
         .await
         .assert_problem(404, "kernel-not-found");
+
+    // The ended session is in this month's usage report (superadmins only).
+    let month = chrono::Utc::now().format("%Y%m").to_string();
+    let usage = s
+        .request("GET", "/resource/usage/month")
+        .json(&json!({"month": month, "group_ids": []}))
+        .signed(&creds(common::ADMIN))
+        .send()
+        .await;
+    assert_eq!(usage.status, 200, "{}", usage.json());
+    let groups = usage.json();
+    assert_eq!(groups[0]["g_name"], "default");
+    assert!(
+        groups[0]["c_infos"].to_string().contains("\"first\""),
+        "{groups}"
+    );
+    assert_eq!(groups[0]["g_smp"], 1.0);
+    let legacy = s
+        .request("GET", &format!("/kernel/usage/{month}"))
+        .signed(&creds(common::ADMIN))
+        .send()
+        .await;
+    assert_eq!(legacy.json(), groups);
+    let refused = s
+        .request("GET", "/resource/usage/month")
+        .json(&json!({"month": month}))
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert_eq!(refused.status, 401);
     s.stop().await;
 }
 

@@ -7,6 +7,7 @@ mod manager;
 mod resource;
 mod root;
 mod stream;
+mod usage;
 
 use super::router::{Access, Gate, Handler, Route, Router};
 use warp::http::Method;
@@ -58,6 +59,10 @@ pub fn route_table() -> Router {
         POST "config" "/set" CONFIG_V, Admin Any => config::set;
         POST "config" "/delete" CONFIG_V, Admin Any => config::delete;
         POST "admin" "/graphql" ADMIN_V, User Read => crate::gateway::graphql::handle;
+        GET "kernel" "/usage/{month}" ALL_V, Superadmin Read => usage::kernel_month;
+        GET "kernel" "/usage/period/{group_id}" ALL_V, Superadmin Read => usage::kernel_period;
+        GET "resource" "/usage/month" RESOURCE_V, Superadmin Read => usage::resource_month;
+        GET "resource" "/usage/period" RESOURCE_V, Superadmin Read => usage::resource_period;
         POST "kernel" "" ALL_V, User All => kernel::create;
         POST "kernel" "/create" ALL_V, User All => kernel::create;
         GET "kernel" "/{sess_id}" ALL_V, User Read => kernel::info;
