@@ -310,6 +310,59 @@ async fn bad_requests_and_policy_limits_get_the_original_errors() {
         info.json()
     );
 
+    // API v1 gets the v1 result shape (stdout/stderr instead of console).
+    let v1 = s
+        .request("POST", "/v1/kernel/first")
+        .json(&json!({"code": "print('v' + '1')"}))
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert_eq!(v1.status, 200, "{}", v1.json());
+    assert_eq!(v1.json()["result"]["stdout"], "v1\n");
+    // Admins act for another keypair; users cannot.
+    let as_admin = s
+        .request("GET", &format!("/kernel/first?owner_access_key={}", USER.0))
+        .signed(&creds(common::ADMIN))
+        .send()
+        .await;
+    assert_eq!(as_admin.status, 200, "{}", as_admin.json());
+    s.request(
+        "GET",
+        &format!("/kernel/first?owner_access_key={}", common::ADMIN.0),
+    )
+    .signed(&creds(USER))
+    .send()
+    .await
+    .assert_problem(403, "generic-forbidden");
+    // A restart keeps the session (and its files), with a fresh interpreter.
+    let set = json!({"mode": "query", "code": "open('keep.txt', 'w').write('kept'); x = 1", "runId": null});
+    s.request("POST", "/kernel/first")
+        .json(&set)
+        .signed(&creds(USER))
+        .send()
+        .await;
+    let restarted = s
+        .request("PATCH", "/kernel/first")
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert_eq!(restarted.status, 204, "{}", restarted.json());
+    assert_eq!(status(&app, "first").await.0, "RUNNING");
+    let after = json!({"mode": "query", "code": "print(open('keep.txt').read(), 'x' in globals())", "runId": null});
+    let run = s
+        .request("POST", "/kernel/first")
+        .json(&after)
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert!(
+        run.json()["result"]["console"]
+            .to_string()
+            .contains("kept False"),
+        "{}",
+        run.json()
+    );
+
     // Resource presets and what the caller can still allocate.
     let check = s
         .request("POST", "/resource/check-presets")
