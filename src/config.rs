@@ -159,6 +159,8 @@ pub struct ServerConfig {
     pub hostname: String,
     /// Largest request body accepted by the JSON API, in bytes.
     pub max_body_size: u64,
+    /// Largest folder upload (one request), in bytes.
+    pub max_upload_size: u64,
     /// Seconds without a heartbeat after which an agent is marked LOST.
     pub heartbeat_timeout: f64,
     /// Write the server's PID here ("" = don't).
@@ -208,6 +210,7 @@ impl Default for ManagerConfig {
                 service_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
                 hostname: "localhost".into(),
                 max_body_size: 1 << 20,
+                max_upload_size: 16 << 30,
                 heartbeat_timeout: 5.0,
                 pid_file: String::new(),
                 bootstrap_admin_email: "admin@localhost".into(),

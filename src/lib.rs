@@ -18,3 +18,4 @@ pub mod server;
 pub mod shared_config;
 pub mod signing;
 pub mod store;
+pub mod vfolder;

@@ -572,3 +572,165 @@ fn sessions_with_the_official_client_run_start_list_files_and_remove() {
     let (_, out) = run_client(&s, user, &["ps"]);
     assert!(!out.contains("clientsess"), "{out}");
 }
+
+/// Runs the client in `dir` (uploads and downloads use the working directory).
+fn run_client_in(
+    s: &Server,
+    key: (&str, &str),
+    dir: &Path,
+    args: &[&str],
+    input: &str,
+) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new(client())
+        .args(args)
+        .current_dir(dir)
+        .env("BACKEND_ENDPOINT", &s.endpoint)
+        .env("BACKEND_ACCESS_KEY", key.0)
+        .env("BACKEND_SECRET_KEY", key.1)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the client runs");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    let out = child.wait_with_output().expect("the client finishes");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The server's peak resident memory, in KiB.
+fn peak_rss_kib(s: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn vfolder_commands_of_the_official_client() {
+    let s = start_server();
+    let (user, other) = (common::USER, common::DOMAIN_ADMIN);
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let run = |key, args: &[&str], input: &str| run_client_in(&s, key, w, args, input);
+
+    let (ok, out) = run(user, &["vfolder", "list-hosts"], "");
+    assert!(ok && out.contains("local"), "{out}");
+    let (ok, out) = run(user, &["vfolder", "create", "mydata", "local"], "");
+    assert!(ok && out.contains("mydata"), "{out}");
+    let (_, out) = run(user, &["vfolder", "create", "mydata", "local"], "");
+    assert!(out.contains("already exists"), "{out}");
+    let (_, out) = run(user, &["vfolder", "create", "elsewhere", "nowhere"], "");
+    assert!(out.contains("not allowed"), "{out}");
+    let (ok, out) = run(user, &["vfolder", "list"], "");
+    assert!(ok && out.contains("mydata"), "{out}");
+
+    std::fs::write(w.join("hello.txt"), "hello folder\n").unwrap();
+    let (ok, out) = run(user, &["vfolder", "upload", "mydata", "hello.txt"], "");
+    assert!(ok, "{out}");
+    let (ok, out) = run(user, &["vfolder", "mkdir", "mydata", "sub/dir"], "");
+    assert!(ok, "{out}");
+    let (ok, out) = run(user, &["vfolder", "ls", "mydata"], "");
+    assert!(
+        ok && out.contains("hello.txt") && out.contains("sub"),
+        "{out}"
+    );
+    let (ok, out) = run(user, &["vfolder", "info", "mydata"], "");
+    assert!(ok && out.contains("2"), "{out}");
+
+    // 200 MiB up and down, byte-exact, with the server's memory bounded.
+    let big = w.join("big.bin");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for _ in 0..(200 << 20) / 8 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            f.write_all(&x.to_le_bytes()).unwrap();
+        }
+    }
+    let (ok, out) = run(user, &["vfolder", "upload", "mydata", "big.bin"], "");
+    assert!(ok, "{out}");
+    let down = tempfile::tempdir().unwrap();
+    let (ok, out) = run_client_in(
+        &s,
+        user,
+        down.path(),
+        &["vfolder", "download", "mydata", "big.bin", "hello.txt"],
+        "",
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        std::fs::read_to_string(down.path().join("hello.txt")).unwrap(),
+        "hello folder\n"
+    );
+    let (a, b) = (
+        std::fs::read(&big).unwrap(),
+        std::fs::read(down.path().join("big.bin")).unwrap(),
+    );
+    assert!(
+        a.len() == b.len() && a == b,
+        "the 200 MiB file came back different"
+    );
+    drop((a, b));
+    let peak = peak_rss_kib(&s);
+    assert!(
+        peak < 150 * 1024,
+        "the server peaked at {peak} KiB moving 200 MiB"
+    );
+
+    // Sharing: read-only for the other user, who can read but not write.
+    let (ok, out) = run(
+        user,
+        &[
+            "vfolder",
+            "invite",
+            "-p",
+            "ro",
+            "mydata",
+            "domain-admin@lablup.com",
+        ],
+        "",
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = run(other, &["vfolder", "invitations"], "1\na\n");
+    assert!(ok && out.contains("now can access"), "{out}");
+    let (_, out) = run(other, &["vfolder", "list"], "");
+    assert!(out.contains("mydata") && out.contains("ro"), "{out}");
+    let (ok, out) = run(other, &["vfolder", "ls", "mydata"], "");
+    assert!(ok && out.contains("hello.txt"), "{out}");
+    let (_, out) = run(other, &["vfolder", "upload", "mydata", "hello.txt"], "");
+    assert!(
+        out.contains("404") || out.contains("permission denied"),
+        "{out}"
+    );
+    let (_, out) = run(other, &["vfolder", "rm", "mydata", "hello.txt"], "y\n");
+    assert!(
+        out.contains("404") || out.contains("permission denied"),
+        "{out}"
+    );
+
+    // Owner operations.
+    let (ok, out) = run(user, &["vfolder", "rm", "mydata", "hello.txt"], "y\n");
+    assert!(ok, "{out}");
+    let (_, out) = run(user, &["vfolder", "ls", "mydata"], "");
+    assert!(!out.contains("hello.txt"), "{out}");
+    let (ok, out) = run(user, &["vfolder", "rename", "mydata", "ourdata"], "");
+    assert!(ok, "{out}");
+    let (ok, out) = run(user, &["vfolder", "delete", "ourdata"], "");
+    assert!(ok, "{out}");
+    let (_, out) = run(user, &["vfolder", "list"], "");
+    assert!(!out.contains("ourdata"), "{out}");
+}

@@ -21,23 +21,29 @@ fn invalid(msg: impl Into<String>) -> AgentError {
     AgentError::InvalidInput(msg.into())
 }
 
-/// Validates `rel` and returns its components; `"."` or `""` is the root itself.
 /// Where the work directory is inside the container.
 const WORK_DIR: &str = "/home/work";
 
+/// Validates a path in the kernel's work directory (relative, or the container's own
+/// absolute spelling `/home/work/...`) and returns its components.
 fn components(rel: &str) -> Result<Vec<String>, AgentError> {
+    let rel = match rel.strip_prefix(WORK_DIR) {
+        Some("") => ".",
+        Some(rest) if rest.starts_with('/') => rest.trim_start_matches('/'),
+        _ => rel,
+    };
+    parts(rel)
+}
+
+/// Validates a path relative to some root and returns its components (`"."` or `""` is
+/// the root itself): no NUL bytes, no `..`, nothing absolute, no over-long names.
+pub fn parts(rel: &str) -> Result<Vec<String>, AgentError> {
     if rel.contains('\0') {
         return Err(invalid("paths must not contain NUL bytes"));
     }
     if rel.len() > MAX_PATH {
         return Err(invalid("the path is too long"));
     }
-    // The container's own absolute spelling of the work directory is accepted too.
-    let rel = match rel.strip_prefix(WORK_DIR) {
-        Some("") => ".",
-        Some(rest) if rest.starts_with('/') => rest.trim_start_matches('/'),
-        _ => rel,
-    };
     let mut out = Vec::new();
     for c in Path::new(rel).components() {
         match c {
@@ -51,7 +57,7 @@ fn components(rel: &str) -> Result<Vec<String>, AgentError> {
             Component::CurDir => {}
             Component::ParentDir => return Err(invalid("'..' is not allowed in paths")),
             Component::RootDir | Component::Prefix(_) => {
-                return Err(invalid("paths must be relative to /home/work"))
+                return Err(invalid("paths must be relative (no leading /)"))
             }
         }
     }
@@ -59,7 +65,7 @@ fn components(rel: &str) -> Result<Vec<String>, AgentError> {
 }
 
 /// Walks `parts` below `root`, refusing symlinks; creates missing directories if asked.
-fn walk(
+pub fn walk(
     root: &Path,
     parts: &[String],
     create_dirs: bool,
@@ -90,7 +96,7 @@ fn walk(
 }
 
 /// Checks that an open file really is inside `root`.
-fn confined(file: &File, root: &Path) -> Result<(), AgentError> {
+pub fn confined(file: &File, root: &Path) -> Result<(), AgentError> {
     use std::os::fd::AsRawFd;
     let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
         .map_err(|e| AgentError::Failure(format!("cannot check the path: {e}")))?;
@@ -100,7 +106,7 @@ fn confined(file: &File, root: &Path) -> Result<(), AgentError> {
     if real.starts_with(&root) {
         Ok(())
     } else {
-        Err(invalid("the path leads outside /home/work"))
+        Err(invalid("the path leads outside its folder"))
     }
 }
 
@@ -162,7 +168,7 @@ pub fn read(root: &Path, rel: &str, limit: u64) -> Result<Vec<u8>, AgentError> {
     Ok(buf)
 }
 
-fn mode_string(mode: u32, is_dir: bool, is_link: bool) -> String {
+pub fn mode_string(mode: u32, is_dir: bool, is_link: bool) -> String {
     let mut s = String::with_capacity(10);
     s.push(if is_dir {
         'd'

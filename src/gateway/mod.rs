@@ -92,6 +92,8 @@ pub struct RawRequest {
     pub body: Bytes,
     /// The WebSocket handshake, when the request is one.
     pub ws: Option<warp::ws::Ws>,
+    /// The unread body of a route that streams it.
+    pub body_stream: Option<router::BodyStream>,
 }
 
 impl RawRequest {
@@ -257,6 +259,7 @@ async fn handle(app: &Arc<App>, req: &mut RawRequest) -> (Label, Result<Response
         headers: req.headers.clone(),
         body: std::mem::take(&mut req.body),
         ws: req.ws.take(),
+        body_stream: req.body_stream.take().map(std::sync::Mutex::new),
         params,
         version,
         caller,
@@ -304,6 +307,26 @@ where
     Ok(buf.freeze())
 }
 
+/// The body as a stream of chunks that fails once more than `limit` bytes arrived.
+fn limited_stream<S, B>(stream: S, limit: u64) -> router::BodyStream
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin + Send + 'static,
+    B: bytes::Buf + Send + 'static,
+{
+    let mut seen = 0u64;
+    Box::pin(stream.map(move |chunk| {
+        let mut chunk = chunk.map_err(std::io::Error::other)?;
+        let bytes = chunk.copy_to_bytes(chunk.remaining());
+        seen += bytes.len() as u64;
+        if seen > limit {
+            return Err(std::io::Error::other(format!(
+                "the upload exceeds manager.max-upload-size ({limit} bytes)"
+            )));
+        }
+        Ok(bytes)
+    }))
+}
+
 /// The warp filter serving everything.
 pub fn filter(
     app: Arc<App>,
@@ -326,7 +349,21 @@ pub fn filter(
                   body| {
                 let app = app.clone();
                 async move {
-                    let limit = app.config.manager.max_body_size;
+                    // Routes that stream their body (folder uploads) get it unread, with
+                    // their own limit; all others get it buffered up to max-body-size.
+                    let effective = headers
+                        .get("x-method-override")
+                        .and_then(|v| Method::from_bytes(v.as_bytes()).ok())
+                        .unwrap_or_else(|| method.clone());
+                    let streamed = matches!(
+                        app.router.lookup(&effective, path.as_str()),
+                        Lookup::Found { route, .. } if route.stream_body
+                    );
+                    let limit = if streamed {
+                        app.config.manager.max_upload_size
+                    } else {
+                        app.config.manager.max_body_size
+                    };
                     let declared = headers
                         .get("content-length")
                         .and_then(|v| v.to_str().ok())
@@ -337,9 +374,13 @@ pub fn filter(
                             .insert("server", HeaderValue::from_static("BackendAI"));
                         return resp;
                     }
-                    let body = match collect_body(Box::pin(body), limit).await {
-                        Ok(b) => b,
-                        Err(e) => return problem_response(&e),
+                    let (body, body_stream) = if streamed {
+                        (Bytes::new(), Some(limited_stream(Box::pin(body), limit)))
+                    } else {
+                        match collect_body(Box::pin(body), limit).await {
+                            Ok(b) => (b, None),
+                            Err(e) => return problem_response(&e),
+                        }
                     };
                     let req = RawRequest {
                         method,
@@ -348,6 +389,7 @@ pub fn filter(
                         headers,
                         body,
                         ws,
+                        body_stream,
                     };
                     dispatch(app, req).await
                 }

@@ -35,6 +35,10 @@ pub enum Gate {
     All,
 }
 
+/// A request body read as it arrives.
+pub type BodyStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
 pub type Handler = fn(Arc<App>, Ctx) -> BoxFuture<'static, Result<Response<Body>, ApiError>>;
 
 pub struct Route {
@@ -48,6 +52,9 @@ pub struct Route {
     pub access: Access,
     pub gate: Gate,
     pub handler: Handler,
+    /// The handler reads the body as a stream ([`Ctx::body_stream`]) instead of a buffer
+    /// limited to `manager.max-body-size` (folder uploads).
+    pub stream_body: bool,
 }
 
 impl Route {
@@ -210,6 +217,9 @@ pub struct Ctx {
     pub body: Bytes,
     /// The WebSocket handshake of a stream route.
     pub ws: Option<warp::ws::Ws>,
+    /// The body, unread, for routes that stream it (in a mutex only so that `Ctx` is
+    /// `Sync`; the handler takes it out).
+    pub body_stream: Option<std::sync::Mutex<BodyStream>>,
     pub params: Vec<(String, String)>,
     pub version: ApiVersion,
     pub caller: Option<Caller>,

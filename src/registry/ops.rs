@@ -50,15 +50,6 @@ pub async fn client(app: &App, live: &Live) -> Result<AgentClient, ApiError> {
         .map_err(|e| agent_error(Problem::KernelExecutionFailed, e))
 }
 
-/// Where storage hosts are mounted on agents (`volumes/_mount`; by default the data
-/// directory's `vfolders`).
-pub async fn mount_root(app: &App) -> Result<std::path::PathBuf, ApiError> {
-    Ok(match app.shared.get("volumes/_mount").await? {
-        Some(p) if !p.trim().is_empty() => std::path::PathBuf::from(p.trim()),
-        _ => app.config.manager.data_dir.join("vfolders"),
-    })
-}
-
 /// Destroys a session in whatever state it is; returns its last statistics.
 pub async fn destroy(app: &App, live: &Live, reason: &str) -> Result<Option<Value>, ApiError> {
     let (reg, store) = (&app.registry, &app.store);

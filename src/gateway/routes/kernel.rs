@@ -209,7 +209,8 @@ async fn session_group(
     Ok(found)
 }
 
-/// `[name, host path, id, permission]` for each folder name, as the agent mounts them.
+/// `[name, host path, id, permission]` for each folder name (any folder the owner can
+/// reach; read-only where it may only read), as the agent mounts them.
 async fn resolve_mounts(
     app: &App,
     owner: &KeypairRecord,
@@ -218,23 +219,24 @@ async fn resolve_mounts(
     if names.is_empty() {
         return Ok(json!([]));
     }
-    let folders = app.store.vfolders_of_user(&owner.user_uuid).await?;
-    let root = crate::registry::ops::mount_root(app).await?;
+    let admin = owner.user_role == UserRole::Admin;
+    let folders = app
+        .store
+        .accessible_vfolders(&owner.user_uuid, admin, false)
+        .await?;
+    let hosts =
+        crate::vfolder::Hosts::load(app.shared.as_ref(), &app.config.manager.data_dir).await?;
     let mut out = Vec::new();
     for name in names {
-        let Some(f) = folders.iter().find(|f| &f.name == name) else {
+        let Some(f) = folders.iter().find(|f| &f.row.name == name) else {
             return Err(ApiError::msg(Problem::VFolderNotFound, name.clone()));
         };
-        let perm = app
-            .store
-            .vfolder_permission(&f.id, &owner.user_uuid)
-            .await?
-            .unwrap_or_else(|| "ro".into());
-        let path = root.join(&f.host).join(f.id.replace('-', ""));
+        let perm = if f.permission == "ro" { "ro" } else { "rw" };
+        let path = hosts.folder_dir(&f.row.host, &f.row.id);
         out.push(json!([
             name,
             path.to_string_lossy(),
-            f.id.replace('-', ""),
+            f.row.id.replace('-', ""),
             perm
         ]));
     }

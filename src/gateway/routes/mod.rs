@@ -2,6 +2,7 @@
 
 mod auth;
 pub mod config;
+mod folders;
 pub mod kernel;
 mod manager;
 mod resource;
@@ -21,8 +22,9 @@ macro_rules! h {
 }
 
 /// One line per route: `METHOD prefix path versions, access gate => handler;`.
+/// A trailing `streamed` marks routes that read their body as a stream.
 macro_rules! table {
-    ($($method:ident $prefix:literal $path:literal $versions:expr, $access:ident $gate:ident => $f:path;)*) => {
+    ($($method:ident $prefix:literal $path:literal $versions:expr, $access:ident $gate:ident => $f:path $(, $streamed:ident)?;)*) => {
         vec![$(Route {
             method: Method::$method,
             prefix: $prefix,
@@ -31,8 +33,11 @@ macro_rules! table {
             access: Access::$access,
             gate: Gate::$gate,
             handler: h!($f),
+            stream_body: table!(@streamed $($streamed)?),
         },)*]
     };
+    (@streamed) => { false };
+    (@streamed streamed) => { true };
 }
 
 const NONE: &[u8] = &[];
@@ -42,6 +47,7 @@ const MANAGER_V: &[u8] = &[2, 3, 4];
 const ADMIN_V: &[u8] = &[2, 3, 4];
 const STREAM_V: &[u8] = &[2, 3, 4];
 const RESOURCE_V: &[u8] = &[4];
+const FOLDERS_V: &[u8] = &[2, 3, 4];
 
 pub fn route_table() -> Router {
     Router::new(table! {
@@ -80,6 +86,22 @@ pub fn route_table() -> Router {
         GET "stream" "/kernel/{sess_id}/pty" STREAM_V, User Read => stream::pty;
         GET "stream" "/kernel/{sess_id}/httpproxy" STREAM_V, User Read => stream::proxy;
         GET "stream" "/kernel/{sess_id}/tcpproxy" STREAM_V, User Read => stream::proxy;
+        POST "folders" "" FOLDERS_V, User All => folders::create;
+        GET "folders" "" FOLDERS_V, User Read => folders::list;
+        GET "folders" "/_/hosts" FOLDERS_V, User Read => folders::list_hosts;
+        GET "folders" "/invitations/list" FOLDERS_V, User Read => folders::invitations;
+        POST "folders" "/invitations/accept" FOLDERS_V, User All => folders::accept;
+        DELETE "folders" "/invitations/delete" FOLDERS_V, User All => folders::reject;
+        GET "folders" "/{name}" FOLDERS_V, User Read => folders::info;
+        DELETE "folders" "/{name}" FOLDERS_V, User All => folders::delete;
+        POST "folders" "/{name}/rename" FOLDERS_V, User All => folders::rename;
+        POST "folders" "/{name}/mkdir" FOLDERS_V, User Read => folders::mkdir;
+        POST "folders" "/{name}/upload" FOLDERS_V, User Read => folders::upload, streamed;
+        DELETE "folders" "/{name}/delete_files" FOLDERS_V, User Read => folders::delete_files;
+        GET "folders" "/{name}/download" FOLDERS_V, User Read => folders::download;
+        GET "folders" "/{name}/download_single" FOLDERS_V, User Read => folders::download_single;
+        GET "folders" "/{name}/files" FOLDERS_V, User Read => folders::files;
+        POST "folders" "/{name}/invite" FOLDERS_V, User All => folders::invite;
         GET "resource" "/presets" RESOURCE_V, User Any => resource::presets;
         POST "resource" "/check-presets" RESOURCE_V, User Read => resource::check_presets;
     })

@@ -1,0 +1,389 @@
+//! Virtual folders through the API: confinement of every path, permissions of shared
+//! folders, upload limits, and folders mounted into a session (real Docker).
+
+mod common;
+
+use common::{creds, Resp, TestServer, DOMAIN_ADMIN, USER};
+use serde_json::{json, Value};
+
+async fn call(s: &TestServer, who: (&str, &str), method: &str, path: &str, body: Value) -> Resp {
+    s.request(method, path)
+        .json(&body)
+        .signed(&creds(who))
+        .send()
+        .await
+}
+
+fn multipart(files: &[(&str, &[u8])]) -> (Vec<u8>, String) {
+    let boundary = "----bai-test-boundary";
+    let mut body = Vec::new();
+    for (name, data) in files {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"src\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (body, format!("multipart/form-data; boundary={boundary}"))
+}
+
+async fn upload(s: &TestServer, who: (&str, &str), folder: &str, files: &[(&str, &[u8])]) -> Resp {
+    let (body, ct) = multipart(files);
+    // Signed as the client signs uploads: the media type without the boundary.
+    s.request("POST", &format!("/folders/{folder}/upload"))
+        .raw_body(body, "multipart/form-data")
+        .header("Content-Type", &ct)
+        .signed(&creds(who))
+        .send()
+        .await
+}
+
+/// The folder's directory on disk.
+fn folder_dir(s: &TestServer, id_hex: &str) -> std::path::PathBuf {
+    s.dir.path().join("vfolders").join("local").join(id_hex)
+}
+
+#[tokio::test]
+async fn every_path_is_confined_to_its_folder() {
+    let s = TestServer::start().await;
+    let r = call(&s, USER, "POST", "/folders", json!({"name": "box"})).await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let dir = folder_dir(&s, &id);
+    assert!(dir.is_dir());
+    // A link planted inside the folder pointing at the host.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), "host file").unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.join("escape")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret"), dir.join("secret-link")).unwrap();
+
+    let long = "n".repeat(300);
+    let bad: Vec<(&str, &str)> = vec![
+        ("..", "parent"),
+        ("../x", "parent"),
+        ("a/../../x", "parent inside"),
+        ("/etc/passwd", "absolute"),
+        ("a\u{0}b", "NUL byte"),
+        (&long, "over-long name"),
+        ("escape/secret", "through a link"),
+        ("escape/new", "through a link (new file)"),
+        ("secret-link", "a link to a host file"),
+    ];
+    for (path, what) in &bad {
+        let m = call(
+            &s,
+            USER,
+            "POST",
+            "/folders/box/mkdir",
+            json!({"path": path}),
+        )
+        .await;
+        assert_eq!(m.status, 400, "mkdir {what}: {}", m.json());
+        let u = upload(&s, USER, "box", &[(path, b"x")]).await;
+        assert_eq!(
+            u.status,
+            400,
+            "upload {what}: {}",
+            String::from_utf8_lossy(&u.body)
+        );
+        let l = call(&s, USER, "GET", "/folders/box/files", json!({"path": path})).await;
+        assert!(
+            l.status == 400 || *what == "a link to a host file",
+            "list {what}: {}",
+            l.json()
+        );
+        let d = call(
+            &s,
+            USER,
+            "GET",
+            "/folders/box/download_single",
+            json!({"file": path}),
+        )
+        .await;
+        assert_eq!(
+            d.status,
+            400,
+            "download {what}: {}",
+            String::from_utf8_lossy(&d.body)
+        );
+        let g = call(
+            &s,
+            USER,
+            "GET",
+            "/folders/box/download",
+            json!({"files": [path]}),
+        )
+        .await;
+        assert_eq!(g.status, 400, "download {what}");
+        let x = call(
+            &s,
+            USER,
+            "DELETE",
+            "/folders/box/delete_files",
+            json!({"files": [path], "recursive": true}),
+        )
+        .await;
+        assert!(
+            x.status == 400 || *what == "a link to a host file",
+            "delete {what}: {}",
+            x.json()
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("secret")).unwrap(),
+        "host file"
+    );
+    assert!(!outside.path().join("new").exists());
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+
+    // Folder names are slugs; hosts must be allowed and mounted.
+    for name in ["../up", "a/b", ".hidden", ""] {
+        let r = call(&s, USER, "POST", "/folders", json!({"name": name})).await;
+        assert_eq!(r.status, 400, "name {name:?}");
+    }
+    let r = call(
+        &s,
+        USER,
+        "POST",
+        "/folders",
+        json!({"name": "x", "host": "../local"}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let r = call(
+        &s,
+        USER,
+        "POST",
+        "/folders",
+        json!({"name": "x", "host": "other-host"}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "allowed but not mounted");
+
+    // Well-formed paths work, and the listing is the JSON string the client expects.
+    let u = upload(&s, USER, "box", &[("deep/er/file.txt", b"payload")]).await;
+    assert_eq!(u.status, 201, "{}", String::from_utf8_lossy(&u.body));
+    let l = call(
+        &s,
+        USER,
+        "GET",
+        "/folders/box/files",
+        json!({"path": "deep/er"}),
+    )
+    .await;
+    let files: Value = serde_json::from_str(l.json()["files"].as_str().unwrap()).unwrap();
+    assert_eq!(files[0]["filename"], "file.txt");
+    assert_eq!(files[0]["size"], 7);
+    let d = call(
+        &s,
+        USER,
+        "GET",
+        "/folders/box/download_single",
+        json!({"file": "deep/er/file.txt"}),
+    )
+    .await;
+    assert_eq!(d.body, b"payload");
+    // Too many files in one upload.
+    let many: Vec<(String, Vec<u8>)> = (0..11).map(|i| (format!("f{i}"), vec![b'x'])).collect();
+    let refs: Vec<(&str, &[u8])> = many
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    let u = upload(&s, USER, "box", &refs).await;
+    assert_eq!(u.status, 400);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn shared_permissions_and_upload_limits_hold() {
+    let s = TestServer::start_with(|c| c.manager.max_upload_size = 64 << 10).await;
+    let r = call(&s, USER, "POST", "/folders", json!({"name": "shared"})).await;
+    assert_eq!(r.status, 201);
+    // Nobody else sees it until invited.
+    let r = call(&s, DOMAIN_ADMIN, "GET", "/folders/shared", json!({})).await;
+    r.assert_problem(404, "vfolder-not-found");
+    let r = call(
+        &s,
+        USER,
+        "POST",
+        "/folders/shared/invite",
+        json!({"perm": "ro", "user_ids": ["domain-admin@lablup.com", "nobody@example.com"]}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    assert_eq!(r.json()["invited_ids"], json!(["domain-admin@lablup.com"]));
+    let inv = call(
+        &s,
+        DOMAIN_ADMIN,
+        "GET",
+        "/folders/invitations/list",
+        json!({}),
+    )
+    .await;
+    let inv_id = inv.json()["invitations"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Only the invitee accepts.
+    let r = call(
+        &s,
+        USER,
+        "POST",
+        "/folders/invitations/accept",
+        json!({"inv_id": inv_id}),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    let r = call(
+        &s,
+        DOMAIN_ADMIN,
+        "POST",
+        "/folders/invitations/accept",
+        json!({"inv_id": inv_id, "inv_ak": DOMAIN_ADMIN.0}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+
+    let u = upload(&s, USER, "shared", &[("a.txt", b"from the owner")]).await;
+    assert_eq!(u.status, 201);
+    // Read-only: reading works, writing does not exist for this user.
+    let r = call(&s, DOMAIN_ADMIN, "GET", "/folders/shared", json!({})).await;
+    assert_eq!(
+        (r.status, r.json()["permission"].clone()),
+        (200, json!("ro"))
+    );
+    let d = call(
+        &s,
+        DOMAIN_ADMIN,
+        "GET",
+        "/folders/shared/download_single",
+        json!({"file": "a.txt"}),
+    )
+    .await;
+    assert_eq!(d.body, b"from the owner");
+    upload(&s, DOMAIN_ADMIN, "shared", &[("b.txt", b"x")])
+        .await
+        .assert_problem(404, "vfolder-not-found");
+    call(
+        &s,
+        DOMAIN_ADMIN,
+        "POST",
+        "/folders/shared/mkdir",
+        json!({"path": "d"}),
+    )
+    .await
+    .assert_problem(404, "vfolder-not-found");
+    call(
+        &s,
+        DOMAIN_ADMIN,
+        "DELETE",
+        "/folders/shared/delete_files",
+        json!({"files": ["a.txt"]}),
+    )
+    .await
+    .assert_problem(404, "vfolder-not-found");
+    call(&s, DOMAIN_ADMIN, "DELETE", "/folders/shared", json!({}))
+        .await
+        .assert_problem(404, "vfolder-not-found");
+    call(
+        &s,
+        DOMAIN_ADMIN,
+        "POST",
+        "/folders/shared/rename",
+        json!({"new_name": "mine"}),
+    )
+    .await
+    .assert_problem(404, "vfolder-not-found");
+
+    // An upload over the limit is refused before it is stored, and leaves nothing behind.
+    let big = vec![7u8; 100 << 10];
+    let u = upload(&s, USER, "shared", &[("big.bin", &big)]).await;
+    assert_eq!(u.status, 413, "{}", String::from_utf8_lossy(&u.body));
+    let l = call(&s, USER, "GET", "/folders/shared/files", json!({})).await;
+    let files: Value = serde_json::from_str(l.json()["files"].as_str().unwrap()).unwrap();
+    assert_eq!(files.as_array().unwrap().len(), 1, "{files}");
+
+    // The folder count limit.
+    let app = s.app();
+    app.store
+        .write(|tx| -> Result<_, backend_ai_manager::store::StoreError> {
+            Ok(tx.execute(
+                "UPDATE keypair_resource_policies SET max_vfolder_count = 1",
+                [],
+            )?)
+        })
+        .await
+        .unwrap();
+    let r = call(&s, USER, "POST", "/folders", json!({"name": "second"})).await;
+    assert_eq!(r.status, 400, "{}", r.json());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_sees_and_writes_its_mounted_folders() {
+    let s = TestServer::start_with_agent(|_| {}).await;
+    let r = call(&s, USER, "POST", "/folders", json!({"name": "work-data"})).await;
+    assert_eq!(r.status, 201);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let u = upload(&s, USER, "work-data", &[("input.txt", b"21")]).await;
+    assert_eq!(u.status, 201);
+    let r = call(
+        &s,
+        USER,
+        "POST",
+        "/kernel",
+        json!({
+        "clientSessionToken": "mounter", "image": common::setting("BAI_TEST_IMAGE"),
+        "config": {"mounts": ["work-data"]}}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let code = "n = int(open('/home/work/work-data/input.txt').read())\nopen('/home/work/work-data/output.txt', 'w').write(str(n * 2))\nprint('done', n)";
+    let run = call(
+        &s,
+        USER,
+        "POST",
+        "/kernel/mounter",
+        json!({"mode": "query", "code": code, "runId": null}),
+    )
+    .await;
+    assert!(
+        run.json()["result"]["console"]
+            .to_string()
+            .contains("done 21"),
+        "{}",
+        run.json()
+    );
+    assert_eq!(
+        std::fs::read_to_string(folder_dir(&s, &id).join("output.txt")).unwrap(),
+        "42"
+    );
+    let d = call(
+        &s,
+        USER,
+        "GET",
+        "/folders/work-data/download_single",
+        json!({"file": "output.txt"}),
+    )
+    .await;
+    assert_eq!(d.body, b"42");
+    // A folder the owner cannot reach is not mounted.
+    let r = call(
+        &s,
+        USER,
+        "POST",
+        "/kernel",
+        json!({
+        "clientSessionToken": "nomount", "image": common::setting("BAI_TEST_IMAGE"),
+        "config": {"mounts": ["someone-elses"]}}),
+    )
+    .await;
+    r.assert_problem(404, "vfolder-not-found");
+    let d = call(&s, USER, "DELETE", "/kernel/mounter", json!({})).await;
+    assert_eq!(d.status, 200);
+    s.stop().await;
+}
