@@ -225,10 +225,7 @@ pub async fn list_hosts(app: Arc<App>, ctx: Ctx) -> Reply {
         .iter()
         .filter(|h| kp.policy.allowed_vfolder_hosts.contains(h))
         .collect();
-    let default = hosts
-        .default_host
-        .clone()
-        .filter(|d| allowed.contains(&d));
+    let default = hosts.default_host.clone().filter(|d| allowed.contains(&d));
     ok_json(json!({"default": default, "allowed": allowed}))
 }
 
