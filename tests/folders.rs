@@ -307,6 +307,58 @@ async fn shared_permissions_and_upload_limits_hold() {
     let files: Value = serde_json::from_str(l.json()["files"].as_str().unwrap()).unwrap();
     assert_eq!(files.as_array().unwrap().len(), 1, "{files}");
 
+    // Group folders: made by a domain admin for a group of its domain; members use them.
+    let group = "2de2b969-1d04-48a6-af16-0bc8adb3c831";
+    let r = call(
+        &s,
+        DOMAIN_ADMIN,
+        "POST",
+        "/folders",
+        json!({"name": "team", "group": group}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    assert_eq!(r.json()["group"], group);
+    let r = call(&s, USER, "GET", "/folders/team", json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(
+        (r.json()["type"].clone(), r.json()["permission"].clone()),
+        (json!("group"), json!("rw"))
+    );
+    assert_eq!(
+        upload(&s, USER, "team", &[("shared.txt", b"x")])
+            .await
+            .status,
+        201
+    );
+    call(
+        &s,
+        USER,
+        "DELETE",
+        "/folders/team/delete_files",
+        json!({"files": ["shared.txt"]}),
+    )
+    .await
+    .assert_problem(404, "vfolder-not-found");
+    call(
+        &s,
+        USER,
+        "POST",
+        "/folders",
+        json!({"name": "mine", "group": group}),
+    )
+    .await
+    .assert_problem(403, "generic-forbidden");
+    call(
+        &s,
+        common::ADMIN,
+        "POST",
+        "/folders",
+        json!({"name": "mine", "group": group}),
+    )
+    .await
+    .assert_problem(403, "generic-forbidden");
+
     // The folder count limit.
     let app = s.app();
     app.store
