@@ -212,6 +212,7 @@ pub struct Running {
     pub agent: Result<crate::agent::launch::LaunchedAgent, String>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    _lock: crate::store::backup::ServerLock,
 }
 
 impl Running {
@@ -262,6 +263,8 @@ fn instance_id() -> String {
 /// the event bus, and starts serving.
 pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
     let db_path = config.db_path();
+    // One server per database; `db restore` checks the same lock.
+    let lock = crate::store::backup::ServerLock::acquire(&db_path)?;
     let store = tokio::task::spawn_blocking(move || Store::open(&db_path))
         .await
         .map_err(|_| StoreError::Closed)??;
@@ -394,5 +397,6 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
         agent,
         shutdown: shutdown_tx,
         tasks,
+        _lock: lock,
     })
 }

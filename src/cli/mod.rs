@@ -2,6 +2,7 @@
 //! runtime) each command needs.
 
 mod agent;
+mod db;
 mod etcd;
 mod fixture;
 mod image;
@@ -53,6 +54,9 @@ pub enum Command {
     /// Inspect and migrate the database schema.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
+    /// Back up, restore and check the database.
+    #[command(subcommand)]
+    Db(db::DbCommand),
     /// Kernel images known to the shared configuration: list, inspect, aliases, limits.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -117,6 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => rt.block_on(agent::run(cfg, args)),
         Command::Etcd(cmd) => rt.block_on(etcd::run(cfg, cmd)),
         Command::Schema(cmd) => rt.block_on(schema::run(cfg, cmd)),
+        Command::Db(cmd) => rt.block_on(db::run(cfg, cmd)),
         Command::Fixture(cmd) => rt.block_on(fixture::run(cfg, cmd)),
         Command::Image(cmd) => rt.block_on(image::run(cfg, cmd)),
         Command::RescanImages { registry } => {

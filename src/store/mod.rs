@@ -7,6 +7,7 @@
 //! the migration runner and the repositories; it knows nothing about HTTP.
 
 pub mod auth;
+pub mod backup;
 pub mod bootstrap;
 pub mod directory;
 pub mod fixture;
@@ -47,6 +48,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("the database {path} is in use by a running server (pid {pid}); stop it first")]
+    InUse { path: PathBuf, pid: String },
 }
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -78,6 +81,19 @@ impl Store {
     /// writer thread. Refuses a database whose schema is newer than this binary.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let mut conn = open_writer(path)?;
+        // A schema change is preceded by a backup of the database as it was.
+        let before = migrate::state(&conn)?;
+        if let Some((v, _)) = &before.applied {
+            if !before.pending.is_empty() && *v < migrate::KNOWN_SCHEMA_VERSION {
+                let copy = path
+                    .with_extension(format!("db.before-v{}.bak", migrate::KNOWN_SCHEMA_VERSION));
+                backup::backup(path, &copy)?;
+                tracing::info!(
+                    "backed up the database to {} before migrating it",
+                    copy.display()
+                );
+            }
+        }
         migrate::run(&mut conn)?;
         Ok(Self::start(path, conn))
     }
