@@ -165,6 +165,10 @@ pub struct ServerConfig {
     pub heartbeat_timeout: f64,
     /// Write the server's PID here ("" = don't).
     pub pid_file: String,
+    /// Serve HTTPS on service-addr with ssl-cert and ssl-privkey (PEM; read again on SIGHUP).
+    pub ssl_enabled: bool,
+    pub ssl_cert: PathBuf,
+    pub ssl_privkey: PathBuf,
     /// E-mail of the superadmin created on first start with an empty database.
     pub bootstrap_admin_email: String,
     /// Count the kernel images of the local Docker engine as known, installed images.
@@ -213,6 +217,9 @@ impl Default for ManagerConfig {
                 max_upload_size: 16 << 30,
                 heartbeat_timeout: 5.0,
                 pid_file: String::new(),
+                ssl_enabled: false,
+                ssl_cert: PathBuf::new(),
+                ssl_privkey: PathBuf::new(),
                 bootstrap_admin_email: "admin@localhost".into(),
                 local_engine_images: true,
             },
@@ -327,6 +334,15 @@ impl ManagerConfig {
         if hb.is_nan() || hb < 1.0 {
             return Err(ConfigError::Invalid(
                 "manager.heartbeat-timeout: must be at least 1.0 seconds".into(),
+            ));
+        }
+        if self.manager.ssl_enabled
+            && (self.manager.ssl_cert.as_os_str().is_empty()
+                || self.manager.ssl_privkey.as_os_str().is_empty())
+        {
+            return Err(ConfigError::Invalid(
+                "manager.ssl-enabled: needs manager.ssl-cert and manager.ssl-privkey (PEM files)"
+                    .into(),
             ));
         }
         if self.manager.max_body_size < 1024 {

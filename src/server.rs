@@ -34,6 +34,8 @@ pub struct App {
     pub started: Instant,
     /// Sessions: lifecycle events, the scheduler's wake-up, agent connections.
     pub registry: Arc<crate::registry::Registry>,
+    /// The TLS certificate, when the gateway serves HTTPS.
+    pub tls: Option<Arc<crate::gateway::tls::CertStore>>,
 }
 
 impl App {
@@ -196,6 +198,8 @@ pub enum StartError {
     Bus(#[from] bus::BusError),
     #[error("cannot listen on {addr}: {msg}")]
     Bind { addr: SocketAddr, msg: String },
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("cannot write the pid file {path}: {source}")]
     PidFile {
         path: String,
@@ -289,6 +293,17 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
     } else {
         None
     };
+    let tls = if config.manager.ssl_enabled {
+        Some(
+            crate::gateway::tls::CertStore::open(
+                &config.manager.ssl_cert,
+                &config.manager.ssl_privkey,
+            )
+            .map_err(StartError::Tls)?,
+        )
+    } else {
+        None
+    };
     let config_token = config.agent.rpc_token.clone();
     let app = Arc::new(App {
         status: StatusCache::new(shared.clone(), ManagerStatus::Preparing),
@@ -303,6 +318,7 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
         docker,
         started: Instant::now(),
         registry: Arc::new(crate::registry::Registry::new(&config_token)),
+        tls,
     });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -311,13 +327,32 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
     let mut rx = shutdown_rx.clone();
     let signal = async move { stopped(&mut rx).await };
     let (addr, server) = crate::gateway::bind(app.clone(), app.config.manager.service_addr, signal)
-        .map_err(|e| StartError::Bind {
+        .map_err(|msg| StartError::Bind {
             addr: app.config.manager.service_addr,
-            msg: std::error::Error::source(&e)
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| e.to_string()),
+            msg,
         })?;
     tasks.push(tokio::spawn(server));
+    // SIGHUP reads the TLS certificate again.
+    if let Some(certs) = app.tls.clone() {
+        let mut rx = shutdown_rx.clone();
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        s = hup.recv() => {
+                            if s.is_none() { break }
+                            match certs.reload() {
+                                Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate"),
+                                Err(e) => tracing::error!("SIGHUP: kept the current TLS certificate: {e}"),
+                            }
+                        }
+                        _ = stopped(&mut rx) => break,
+                    }
+                }
+            }));
+        }
+    }
 
     // Follow status changes made elsewhere (another manager process, the etcd CLI).
     let mut watch = app.shared.watch(keys::MANAGER_STATUS, false).await?;

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod multipart;
 pub mod router;
 mod routes;
+pub mod tls;
 
 use crate::server::App;
 use bytes::{Bytes, BytesMut};
@@ -402,6 +403,26 @@ pub fn bind(
     app: Arc<App>,
     addr: SocketAddr,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(SocketAddr, impl std::future::Future<Output = ()>), warp::Error> {
-    warp::serve(filter(app)).try_bind_with_graceful_shutdown(addr, shutdown)
+) -> Result<(SocketAddr, futures_util::future::BoxFuture<'static, ()>), String> {
+    use futures_util::FutureExt;
+    let Some(certs) = app.tls.clone() else {
+        let (bound, server) = warp::serve(filter(app))
+            .try_bind_with_graceful_shutdown(addr, shutdown)
+            .map_err(|e| {
+                std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| e.to_string())
+            })?;
+        return Ok((bound, server.boxed()));
+    };
+    let std_listener = std::net::TcpListener::bind(addr).map_err(|e| e.to_string())?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| e.to_string())?;
+    let bound = std_listener.local_addr().map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::from_std(std_listener).map_err(|e| e.to_string())?;
+    let acceptor = tls::acceptor(certs)?;
+    let server = warp::serve(filter(app))
+        .serve_incoming_with_graceful_shutdown(tls::incoming(listener, acceptor), shutdown);
+    Ok((bound, server.boxed()))
 }

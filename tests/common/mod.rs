@@ -378,6 +378,11 @@ impl Req {
     }
 
     pub async fn send(self) -> Resp {
+        self.try_send().await.expect("server answers")
+    }
+
+    /// Sends, reporting a refused or broken connection instead of panicking.
+    pub async fn try_send(self) -> Result<Resp, hyper::Error> {
         let uri = format!("http://{}{}", self.addr, self.path);
         let mut b = Request::builder()
             .method(Method::from_bytes(self.method.as_bytes()).expect("method"))
@@ -393,18 +398,15 @@ impl Req {
             b = b.header("Content-Type", self.content_type.as_str());
         }
         let req = b.body(Body::from(self.body)).expect("request");
-        let resp = Client::new().request(req).await.expect("server answers");
+        let resp = Client::new().request(req).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = hyper::body::to_bytes(resp.into_body())
-            .await
-            .expect("body")
-            .to_vec();
-        Resp {
+        let body = hyper::body::to_bytes(resp.into_body()).await?.to_vec();
+        Ok(Resp {
             status,
             headers,
             body,
-        }
+        })
     }
 }
 
