@@ -8,7 +8,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 
 ensure_packages protoc:protobuf-compiler cc:gcc etcd:etcd-server redis-server:redis-server python3:python3 \
-    dockerd:docker.io docker-registry:docker-registry mmdebstrap:mmdebstrap
+    dockerd:docker.io docker-registry:docker-registry mmdebstrap:mmdebstrap systemd-analyze:systemd \
+    openssl:openssl
 python3 -c 'import venv, ensurepip' 2>/dev/null || ensure_packages _no_such_cmd_:python3-venv
 ensure_rust
 cache=$(cache_dir)
@@ -53,7 +54,14 @@ echo "==> cargo test"
 log="$BAI_SERVICES_DIR/test.log"
 status=0
 cargo test --locked --workspace --all-targets --no-fail-fast 2>&1 | tee "$log" || status=$?
+# The Debian package: built with cargo-deb, unpacked into a scratch root, its binary run
+# and its systemd units verified.
+echo "==> Debian package"
+deb_status=0
+deb=$("$here/../packaging/build-deb.sh") && "$here/../packaging/check-deb.sh" "$deb" || deb_status=$?
 # One closing line over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
      END { printf "total: %d passed, %d failed\n", p, f }' "$log"
-exit "$status"
+[ "$deb_status" = 0 ] || echo "the Debian package check failed ($deb_status)"
+[ "$status" = 0 ] || exit "$status"
+exit "$deb_status"

@@ -121,27 +121,7 @@ fn run_client_with_input(
     args: &[&str],
     input: &str,
 ) -> (bool, String) {
-    use std::io::Write;
-    let mut child = Command::new(client())
-        .args(args)
-        .env("BACKEND_ENDPOINT", &s.endpoint)
-        .env("BACKEND_ACCESS_KEY", key.0)
-        .env("BACKEND_SECRET_KEY", key.1)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the client runs");
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(input.as_bytes());
-    }
-    let out = child.wait_with_output().expect("the client finishes");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    run_client_in(s, key, Path::new("."), args, input)
 }
 
 /// Runs an admin command as the superadmin and checks its output mentions `expect`.

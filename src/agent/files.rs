@@ -168,7 +168,7 @@ pub fn read(root: &Path, rel: &str, limit: u64) -> Result<Vec<u8>, AgentError> {
     Ok(buf)
 }
 
-pub fn mode_string(mode: u32, is_dir: bool, is_link: bool) -> String {
+fn mode_string(mode: u32, is_dir: bool, is_link: bool) -> String {
     let mut s = String::with_capacity(10);
     s.push(if is_dir {
         'd'
@@ -186,16 +186,12 @@ pub fn mode_string(mode: u32, is_dir: bool, is_link: bool) -> String {
     s
 }
 
-/// Lists a directory as the original's `list_files`: `files` is a JSON string of
-/// `[{mode, size, ctime, mtime, atime, filename}]`.
-pub fn list(root: &Path, rel: &str) -> Result<Value, AgentError> {
-    let parts = components(rel)?;
-    let dir = walk(root, &parts, false, None)?;
+/// The entries of a directory: `[{mode, size, ctime, mtime, atime, filename}]`, sorted by
+/// name, and the entries that could not be read.
+pub fn entries(dir: &Path) -> std::io::Result<(Vec<Value>, String)> {
     let mut files = Vec::new();
     let mut errors = String::new();
-    let entries =
-        std::fs::read_dir(&dir).map_err(|e| invalid(format!("cannot list '{rel}': {e}")))?;
-    for entry in entries.flatten() {
+    for entry in std::fs::read_dir(dir)?.flatten() {
         match entry.metadata() {
             Ok(m) => files.push(json!({
                 "mode": mode_string(m.permissions().mode(), m.is_dir(), m.file_type().is_symlink()),
@@ -209,6 +205,16 @@ pub fn list(root: &Path, rel: &str) -> Result<Value, AgentError> {
         }
     }
     files.sort_by(|a, b| a["filename"].as_str().cmp(&b["filename"].as_str()));
+    Ok((files, errors))
+}
+
+/// Lists a directory as the original's `list_files`: `files` is a JSON string of
+/// `[{mode, size, ctime, mtime, atime, filename}]`.
+pub fn list(root: &Path, rel: &str) -> Result<Value, AgentError> {
+    let parts = components(rel)?;
+    let dir = walk(root, &parts, false, None)?;
+    let (files, errors) =
+        entries(&dir).map_err(|e| invalid(format!("cannot list '{rel}': {e}")))?;
     let abspath = if parts.is_empty() {
         "/home/work".to_owned()
     } else {

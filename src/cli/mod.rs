@@ -70,6 +70,10 @@ pub enum Command {
     },
     /// Print a new random access key and secret key.
     GenerateKeypair,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff) of this command.
+    Man,
 }
 
 /// Loads the configuration and applies the global flags.
@@ -100,6 +104,15 @@ fn init_logging(cfg: &ManagerConfig) {
     };
 }
 
+/// Writes to standard output; a reader that stopped early (`| head`) is not an error.
+fn print_all(bytes: &[u8]) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -112,6 +125,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         let (ak, sk) = backend_ai_manager::domain::generate_keypair();
         println!("Access key: {ak}\nSecret key: {sk}");
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut cmd, "backend-ai-manager", &mut script);
+        return print_all(&script);
+    }
+    if let Command::Man = cli.command {
+        use clap::CommandFactory;
+        let mut page = Vec::new();
+        clap_mangen::Man::new(Cli::command())
+            .render(&mut page)
+            .context("cannot render the manual page")?;
+        return print_all(&page);
     }
     let cfg = load_config(&cli)?;
     init_logging(&cfg);
@@ -127,7 +155,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::RescanImages { registry } => {
             rt.block_on(image::run(cfg, image::ImageCommand::Rescan { registry }))
         }
-        Command::GenerateKeypair => Ok(ExitCode::SUCCESS),
+        Command::GenerateKeypair | Command::Completions { .. } | Command::Man => {
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

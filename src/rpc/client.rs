@@ -364,17 +364,8 @@ impl AgentClient {
             cols,
             ..Default::default()
         };
-        let (tx, rx) = tokio::sync::mpsc::channel(32);
-        let _ = tx.send(first).await;
-        let out = self
-            .raw
-            .clone()
-            .pty(Request::new(tokio_stream::wrappers::ReceiverStream::new(
-                rx,
-            )))
-            .await?
-            .into_inner();
-        Ok(ByteChannel { tx, rx: out })
+        let mut raw = self.raw.clone();
+        open_stream(first, |out| async move { raw.pty(Request::new(out)).await }).await
     }
 
     /// Opens a byte stream to a service of the kernel (started if it is not running).
@@ -388,18 +379,26 @@ impl AgentClient {
             service: service.into(),
             ..Default::default()
         };
-        let (tx, rx) = tokio::sync::mpsc::channel(32);
-        let _ = tx.send(first).await;
-        let out = self
-            .raw
-            .clone()
-            .connect_service(Request::new(tokio_stream::wrappers::ReceiverStream::new(
-                rx,
-            )))
-            .await?
-            .into_inner();
-        Ok(ByteChannel { tx, rx: out })
+        let mut raw = self.raw.clone();
+        open_stream(first, |out| async move {
+            raw.connect_service(Request::new(out)).await
+        })
+        .await
     }
+}
+
+/// Starts a bidirectional call with `first` as its opening message.
+async fn open_stream<F, Fut>(first: StreamIn, call: F) -> Result<ByteChannel, AgentError>
+where
+    F: FnOnce(tokio_stream::wrappers::ReceiverStream<StreamIn>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<tonic::Streaming<StreamOut>>, Status>>,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(32);
+    let _ = tx.send(first).await;
+    let out = call(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    Ok(ByteChannel { tx, rx: out })
 }
 
 /// Both directions of a stream call.

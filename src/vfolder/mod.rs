@@ -6,12 +6,12 @@
 //! ([`crate::agent::files`]): no `..`, nothing absolute, no NUL bytes, no over-long names,
 //! and no symbolic link is followed. Files are streamed to and from disk.
 
-use crate::agent::files::{confined, mode_string, parts, walk};
+use crate::agent::files::{confined, parts, walk};
 use crate::agent::AgentError;
 use crate::shared_config::SharedConfig;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::fs::OpenOptions;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The storage hosts: where they are mounted and which one is the default.
@@ -225,25 +225,10 @@ pub fn open(root: &Path, rel: &str) -> Result<(std::fs::File, u64, String), Agen
 
 /// A directory listing: `[{mode, size, ctime, mtime, atime, filename}]`.
 pub fn list(root: &Path, rel: &str) -> Result<Vec<Value>, AgentError> {
-    let p = parts(rel)?;
-    let dir = walk(root, &p, false, None)?;
-    let mut files: Vec<Value> = std::fs::read_dir(&dir)
-        .map_err(|e| invalid(format!("cannot list '{rel}': {e}")))?
-        .flatten()
-        .filter_map(|e| {
-            let m = e.metadata().ok()?;
-            Some(json!({
-                "mode": mode_string(m.permissions().mode(), m.is_dir(), m.file_type().is_symlink()),
-                "size": m.len(),
-                "ctime": m.ctime(),
-                "mtime": m.mtime(),
-                "atime": m.atime(),
-                "filename": e.file_name().to_string_lossy(),
-            }))
-        })
-        .collect();
-    files.sort_by(|a, b| a["filename"].as_str().cmp(&b["filename"].as_str()));
-    Ok(files)
+    let dir = walk(root, &parts(rel)?, false, None)?;
+    crate::agent::files::entries(&dir)
+        .map(|(files, _)| files)
+        .map_err(|e| invalid(format!("cannot list '{rel}': {e}")))
 }
 
 /// Entries at the top of a folder.
