@@ -223,6 +223,9 @@ impl Running {
     /// Stops accepting, lets in-flight requests finish, flushes state and marks the
     /// manager terminated in the shared config.
     pub async fn stop(self) {
+        // Streams say goodbye first (a close frame, or server-restarting for executions).
+        self.app.registry.close_streams();
+        tokio::time::sleep(Duration::from_millis(100)).await;
         if let Ok(agent) = self.agent {
             agent.stop().await;
         }

@@ -219,10 +219,28 @@ fn first_start_prints_credentials_once_and_a_busy_port_is_a_clear_error() {
             assert!(Instant::now() < deadline);
             std::thread::sleep(Duration::from_millis(50));
         }
-        // A second server on the same port fails with one line.
+        // A second server on the same database fails with one line, and so does one on
+        // the same port.
         let o = cli(
             dir.path(),
             &["--data-dir", d, "serve", "--service-addr", &addr],
+        );
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            text(&o).1.contains("is in use by a running server"),
+            "{:?}",
+            text(&o)
+        );
+        let other = tempfile::tempdir().unwrap();
+        let o = cli(
+            other.path(),
+            &[
+                "--data-dir",
+                other.path().to_str().unwrap(),
+                "serve",
+                "--service-addr",
+                &addr,
+            ],
         );
         assert_eq!(o.status.code(), Some(1));
         assert!(

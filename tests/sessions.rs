@@ -897,6 +897,25 @@ async fn terminal_service_proxy_and_event_streams() {
         );
     }
     assert!(!events.contains("pending\""), "{events}");
+
+    // A server shutting down closes open terminals politely (1001, going away).
+    let r = create(&s, body("lastone", json!({}))).await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let mut pty = ws_connect(&s, "/stream/kernel/lastone/pty", USER)
+        .await
+        .expect("pty opens");
+    let stopping = tokio::spawn(async move { s.stop().await });
+    let code = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(m)) = pty.next().await {
+            if let Message::Close(frame) = m {
+                return frame.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("the terminal closes when the server stops");
+    assert_eq!(code, Some(1001));
+    stopping.await.unwrap();
     let _ = app;
-    s.stop().await;
 }

@@ -38,6 +38,8 @@ pub struct Registry {
     pub wake: Notify,
     clients: Mutex<HashMap<String, AgentClient>>,
     rpc_token: String,
+    /// Set when the server shuts down: open streams close politely.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Registry {
@@ -47,6 +49,20 @@ impl Registry {
             wake: Notify::new(),
             clients: Mutex::new(HashMap::new()),
             rpc_token: rpc_token.to_owned(),
+            closing: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// Tells open streams the server is shutting down.
+    pub fn close_streams(&self) {
+        let _ = self.closing.send(true);
+    }
+
+    /// Resolves once the server is shutting down.
+    pub fn closing(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
         }
     }
 

@@ -84,6 +84,7 @@ async fn run_execute(
     mut events: broadcast::Receiver<SessionEvent>,
 ) {
     let kernel_id = live.id.clone();
+    let closing = app.registry.closing();
     let conversation = async {
         let Some(first) = next_text(&mut ws).await else {
             return Ok(());
@@ -165,6 +166,10 @@ async fn run_execute(
         }
         _ = terminated(&mut events, &kernel_id) => {
             let _ = ws.send(Message::text(json!({"status": "error", "msg": "the session has terminated"}).to_string())).await;
+        }
+        _ = closing => {
+            let msg = json!({"status": "server-restarting", "msg": "the server is shutting down; run again later"});
+            let _ = ws.send(Message::text(msg.to_string())).await;
         }
     }
     let _ = ws.close().await;
@@ -258,6 +263,8 @@ async fn run_pty(
 ) {
     use crate::rpc::pb::StreamIn;
     use data_encoding::BASE64;
+    let closing = app.registry.closing();
+    tokio::pin!(closing);
     loop {
         tokio::select! {
             out = channel.rx.message() => match out {
@@ -310,6 +317,10 @@ async fn run_pty(
                 }
             },
             _ = terminated(&mut events, &live.id) => break,
+            _ = &mut closing => {
+                let _ = ws.send(Message::close_with(1001u16, "server shutting down")).await;
+                break;
+            }
         }
     }
     let _ = ws.close().await;
@@ -356,17 +367,19 @@ pub async fn proxy(app: Arc<App>, mut ctx: Ctx) -> Reply {
         })?;
     let events = app.registry.subscribe();
     Ok(ws
-        .on_upgrade(move |socket| run_proxy(live, channel, socket, events))
+        .on_upgrade(move |socket| run_proxy(app.registry.closing(), live, channel, socket, events))
         .into_response())
 }
 
 async fn run_proxy(
+    closing: impl std::future::Future<Output = ()>,
     live: Live,
     mut channel: crate::rpc::client::ByteChannel,
     mut ws: WebSocket,
     mut events: broadcast::Receiver<SessionEvent>,
 ) {
     use crate::rpc::pb::StreamIn;
+    tokio::pin!(closing);
     let close = loop {
         tokio::select! {
             out = channel.rx.message() => match out {
@@ -391,6 +404,7 @@ async fn run_proxy(
                 }
             },
             _ = terminated(&mut events, &live.id) => break Some(1001),
+            _ = &mut closing => break Some(1001),
         }
     };
     match close {
