@@ -159,13 +159,11 @@ async fn three_agents_share_the_sessions_and_one_lost_leaves_the_others_untouche
     victim.child.kill().unwrap();
     victim.child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !app
-        .store
-        .agent(&victim_id)
-        .await
-        .unwrap()
-        .is_some_and(|a| a.status == "LOST")
-    {
+    loop {
+        let agent = app.store.agent(&victim_id).await.unwrap();
+        if agent.is_some_and(|a| a.status == "LOST") {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
             "the killed agent was not marked LOST"
