@@ -295,10 +295,10 @@ struct PathBody {
 /// POST /folders/{name}/mkdir
 pub async fn mkdir(app: Arc<App>, ctx: Ctx) -> Reply {
     let body: PathBody = ctx.json()?;
+    let (_, dir) = folder(&app, &ctx, "rw").await?;
     let path = body
         .path
         .ok_or_else(|| ApiError::bad_params("path is required"))?;
-    let (_, dir) = folder(&app, &ctx, "rw").await?;
     let owner = owner_of_files(&app);
     blocking(move || vfolder::mkdir(&dir, &path, owner)).await?;
     Ok(json_response(StatusCode::CREATED, &json!({})))
@@ -467,10 +467,10 @@ impl std::io::Write for Sink<'_> {
 /// with the total of the file sizes in `X-TOTAL-PAYLOADS-LENGTH`.
 pub async fn download(app: Arc<App>, ctx: Ctx) -> Reply {
     let body: DownloadBody = ctx.json()?;
+    let (_, dir) = folder(&app, &ctx, "ro").await?;
     if body.files.is_empty() {
         return Err(ApiError::bad_params("files must name at least one file"));
     }
-    let (_, dir) = folder(&app, &ctx, "ro").await?;
     let mut opened = Vec::new();
     for rel in body.files {
         let root = dir.clone();
@@ -522,11 +522,11 @@ pub async fn download(app: Arc<App>, ctx: Ctx) -> Reply {
 /// GET /folders/{name}/download_single?file=PATH: the file itself.
 pub async fn download_single(app: Arc<App>, ctx: Ctx) -> Reply {
     let body: DownloadBody = ctx.json()?;
+    let (_, dir) = folder(&app, &ctx, "ro").await?;
     let rel = ctx
         .query_param("file")
         .or(body.file)
         .ok_or_else(|| ApiError::bad_params("file is required"))?;
-    let (_, dir) = folder(&app, &ctx, "ro").await?;
     let (mut file, size, name) = blocking(move || vfolder::open(&dir, &rel)).await?;
     let body = body_from_blocking(move |send| {
         use std::io::Read;
@@ -566,14 +566,14 @@ fn rw() -> String {
 /// POST /folders/{name}/invite
 pub async fn invite(app: Arc<App>, ctx: Ctx) -> Reply {
     let body: InviteBody = ctx.json()?;
+    let kp = me(&ctx)?;
+    let (f, _) = folder(&app, &ctx, "ro").await?;
     if !matches!(body.perm.as_str(), "ro" | "rw" | "wd") {
         return Err(ApiError::bad_params("perm must be ro, rw or wd"));
     }
     if body.user_ids.is_empty() {
         return Err(ApiError::bad_params("user_ids must name at least one user"));
     }
-    let kp = me(&ctx)?;
-    let (f, _) = folder(&app, &ctx, "ro").await?;
     if f.user.as_deref() != Some(kp.user_uuid.as_str()) {
         return Err(ApiError::msg(
             Problem::VFolderNotFound,

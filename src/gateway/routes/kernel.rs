@@ -710,10 +710,10 @@ fn tar_of(path: &str, data: &[u8]) -> Result<Vec<u8>, ApiError> {
 /// GET /kernel/{sess_id}/download: `multipart/mixed`, one tar archive per requested file.
 pub async fn download(app: Arc<App>, ctx: Ctx) -> Reply {
     let body: DownloadBody = ctx.json()?;
+    let (_, live) = session(&app, &ctx).await?;
     if body.files.is_empty() || body.files.len() > 5 {
         return Err(ApiError::bad_params("download 1 to 5 files at a time"));
     }
-    let (_, live) = session(&app, &ctx).await?;
     sessions::count_query(&app.store, &live.id).await?;
     let client = ops::client(&app, &live).await?;
     let boundary = hex::encode(rand::random::<[u8; 16]>());

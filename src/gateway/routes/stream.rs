@@ -337,11 +337,11 @@ struct ServicePort {
 /// the session's services in binary WebSocket frames; the service is started on demand,
 /// and the traffic keeps the session from going idle.
 pub async fn proxy(app: Arc<App>, mut ctx: Ctx) -> Reply {
+    let (live, client, ws) = open(&app, &mut ctx).await?;
     let name = ctx
         .query_param("app")
         .filter(|a| !a.is_empty())
         .ok_or_else(|| ApiError::bad_params("app (the service name) is required"))?;
-    let (live, client, ws) = open(&app, &mut ctx).await?;
     let ports: Vec<ServicePort> = live
         .service_ports
         .as_deref()
