@@ -122,3 +122,79 @@ async fn no_route_reaches_another_users_session_or_folder() {
     assert_eq!(d.status, 200);
     s.stop().await;
 }
+
+/// What `docker inspect` says about a session's container, and what code inside it sees.
+#[tokio::test]
+async fn a_session_container_has_no_way_out() {
+    let s = TestServer::start_with_agent(|_| {}).await;
+    let app = s.app();
+    let r = s
+        .request("POST", "/kernel")
+        .json(&json!({"clientSessionToken": "jail", "image": setting("BAI_TEST_IMAGE")}))
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=ai.backend.agent-id={}", app.config.agent.id),
+        ])
+        .output()
+        .unwrap();
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(!id.is_empty());
+    let out = std::process::Command::new("docker")
+        .args(["inspect", &id])
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let host = &info[0]["HostConfig"];
+    assert_eq!(host["Privileged"], false);
+    assert_eq!(host["NetworkMode"], "none");
+    assert_eq!(host["CapDrop"], json!(["ALL"]));
+    assert!(
+        host["SecurityOpt"]
+            .to_string()
+            .contains("no-new-privileges"),
+        "{host}"
+    );
+    assert_eq!(info[0]["Config"]["User"], "1000:1000");
+    // Bind mounts: only this kernel's scratch directories and the read-only runner.
+    let scratch = app.config.scratch_root();
+    for m in info[0]["Mounts"].as_array().unwrap() {
+        let src = m["Source"].as_str().unwrap();
+        assert!(
+            !src.contains("docker.sock"),
+            "the Docker socket is mounted: {m}"
+        );
+        let runner = src == setting("BAI_KRUNNER");
+        assert!(
+            src.starts_with(scratch.to_str().unwrap()) || runner,
+            "a host path beyond its own: {m}"
+        );
+        if runner {
+            assert_eq!(m["RW"], false, "{m}");
+        }
+    }
+    // From inside: an unprivileged user, no socket, no network.
+    // (No connection is attempted: the container's network devices are listed instead.)
+    let code = "import os\nprint('uid', os.getuid(), os.path.exists('/var/run/docker.sock'), sorted(os.listdir('/sys/class/net')))";
+    let run = s
+        .request("POST", "/kernel/jail")
+        .json(&json!({"mode": "query", "code": code, "runId": null}))
+        .signed(&creds(USER))
+        .send()
+        .await;
+    let console = run.json()["result"]["console"].to_string();
+    assert!(console.contains("uid 1000 False ['lo']"), "{console}");
+    let d = s
+        .request("DELETE", "/kernel/jail")
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert_eq!(d.status, 200);
+    s.stop().await;
+}
