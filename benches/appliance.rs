@@ -1,0 +1,238 @@
+//! The appliance against its baselines, measured in one run on one machine. Prints figures
+//! and ratios; never fails on time. Run with `scripts/bench.sh` (Docker, the kernel image
+//! and the static runner, as for the tests).
+//!
+//! - session create → RUNNING through the gateway vs `docker run` of the same image to a
+//!   ready interpreter;
+//! - query-mode execute round trip (`print(1)`) vs `docker exec … python3 -c 'print(1)'`;
+//! - signed requests per second and p99 for `GET /kernel/{id}` and a GraphQL list, vs the
+//!   unsigned `GET /` of the same server;
+//! - resident memory of an idle `serve`, empty and with 100 000 sessions in the database.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{creds, setting, TestServer, USER};
+use serde_json::json;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker runs");
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+async fn session_start(s: &TestServer, image: &str) {
+    const N: usize = 5;
+    let mut ours = Vec::new();
+    for i in 0..N {
+        let t = Instant::now();
+        let r = s
+            .request("POST", "/kernel")
+            .json(&json!({"clientSessionToken": format!("bench-start-{i}"), "image": image}))
+            .signed(&creds(USER))
+            .send()
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json());
+        ours.push(t.elapsed());
+        s.request("DELETE", &format!("/kernel/bench-start-{i}")).signed(&creds(USER)).send().await;
+    }
+    let mut base = Vec::new();
+    for _ in 0..N {
+        let t = Instant::now();
+        docker(&["run", "--rm", "--network", "none", image, "python3", "-c", "pass"]);
+        base.push(t.elapsed());
+    }
+    let (a, b) = (median(ours), median(base));
+    println!(
+        "session create -> RUNNING: {} (docker run to a ready python: {}) ratio {:.2} (target <= 1.3)",
+        ms(a),
+        ms(b),
+        a.as_secs_f64() / b.as_secs_f64()
+    );
+}
+
+async fn execute_round_trip(s: &TestServer, image: &str) {
+    const N: usize = 20;
+    let r = s
+        .request("POST", "/kernel")
+        .json(&json!({"clientSessionToken": "bench-exec", "image": image}))
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert_eq!(r.status, 201);
+    let mut ours = Vec::new();
+    for _ in 0..N {
+        let t = Instant::now();
+        let run = s
+            .request("POST", "/kernel/bench-exec")
+            .json(&json!({"mode": "query", "code": "print(1)", "runId": null}))
+            .signed(&creds(USER))
+            .send()
+            .await;
+        assert_eq!(run.json()["result"]["status"], "finished");
+        ours.push(t.elapsed());
+    }
+    let id = docker(&["run", "-d", "--rm", "--network", "none", image, "sleep", "300"]);
+    let mut base = Vec::new();
+    for _ in 0..N {
+        let t = Instant::now();
+        docker(&["exec", &id, "python3", "-c", "print(1)"]);
+        base.push(t.elapsed());
+    }
+    docker(&["rm", "-f", &id]);
+    let (a, b) = (median(ours), median(base));
+    println!(
+        "execute print(1): {} (docker exec python3 -c: {}) ratio {:.3} (target <= 0.25)",
+        ms(a),
+        ms(b),
+        a.as_secs_f64() / b.as_secs_f64()
+    );
+}
+
+/// Requests per second and p99 latency of `make(addr)` requests from `workers` tasks for
+/// `secs` seconds (each request signed when it is made, as a client would).
+async fn load(addr: std::net::SocketAddr, workers: usize, secs: u64, make: fn(std::net::SocketAddr) -> common::Req) -> (f64, Duration) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let r = make(addr).send().await;
+                assert!(r.status < 300, "{}", r.status);
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    let p99 = all[all.len() * 99 / 100];
+    (all.len() as f64 / secs as f64, p99)
+}
+
+async fn request_rates(s: &TestServer) {
+    let r = s
+        .request("POST", "/kernel")
+        .json(&json!({"clientSessionToken": "bench-info", "image": setting("BAI_TEST_IMAGE"), "enqueueOnly": true}))
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert_eq!(r.status, 201);
+    let (base_rps, base_p99) = load(s.addr, 32, 3, |a| common::Req::new(a, "GET", "/")).await;
+    let (info_rps, info_p99) =
+        load(s.addr, 32, 3, |a| common::Req::new(a, "GET", "/kernel/bench-info").signed(&creds(USER))).await;
+    let (gql_rps, gql_p99) = load(s.addr, 32, 3, |a| {
+        common::Req::new(a, "POST", "/admin/graphql")
+            .json(&json!({"query": "{ compute_session_list(limit: 20, offset: 0) { total_count items { sess_id status } } }"}))
+            .signed(&creds(USER))
+    })
+    .await;
+    println!("unsigned GET /: {base_rps:.0} req/s, p99 {}", ms(base_p99));
+    println!(
+        "signed GET /kernel/{{id}}: {info_rps:.0} req/s (ratio {:.2} of GET /), p99 {} (target >= 20000 req/s)",
+        info_rps / base_rps,
+        ms(info_p99)
+    );
+    println!("signed GraphQL session list: {gql_rps:.0} req/s (ratio {:.2}), p99 {}", gql_rps / base_rps, ms(gql_p99));
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn idle_rss(dir: &std::path::Path) -> u64 {
+    let port = common::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_backend-ai-manager"))
+        .args(["--data-dir", dir.to_str().unwrap(), "serve", "--service-addr", &format!("127.0.0.1:{port}")])
+        .env("BACKEND_AGENT__ENABLED", "false")
+        .env("BACKEND_MANAGER__LOCAL_ENGINE_IMAGES", "false")
+        .env_remove("BACKEND_CONFIG_FILE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let rss = rss_kib(child.id());
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+    rss
+}
+
+fn memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = idle_rss(dir.path());
+    let conn = rusqlite::Connection::open(dir.path().join("manager.db")).unwrap();
+    let (user, group): (String, String) = conn
+        .query_row("SELECT u.uuid, g.id FROM users u, groups g LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    conn.execute_batch("BEGIN").unwrap();
+    {
+        let mut st = conn
+            .prepare(
+                "INSERT INTO kernels (id, sess_id, domain_name, group_id, user_uuid, status, terminated_at, occupied_slots)
+                 VALUES (?1, ?2, 'default', ?3, ?4, 'TERMINATED', '2026-01-01T00:00:00Z', '{\"cpu\": \"1\"}')",
+            )
+            .unwrap();
+        for i in 0..100_000 {
+            st.execute(rusqlite::params![uuid::Uuid::new_v4().to_string(), format!("old-{i}"), group, user])
+                .unwrap();
+        }
+    }
+    conn.execute_batch("COMMIT").unwrap();
+    drop(conn);
+    let full = idle_rss(dir.path());
+    println!(
+        "idle RSS of serve: {:.1} MiB empty, {:.1} MiB with 100 000 sessions in the database (target <= 40 MiB)",
+        empty as f64 / 1024.0,
+        full as f64 / 1024.0
+    );
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else is taken.
+    let image = setting("BAI_TEST_IMAGE");
+    memory();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let s = TestServer::start_with_agent(|c| c.agent.heartbeat_interval = 1.0).await;
+        session_start(&s, &image).await;
+        execute_round_trip(&s, &image).await;
+        request_rates(&s).await;
+        for t in ["bench-exec", "bench-info"] {
+            s.request("DELETE", &format!("/kernel/{t}")).signed(&creds(USER)).send().await;
+        }
+        s.stop().await;
+    });
+}
