@@ -95,7 +95,15 @@ stop() {
     for name in etcd redis registry dockerd; do
         if [ -f "$dir/$name.pid" ]; then
             pid=$(cat "$dir/$name.pid")
-            kill "$pid" 2>/dev/null && echo "stopped $name ($pid)" || true
+            if kill "$pid" 2>/dev/null; then
+                # Wait for it to be gone (dockerd takes containerd down with it), so a
+                # service started next does not collide with one still shutting down.
+                for _ in $(seq 1 300); do
+                    kill -0 "$pid" 2>/dev/null || break
+                    sleep 0.1
+                done
+                echo "stopped $name ($pid)"
+            fi
             rm -f "$dir/$name.pid"
         fi
     done
