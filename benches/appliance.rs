@@ -29,8 +29,15 @@ fn ms(d: Duration) -> String {
 }
 
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("docker runs");
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -47,12 +54,24 @@ async fn session_start(s: &TestServer, image: &str) {
             .await;
         assert_eq!(r.status, 201, "{}", r.json());
         ours.push(t.elapsed());
-        s.request("DELETE", &format!("/kernel/bench-start-{i}")).signed(&creds(USER)).send().await;
+        s.request("DELETE", &format!("/kernel/bench-start-{i}"))
+            .signed(&creds(USER))
+            .send()
+            .await;
     }
     let mut base = Vec::new();
     for _ in 0..N {
         let t = Instant::now();
-        docker(&["run", "--rm", "--network", "none", image, "python3", "-c", "pass"]);
+        docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            image,
+            "python3",
+            "-c",
+            "pass",
+        ]);
         base.push(t.elapsed());
     }
     let (a, b) = (median(ours), median(base));
@@ -85,7 +104,16 @@ async fn execute_round_trip(s: &TestServer, image: &str) {
         assert_eq!(run.json()["result"]["status"], "finished");
         ours.push(t.elapsed());
     }
-    let id = docker(&["run", "-d", "--rm", "--network", "none", image, "sleep", "300"]);
+    let id = docker(&[
+        "run",
+        "-d",
+        "--rm",
+        "--network",
+        "none",
+        image,
+        "sleep",
+        "300",
+    ]);
     let mut base = Vec::new();
     for _ in 0..N {
         let t = Instant::now();
@@ -104,7 +132,12 @@ async fn execute_round_trip(s: &TestServer, image: &str) {
 
 /// Requests per second and p99 latency of `make(addr)` requests from `workers` tasks for
 /// `secs` seconds (each request signed when it is made, as a client would).
-async fn load(addr: std::net::SocketAddr, workers: usize, secs: u64, make: fn(std::net::SocketAddr) -> common::Req) -> (f64, Duration) {
+async fn load(
+    addr: std::net::SocketAddr,
+    workers: usize,
+    secs: u64,
+    make: fn(std::net::SocketAddr) -> common::Req,
+) -> (f64, Duration) {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for _ in 0..workers {
@@ -140,8 +173,10 @@ async fn request_rates(s: &TestServer) {
         .await;
     assert_eq!(r.status, 201);
     let (base_rps, base_p99) = load(s.addr, 32, 3, |a| common::Req::new(a, "GET", "/")).await;
-    let (info_rps, info_p99) =
-        load(s.addr, 32, 3, |a| common::Req::new(a, "GET", "/kernel/bench-info").signed(&creds(USER))).await;
+    let (info_rps, info_p99) = load(s.addr, 32, 3, |a| {
+        common::Req::new(a, "GET", "/kernel/bench-info").signed(&creds(USER))
+    })
+    .await;
     let (gql_rps, gql_p99) = load(s.addr, 32, 3, |a| {
         common::Req::new(a, "POST", "/admin/graphql")
             .json(&json!({"query": "{ compute_session_list(limit: 20, offset: 0) { total_count items { sess_id status } } }"}))
@@ -154,7 +189,11 @@ async fn request_rates(s: &TestServer) {
         info_rps / base_rps,
         ms(info_p99)
     );
-    println!("signed GraphQL session list: {gql_rps:.0} req/s (ratio {:.2}), p99 {}", gql_rps / base_rps, ms(gql_p99));
+    println!(
+        "signed GraphQL session list: {gql_rps:.0} req/s (ratio {:.2}), p99 {}",
+        gql_rps / base_rps,
+        ms(gql_p99)
+    );
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -172,7 +211,13 @@ fn rss_kib(pid: u32) -> u64 {
 fn idle_rss(dir: &std::path::Path) -> u64 {
     let port = common::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_backend-ai-manager"))
-        .args(["--data-dir", dir.to_str().unwrap(), "serve", "--service-addr", &format!("127.0.0.1:{port}")])
+        .args([
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "serve",
+            "--service-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
         .env("BACKEND_AGENT__ENABLED", "false")
         .env("BACKEND_MANAGER__LOCAL_ENGINE_IMAGES", "false")
         .env_remove("BACKEND_CONFIG_FILE")
@@ -185,7 +230,9 @@ fn idle_rss(dir: &std::path::Path) -> u64 {
     }
     std::thread::sleep(Duration::from_secs(3));
     let rss = rss_kib(child.id());
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
     rss
 }
@@ -195,7 +242,11 @@ fn memory() {
     let empty = idle_rss(dir.path());
     let conn = rusqlite::Connection::open(dir.path().join("manager.db")).unwrap();
     let (user, group): (String, String) = conn
-        .query_row("SELECT u.uuid, g.id FROM users u, groups g LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(
+            "SELECT u.uuid, g.id FROM users u, groups g LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     conn.execute_batch("BEGIN").unwrap();
     {
@@ -206,8 +257,13 @@ fn memory() {
             )
             .unwrap();
         for i in 0..100_000 {
-            st.execute(rusqlite::params![uuid::Uuid::new_v4().to_string(), format!("old-{i}"), group, user])
-                .unwrap();
+            st.execute(rusqlite::params![
+                uuid::Uuid::new_v4().to_string(),
+                format!("old-{i}"),
+                group,
+                user
+            ])
+            .unwrap();
         }
     }
     conn.execute_batch("COMMIT").unwrap();
@@ -231,7 +287,10 @@ fn main() {
         execute_round_trip(&s, &image).await;
         request_rates(&s).await;
         for t in ["bench-exec", "bench-info"] {
-            s.request("DELETE", &format!("/kernel/{t}")).signed(&creds(USER)).send().await;
+            s.request("DELETE", &format!("/kernel/{t}"))
+                .signed(&creds(USER))
+                .send()
+                .await;
         }
         s.stop().await;
     });

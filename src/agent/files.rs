@@ -96,7 +96,7 @@ pub fn walk(
 }
 
 /// Checks that an open file really is inside `root`.
-pub fn confined(file: &File, root: &Path) -> Result<(), AgentError> {
+fn confined(file: &File, root: &Path) -> Result<(), AgentError> {
     use std::os::fd::AsRawFd;
     let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
         .map_err(|e| AgentError::Failure(format!("cannot check the path: {e}")))?;
@@ -140,14 +140,14 @@ pub fn write(
     Ok(())
 }
 
-/// Reads `rel`, refusing files larger than `limit` bytes.
-pub fn read(root: &Path, rel: &str, limit: u64) -> Result<Vec<u8>, AgentError> {
-    let parts = components(rel)?;
+/// Opens a regular file (by its validated components) below `root` for reading: no
+/// symbolic link followed, confined to `root`. `rel` names it in messages.
+pub fn open_regular(root: &Path, parts: &[String], rel: &str) -> Result<(File, u64), AgentError> {
     let Some((name, dirs)) = parts.split_last() else {
         return Err(invalid("a file name is required"));
     };
     let dir = walk(root, dirs, false, None)?;
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(dir.join(name))
@@ -159,10 +159,16 @@ pub fn read(root: &Path, rel: &str, limit: u64) -> Result<Vec<u8>, AgentError> {
     if !meta.is_file() {
         return Err(invalid(format!("'{rel}' is not a regular file")));
     }
-    if meta.len() > limit {
+    Ok((file, meta.len()))
+}
+
+/// Reads `rel`, refusing files larger than `limit` bytes.
+pub fn read(root: &Path, rel: &str, limit: u64) -> Result<Vec<u8>, AgentError> {
+    let (mut file, len) = open_regular(root, &components(rel)?, rel)?;
+    if len > limit {
         return Err(invalid(format!("'{rel}' is larger than {limit} bytes")));
     }
-    let mut buf = Vec::with_capacity(meta.len() as usize);
+    let mut buf = Vec::with_capacity(len as usize);
     file.read_to_end(&mut buf)
         .map_err(|e| AgentError::Failure(e.to_string()))?;
     Ok(buf)

@@ -6,12 +6,11 @@
 //! ([`crate::agent::files`]): no `..`, nothing absolute, no NUL bytes, no over-long names,
 //! and no symbolic link is followed. Files are streamed to and from disk.
 
-use crate::agent::files::{confined, parts, walk};
+use crate::agent::files::{open_regular, parts, walk};
 use crate::agent::AgentError;
 use crate::shared_config::SharedConfig;
 use serde_json::Value;
-use std::fs::OpenOptions;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// The storage hosts: where they are mounted and which one is the default.
@@ -201,26 +200,11 @@ pub fn delete(root: &Path, files: &[String], recursive: bool) -> Result<(), Agen
     Ok(())
 }
 
-/// Opens a regular file of the folder for reading.
+/// Opens a regular file of the folder for reading: the file, its size and its name.
 pub fn open(root: &Path, rel: &str) -> Result<(std::fs::File, u64, String), AgentError> {
     let p = parts(rel)?;
-    let Some((name, dirs)) = p.split_last() else {
-        return Err(invalid("a file name is required"));
-    };
-    let dir = walk(root, dirs, false, None)?;
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(dir.join(name))
-        .map_err(|e| invalid(format!("cannot read '{rel}': {e}")))?;
-    confined(&file, root)?;
-    let meta = file
-        .metadata()
-        .map_err(|e| AgentError::Failure(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(invalid(format!("'{rel}' is not a regular file")));
-    }
-    Ok((file, meta.len(), name.clone()))
+    let (file, len) = open_regular(root, &p, rel)?;
+    Ok((file, len, p.last().cloned().unwrap_or_default()))
 }
 
 /// A directory listing: `[{mode, size, ctime, mtime, atime, filename}]`.
