@@ -48,6 +48,11 @@ proptest! {
     }
 
     #[test]
+    fn long_names_of_any_characters_never_panic(name in "[^/]{60,400}") {
+        let _ = parts(&name);
+    }
+
+    #[test]
     fn multipart_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..600), prefix in any::<bool>()) {
         let mut bytes = Vec::new();
         if prefix {

@@ -50,7 +50,8 @@ pub fn parts(rel: &str) -> Result<Vec<String>, AgentError> {
             Component::Normal(n) => {
                 let n = n.to_str().ok_or_else(|| invalid("paths must be UTF-8"))?;
                 if n.len() > MAX_NAME {
-                    return Err(invalid(format!("the name '{}…' is too long", &n[..32])));
+                    let start: String = n.chars().take(32).collect();
+                    return Err(invalid(format!("the name '{start}…' is too long")));
                 }
                 out.push(n.to_owned());
             }
@@ -264,6 +265,8 @@ mod tests {
             assert!(write(r, bad, b"x", None).is_err(), "{bad:?}");
         }
         assert!(write(r, &"n".repeat(300), b"x", None).is_err());
+        // A long name of multi-byte characters is refused, not a panic.
+        assert!(write(r, &"é".repeat(200), b"x", None).is_err());
         // Symlinks planted by user code lead nowhere.
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("secret"), "host file").unwrap();

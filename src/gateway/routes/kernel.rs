@@ -73,8 +73,9 @@ async fn session(app: &App, ctx: &Ctx) -> Result<(KeypairRecord, Live), ApiError
     Ok((owner, live))
 }
 
+/// The create body. Keys later clients add (`type`, `startupCommand`, ...) are ignored, as
+/// the cluster size is: a session is one container here.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct CreateBody {
     #[serde(rename = "clientSessionToken")]
     token: Option<String>,
@@ -91,9 +92,6 @@ struct CreateBody {
     enqueue_only: Option<bool>,
     #[serde(rename = "maxWaitSeconds", default)]
     max_wait: Option<f64>,
-    // Accepted and ignored, as the original did: a session is one container here.
-    #[serde(rename = "clusterSize", default)]
-    _cluster_size: Option<Value>,
 }
 
 /// The requested slots from the new-style `resources` or the legacy `instance*` keys, with
