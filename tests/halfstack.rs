@@ -101,27 +101,12 @@ async fn create(s: &TestServer, token: &str) -> common::Resp {
 
 #[tokio::test]
 async fn three_agents_share_the_sessions_and_one_lost_leaves_the_others_untouched() {
-    let (etcd, redis) = (common::etcd(), common::redis());
-    let ns = common::unique_namespace();
-    let put = Command::new(env!("CARGO_BIN_EXE_backend-ai-manager"))
-        .args(["etcd", "put", "config/redis/addr", &redis.addr])
-        .env("BACKEND_ETCD__ADDR", &etcd.addr)
-        .env("BACKEND_ETCD__NAMESPACE", &ns)
-        .env_remove("BACKEND_CONFIG_FILE")
-        .output()
-        .unwrap();
-    assert!(
-        put.status.success(),
-        "{}",
-        String::from_utf8_lossy(&put.stderr)
-    );
-    let s = TestServer::start_with(|c| {
-        c.etcd.addr = etcd.addr.clone();
-        c.etcd.namespace = ns.clone();
-        c.manager.heartbeat_timeout = 2.0;
-        c.manager.local_engine_images = true;
-    })
-    .await;
+    let common::Halfstack {
+        server: s,
+        etcd,
+        redis: _redis,
+        ns,
+    } = common::halfstack().await;
     let app = s.app();
     app.images()
         .set_resource_limit(&setting("BAI_TEST_IMAGE"), "cpu", Some("0.1"), None)

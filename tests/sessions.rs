@@ -634,27 +634,12 @@ async fn a_manager_restart_mid_flight_is_reconciled() {
 /// The manager with etcd and Redis, and the agent as a separate process that is killed.
 #[tokio::test]
 async fn a_killed_agent_is_lost_and_its_sessions_marked() {
-    let (etcd, redis) = (common::etcd(), common::redis());
-    let ns = common::unique_namespace();
-    let put = std::process::Command::new(env!("CARGO_BIN_EXE_backend-ai-manager"))
-        .args(["etcd", "put", "config/redis/addr", &redis.addr])
-        .env("BACKEND_ETCD__ADDR", &etcd.addr)
-        .env("BACKEND_ETCD__NAMESPACE", &ns)
-        .env_remove("BACKEND_CONFIG_FILE")
-        .output()
-        .unwrap();
-    assert!(
-        put.status.success(),
-        "{}",
-        String::from_utf8_lossy(&put.stderr)
-    );
-    let s = TestServer::start_with(|c| {
-        c.etcd.addr = etcd.addr.clone();
-        c.etcd.namespace = ns.clone();
-        c.manager.heartbeat_timeout = 2.0;
-        c.manager.local_engine_images = true;
-    })
-    .await;
+    let common::Halfstack {
+        server: s,
+        etcd,
+        redis: _redis,
+        ns,
+    } = common::halfstack().await;
     let app: Arc<App> = s.app();
     let agent_id = format!("i-killed-{}", uuid::Uuid::new_v4().simple());
     let _c = Containers(agent_id.clone());

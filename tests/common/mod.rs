@@ -254,6 +254,46 @@ impl TestServer {
     }
 }
 
+/// A manager using etcd and Redis (halfstack), with Redis's address put in etcd first as an
+/// operator would, and the services it runs on (kept alive as long as this is).
+pub struct Halfstack {
+    pub server: TestServer,
+    pub etcd: Service,
+    pub redis: Service,
+    /// The etcd namespace agents must share with the manager.
+    pub ns: String,
+}
+
+pub async fn halfstack() -> Halfstack {
+    let (etcd, redis) = (etcd(), redis());
+    let ns = unique_namespace();
+    let put = Command::new(env!("CARGO_BIN_EXE_backend-ai-manager"))
+        .args(["etcd", "put", "config/redis/addr", &redis.addr])
+        .env("BACKEND_ETCD__ADDR", &etcd.addr)
+        .env("BACKEND_ETCD__NAMESPACE", &ns)
+        .env_remove("BACKEND_CONFIG_FILE")
+        .output()
+        .expect("the manager binary runs");
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let server = TestServer::start_with(|c| {
+        c.etcd.addr = etcd.addr.clone();
+        c.etcd.namespace = ns.clone();
+        c.manager.heartbeat_timeout = 2.0;
+        c.manager.local_engine_images = true;
+    })
+    .await;
+    Halfstack {
+        server,
+        etcd,
+        redis,
+        ns,
+    }
+}
+
 /// A test setting the test script exports, or a panic saying how to get it.
 pub fn setting(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
