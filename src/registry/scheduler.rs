@@ -237,7 +237,7 @@ pub async fn pass(app: &Arc<App>) -> Result<usize, StoreError> {
             for d in plan(&queue, &agents, strategy, hold_after) {
                 match d {
                     Decision::Place { kernel_id, agent } => {
-                        let p = queue.iter().find(|p| p.kernel_id == kernel_id).expect("planned from the queue");
+                        let Some(p) = queue.iter().find(|p| p.kernel_id == kernel_id) else { continue };
                         let addr = addrs.get(&agent).cloned().unwrap_or_default();
                         tx.execute(
                             "UPDATE kernels SET status = 'PREPARING', status_info = NULL, status_changed = ?2,

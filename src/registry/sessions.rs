@@ -341,6 +341,20 @@ pub async fn on_agent(store: &Store, agent: &str) -> Result<Vec<Live>, StoreErro
         .await
 }
 
+/// `(status, sess_id, access_key)` of a kernel.
+fn status_row(
+    tx: &Transaction<'_>,
+    id: &str,
+) -> Result<Option<(String, String, String)>, StoreError> {
+    Ok(tx
+        .query_row(
+            "SELECT status, sess_id, coalesce(access_key, '') FROM kernels WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?)
+}
+
 /// What a status change did.
 #[derive(Debug, Clone)]
 pub struct Changed {
@@ -363,13 +377,7 @@ pub async fn transition(
     let info2 = info.clone();
     let changed = store
         .write(move |tx| -> Result<_, StoreError> {
-            let row: Option<(String, String, String)> = tx
-                .query_row(
-                    "SELECT status, sess_id, coalesce(access_key, '') FROM kernels WHERE id = ?1",
-                    [&id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
+            let row = status_row(tx, &id)?;
             let Some((previous, sess_id, access_key)) = row else { return Ok(None) };
             if !from.contains(&previous.as_str()) {
                 return Ok(None);
@@ -427,13 +435,7 @@ pub async fn mark_running(
     let id = kernel_id.to_owned();
     let changed = store
         .write(move |tx| -> Result<_, StoreError> {
-            let row: Option<(String, String, String)> = tx
-                .query_row(
-                    "SELECT status, sess_id, coalesce(access_key, '') FROM kernels WHERE id = ?1",
-                    [&id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
+            let row = status_row(tx, &id)?;
             let Some((status, sess_id, ak)) = row else {
                 return Ok(None);
             };

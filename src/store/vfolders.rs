@@ -133,6 +133,23 @@ const ACCESSIBLE: &str = "
     SELECT v.*, v.\"user\", v.\"group\", ?2, CASE WHEN ?2 THEN 'wd' ELSE 'rw' END
       FROM vfolders v WHERE v.\"group\" IN (SELECT group_id FROM association_groups_users WHERE user_id = ?1)";
 
+/// Whether `me` already reaches a folder named `name` (on `host`, when given).
+fn name_reachable(
+    tx: &rusqlite::Transaction<'_>,
+    me: &str,
+    name: &str,
+    host: Option<&str>,
+) -> Result<bool, StoreError> {
+    let n: i64 = tx.query_row(
+        &format!(
+            "SELECT count(*) FROM ({ACCESSIBLE}) WHERE name = ?3 AND (?4 IS NULL OR host = ?4)"
+        ),
+        rusqlite::params![me, false, name, host],
+        |r| r.get(0),
+    )?;
+    Ok(n > 0)
+}
+
 fn accessible_row(r: &Row<'_>) -> rusqlite::Result<Accessible> {
     Ok(Accessible {
         row: vfolder_row(r)?,
@@ -202,11 +219,7 @@ impl Store {
                     return Ok(Err(VFolderRefusal::TooMany));
                 }
             }
-            let taken: i64 = tx.query_row(
-                &format!("SELECT count(*) FROM ({ACCESSIBLE}) WHERE name = ?3 AND host = ?4"),
-                rusqlite::params![me, false, new.name, new.host],
-                |r| r.get(0),
-            )?;
+            let taken = name_reachable(tx, &me, &new.name, Some(&new.host))?;
             let group_taken: i64 = match &new.group {
                 Some(g) => tx.query_row(
                     "SELECT count(*) FROM vfolders WHERE \"group\" = ?1 AND name = ?2 AND host = ?3",
@@ -215,7 +228,7 @@ impl Store {
                 )?,
                 None => 0,
             };
-            if taken > 0 || group_taken > 0 {
+            if taken || group_taken > 0 {
                 return Ok(Err(VFolderRefusal::NameTaken));
             }
             tx.execute(
@@ -237,12 +250,7 @@ impl Store {
     ) -> Result<Result<(), VFolderRefusal>, StoreError> {
         let (id, name, me) = (id.to_owned(), new_name.to_owned(), me.to_owned());
         self.write(move |tx| {
-            let taken: i64 = tx.query_row(
-                &format!("SELECT count(*) FROM ({ACCESSIBLE}) WHERE name = ?3"),
-                rusqlite::params![me, false, name],
-                |r| r.get(0),
-            )?;
-            if taken > 0 {
+            if name_reachable(tx, &me, &name, None)? {
                 return Ok(Err(VFolderRefusal::NameTaken));
             }
             tx.execute("UPDATE vfolders SET name = ?2 WHERE id = ?1", [&id, &name])?;
@@ -364,12 +372,7 @@ impl Store {
                 [&inv.vfolder],
                 |r| r.get(0),
             )?;
-            let taken: i64 = tx.query_row(
-                &format!("SELECT count(*) FROM ({ACCESSIBLE}) WHERE name = ?3"),
-                rusqlite::params![me, false, name],
-                |r| r.get(0),
-            )?;
-            if taken > 0 {
+            if name_reachable(tx, &me, &name, None)? {
                 return Ok(Err(VFolderRefusal::NameTaken));
             }
             tx.execute(

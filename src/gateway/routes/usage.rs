@@ -157,15 +157,16 @@ async fn report(
             "created_at": created,
             "terminated_at": ended,
         });
-        let group = match out.iter_mut().find(|g| g["g_id"] == gid.as_str()) {
-            Some(g) => g,
+        let at = match out.iter().position(|g| g["g_id"] == gid.as_str()) {
+            Some(i) => i,
             None => {
                 out.push(json!({"domain_name": domain, "g_id": gid, "g_name": gname, "g_cpu_used": 0.0,
                                 "g_mem_used": 0.0, "g_shared_memory": 0, "g_disk_used": 0.0, "g_io_read": 0.0,
                                 "g_io_write": 0.0, "g_device_type": [], "g_smp": 0.0, "c_infos": []}));
-                out.last_mut().expect("just pushed")
+                out.len() - 1
             }
         };
+        let group = &mut out[at];
         for (g, c) in [
             ("g_cpu_used", "cpu_used"),
             ("g_mem_used", "mem_used"),
