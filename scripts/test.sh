@@ -9,7 +9,7 @@ cd "$here/.."
 
 ensure_packages protoc:protobuf-compiler cc:gcc etcd:etcd-server redis-server:redis-server python3:python3 \
     dockerd:docker.io docker-registry:docker-registry mmdebstrap:mmdebstrap systemd-analyze:systemd \
-    openssl:openssl
+    openssl:openssl chromium:chromium chromedriver:chromium-driver
 python3 -c 'import venv, ensurepip' 2>/dev/null || ensure_packages _no_such_cmd_:python3-venv
 ensure_rust
 cache=$(cache_dir)

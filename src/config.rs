@@ -173,6 +173,8 @@ pub struct ServerConfig {
     pub bootstrap_admin_email: String,
     /// Count the kernel images of the local Docker engine as known, installed images.
     pub local_engine_images: bool,
+    /// Seconds a web UI login stays valid without being used (each use extends it).
+    pub ui_session_ttl: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -222,6 +224,7 @@ impl Default for ManagerConfig {
                 ssl_privkey: PathBuf::new(),
                 bootstrap_admin_email: "admin@localhost".into(),
                 local_engine_images: true,
+                ui_session_ttl: 12 * 3600,
             },
             logging: LoggingConfig {
                 level: "info".into(),
@@ -334,6 +337,11 @@ impl ManagerConfig {
         if hb.is_nan() || hb < 1.0 {
             return Err(ConfigError::Invalid(
                 "manager.heartbeat-timeout: must be at least 1.0 seconds".into(),
+            ));
+        }
+        if !(60..=30 * 24 * 3600).contains(&self.manager.ui_session_ttl) {
+            return Err(ConfigError::Invalid(
+                "manager.ui-session-ttl: must be between 60 seconds and 30 days".into(),
             ));
         }
         if self.manager.ssl_enabled

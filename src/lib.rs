@@ -2,7 +2,7 @@
 //!
 //! Layout: [`domain`] plain types; [`store`] SQLite; [`shared_config`] the etcd key space
 //! (etcd or embedded); [`bus`] ephemeral state (Redis or in-process); [`gateway`] HTTP;
-//! [`server`] wiring them together; [`signing`] the request-signing algorithm shared by
+//! [`server`] wiring them together; [`web`] the admin UI's files; [`signing`] the request-signing algorithm shared by
 //! server, tests and benchmark clients.
 
 pub mod agent;
@@ -19,3 +19,4 @@ pub mod shared_config;
 pub mod signing;
 pub mod store;
 pub mod vfolder;
+pub mod web;

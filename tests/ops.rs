@@ -116,24 +116,27 @@ async fn a_database_from_an_older_release_is_backed_up_and_migrated_forward() {
             "DROP INDEX ix_kernels_pending;
              ALTER TABLE kernels DROP COLUMN creation_config;
              ALTER TABLE kernels DROP COLUMN status_changed;
-             DELETE FROM refinery_schema_history WHERE version = 4;",
+             DROP TABLE ui_sessions;
+             DELETE FROM refinery_schema_history WHERE version IN (4, 5);",
         )
         .unwrap();
     }
     let (ok, out) = manager(dir.path(), &["schema", "show"]);
     assert!(
-        ok && out.contains("applied:  version 3") && out.contains("pending:  version 4"),
+        ok && out.contains("applied:  version 3")
+            && out.contains("pending:  version 4")
+            && out.contains("pending:  version 5"),
         "{out}"
     );
     let (ok, out) = manager(dir.path(), &["schema", "migrate"]);
     assert!(ok, "{out}");
     assert!(
-        dir.path().join("manager.db.before-v4.bak").is_file(),
+        dir.path().join("manager.db.before-v5.bak").is_file(),
         "a backup precedes the migration"
     );
     let (ok, out) = manager(dir.path(), &["schema", "show"]);
     assert!(
-        ok && out.contains("applied:  version 4") && !out.contains("pending"),
+        ok && out.contains("applied:  version 5") && !out.contains("pending"),
         "{out}"
     );
     let (ok, out) = manager(
@@ -142,7 +145,7 @@ async fn a_database_from_an_older_release_is_backed_up_and_migrated_forward() {
             "db",
             "check",
             dir.path()
-                .join("manager.db.before-v4.bak")
+                .join("manager.db.before-v5.bak")
                 .to_str()
                 .unwrap(),
         ],

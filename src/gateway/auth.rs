@@ -164,7 +164,79 @@ pub async fn authenticate(
         return Ok(Outcome::NotAuthorized);
     }
     app.usage.record(&keypair.access_key);
-    Ok(Outcome::Authorized(Box::new(Caller { keypair })))
+    Ok(Outcome::Authorized(Box::new(Caller { keypair, ui: None })))
+}
+
+/// The cookie holding a web UI login token.
+pub const UI_COOKIE: &str = "bai_session";
+
+/// The web UI login token of a request, from its `Cookie` header(s).
+pub fn ui_cookie(h: &HeaderMap) -> Option<&str> {
+    h.get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, value)| *name == UI_COOKIE && !value.is_empty())
+        .map(|(_, value)| value)
+}
+
+/// Refuses a request whose `Origin` is not the server it is sent to. Browsers set
+/// `Origin` on cross-site requests, WebSocket handshakes included.
+pub fn same_origin(h: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = h.get("origin") else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default();
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/'))
+        .unwrap_or_default();
+    match header(h, "host") {
+        Some(host) if !origin_host.is_empty() && origin_host.eq_ignore_ascii_case(host) => Ok(()),
+        _ => Err(ApiError::msg(
+            Problem::GenericForbidden,
+            "Cross-origin requests cannot use a web UI login.",
+        )),
+    }
+}
+
+/// Authenticates by web UI login cookie. Changing requests (any method but GET and HEAD,
+/// on the wire or after `X-Method-Override`) must echo the login's CSRF token in
+/// `X-CSRF-Token`.
+pub async fn authenticate_cookie(
+    app: &App,
+    h: &HeaderMap,
+    token: &str,
+    methods: [&Method; 2],
+) -> Result<Outcome, ApiError> {
+    same_origin(h)?;
+    let Some((keypair, login)) = app
+        .store
+        .ui_login(token, app.config.manager.ui_session_ttl)
+        .await?
+    else {
+        app.metrics.auth_failure();
+        return Ok(Outcome::NotAuthorized);
+    };
+    let safe = methods
+        .iter()
+        .all(|m| **m == Method::GET || **m == Method::HEAD);
+    if !safe {
+        use subtle::ConstantTimeEq;
+        let given = header(h, "x-csrf-token").unwrap_or_default();
+        if !bool::from(given.as_bytes().ct_eq(login.csrf_token.as_bytes())) {
+            return Err(ApiError::msg(
+                Problem::GenericForbidden,
+                "The CSRF token is missing or wrong; reload the page.",
+            ));
+        }
+    }
+    app.usage.record(&keypair.access_key);
+    Ok(Outcome::Authorized(Box::new(Caller {
+        keypair,
+        ui: Some(login),
+    })))
 }
 
 #[cfg(test)]
@@ -193,6 +265,22 @@ mod tests {
         assert!(title("BackendAI signMethod=HMAC-SHA256").contains("Missing or malformed"));
         assert!(title("BackendAI signMethod=HMAC-SHA256, credential=AKONLY")
             .contains("Missing or malformed"));
+    }
+
+    #[test]
+    fn finds_the_ui_cookie_and_checks_the_origin() {
+        let mut h = HeaderMap::new();
+        assert_eq!(ui_cookie(&h), None);
+        h.append("cookie", "a=1; bai_session=tok; b=2".parse().unwrap());
+        assert_eq!(ui_cookie(&h), Some("tok"));
+        h.insert("host", "127.0.0.1:8081".parse().unwrap());
+        assert!(same_origin(&h).is_ok());
+        h.insert("origin", "http://127.0.0.1:8081".parse().unwrap());
+        assert!(same_origin(&h).is_ok());
+        h.insert("origin", "https://evil.example".parse().unwrap());
+        assert_eq!(same_origin(&h).unwrap_err().status(), 403);
+        h.insert("origin", "null".parse().unwrap());
+        assert!(same_origin(&h).is_err());
     }
 
     #[test]

@@ -177,6 +177,7 @@ async fn handle(app: &Arc<App>, req: &mut RawRequest) -> (Label, Result<Response
         cors_skip: false,
         rate_headers: Vec::new(),
     };
+    let wire_method = req.method.clone();
     // X-Method-Override re-routes the request as if sent with that method.
     if let Some(m) = req
         .headers
@@ -218,7 +219,17 @@ async fn handle(app: &Arc<App>, req: &mut RawRequest) -> (Label, Result<Response
             path_and_query: &pq,
             body: &req.body,
         };
-        match auth::authenticate(app, &req.headers, line).await {
+        let token = auth::ui_cookie(&req.headers)
+            .filter(|_| !req.headers.contains_key("authorization"))
+            .map(str::to_owned);
+        let outcome = match token {
+            Some(token) => {
+                let methods = [&wire_method, &req.method];
+                auth::authenticate_cookie(app, &req.headers, &token, methods).await
+            }
+            None => auth::authenticate(app, &req.headers, line).await,
+        };
+        match outcome {
             Ok(auth::Outcome::Authorized(c)) => caller = Some(*c),
             Ok(auth::Outcome::NotAuthorized) => {}
             Err(e) => return (label, Err(e)),
@@ -251,7 +262,16 @@ async fn handle(app: &Arc<App>, req: &mut RawRequest) -> (Label, Result<Response
         (None, _) => false,
     };
     if !allowed {
-        return (label, Err(ApiError::new(Problem::AuthorizationFailed)));
+        // A web UI login that lacks the role gets 403: to the page, 401 means "log in
+        // again". Signed requests keep the original's 401.
+        let err = match &caller {
+            Some(c) if c.ui.is_some() => ApiError::msg(
+                Problem::GenericForbidden,
+                "This needs an administrator's login.",
+            ),
+            _ => ApiError::new(Problem::AuthorizationFailed),
+        };
+        return (label, Err(err));
     }
     let ctx = Ctx {
         method: req.method.clone(),

@@ -196,6 +196,9 @@ impl ApiVersion {
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub keypair: crate::store::auth::KeypairRecord,
+    /// The web UI login the request came with (cookie authentication); `None` for signed
+    /// requests.
+    pub ui: Option<crate::store::ui_sessions::UiLogin>,
 }
 
 impl Caller {

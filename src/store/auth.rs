@@ -53,7 +53,7 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
 
-fn load_active_keypair(
+pub(super) fn load_active_keypair(
     conn: &Connection,
     access_key: &str,
 ) -> Result<Option<KeypairRecord>, StoreError> {

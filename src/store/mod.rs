@@ -14,6 +14,7 @@ pub mod fixture;
 pub mod keypairs;
 mod migrate;
 pub mod sessions;
+pub mod ui_sessions;
 pub mod vfolders;
 
 pub use migrate::{SchemaState, KNOWN_SCHEMA_VERSION};

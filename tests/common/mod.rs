@@ -5,6 +5,8 @@
 //! (the test script starts them); otherwise each test starts its own and stops it on drop.
 #![allow(dead_code)] // each test binary uses a different part of the kit
 
+pub mod browser;
+
 use backend_ai_manager::config::ManagerConfig;
 use backend_ai_manager::server::{self, Running};
 use backend_ai_manager::signing::{client_headers, Credentials, HashAlg};

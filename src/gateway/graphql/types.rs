@@ -148,7 +148,9 @@ pub struct KeyPair {
 
 impl KeyPair {
     pub fn for_caller(row: KeypairRow, ctx: &Context) -> KeyPair {
-        let reveal_secret = row.access_key == ctx.caller.keypair.access_key;
+        // A web UI login never hands the secret key to page scripts.
+        let reveal_secret =
+            row.access_key == ctx.caller.keypair.access_key && ctx.caller.ui.is_none();
         KeyPair { row, reveal_secret }
     }
 }

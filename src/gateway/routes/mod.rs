@@ -53,6 +53,12 @@ pub fn route_table() -> Router {
     Router::new(table! {
         GET "" "" NONE, Public Any => root::hello;
         GET "" "/metrics" NONE, Public Any => root::metrics;
+        GET "" "/ui" NONE, Public Any => crate::web::redirect;
+        GET "" "/ui/" NONE, Public Any => crate::web::asset;
+        GET "" "/ui/{*path}" NONE, Public Any => crate::web::asset;
+        POST "auth" "/session" NONE, Public Any => auth::login;
+        GET "auth" "/session" NONE, User Any => auth::whoami;
+        DELETE "auth" "/session" NONE, User Any => auth::logout;
         GET "auth" "" ALL_V, User Any => auth::echo;
         POST "auth" "" ALL_V, User Any => auth::echo;
         GET "auth" "/test" ALL_V, User Any => auth::echo;
@@ -161,6 +167,10 @@ mod tests {
             [
                 "GET /",
                 "GET /metrics",
+                "GET /ui",
+                "GET /ui/",
+                "GET /ui/{*path}",
+                "POST /auth/session",
                 "POST /auth/authorize",
                 "GET /manager/status",
                 "GET /config/resource-slots"

@@ -9,7 +9,16 @@ use std::sync::Arc;
 use warp::http::{HeaderValue, Response};
 use warp::hyper::Body;
 
-pub async fn hello(_app: Arc<App>, _ctx: Ctx) -> Result<Response<Body>, ApiError> {
+/// `GET /`: the API's hello, or for a browser (one that asks for HTML) the web UI.
+pub async fn hello(_app: Arc<App>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
+    let browser = ctx
+        .headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    if browser {
+        return Ok(crate::web::see_ui());
+    }
     ok_json(json!({"version": LATEST_API_VERSION, "manager": MANAGER_VERSION}))
 }
 
