@@ -4,6 +4,13 @@
 import { api, upload, h, clear, section, table, when, bytes, form, dialog, confirmThen, notify, loadInto, parseJson, badge } from '../lib.js';
 
 const enc = encodeURIComponent;
+const PERMISSIONS = { ro: 'read only', rw: 'read and write', wd: 'read, write and delete' };
+
+function perm(p) {
+  const b = badge(p);
+  b.textContent = PERMISSIONS[p] || p;
+  return b;
+}
 
 export function foldersPage() {
   const body = h('div');
@@ -14,7 +21,7 @@ export function foldersPage() {
         { label: 'Name', cell: (f) => h('a', { href: `#/folders/${enc(f.name)}` }, f.name) },
         { label: 'Host', cell: (f) => f.host },
         { label: 'Kind', cell: (f) => (f.type === 'group' ? `group ${f.group}` : f.is_owner ? 'yours' : 'shared with you') },
-        { label: 'Permission', cell: (f) => badge(f.permission) },
+        { label: 'Permission', cell: (f) => perm(f.permission) },
         { label: 'Created', cell: (f) => when(f.created_at) },
         {
           label: 'Actions',
@@ -42,7 +49,7 @@ export function foldersPage() {
     table(
       [
         { label: 'From', cell: (i) => i.inviter },
-        { label: 'Permission', cell: (i) => badge(i.perm) },
+        { label: 'Permission', cell: (i) => perm(i.perm) },
         { label: 'Sent', cell: (i) => when(i.created_at) },
         {
           label: 'Answer',
@@ -123,7 +130,7 @@ export function folderPage(name) {
       'dl',
       { class: 'facts' },
       h('div', {}, h('dt', {}, 'Host'), h('dd', {}, f.host)),
-      h('div', {}, h('dt', {}, 'Permission'), h('dd', {}, badge(f.permission))),
+      h('div', {}, h('dt', {}, 'Permission'), h('dd', {}, perm(f.permission))),
       h('div', {}, h('dt', {}, 'Owner'), h('dd', {}, f.is_owner ? 'you' : f.type === 'group' ? `group ${f.group}` : 'someone else')),
       h('div', {}, h('dt', {}, 'Files at the top'), h('dd', {}, String(f.numFiles))),
       h('div', {}, h('dt', {}, 'Created'), h('dd', {}, when(f.created_at))),
