@@ -143,10 +143,12 @@ async fn load(
     for _ in 0..workers {
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
+            // One kept-alive connection per worker, as a real client pool would use.
+            let client = hyper::Client::new();
             let mut lat = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let r = make(addr).send().await;
+                let r = make(addr).try_send_with(&client).await.expect("answer");
                 assert!(r.status < 300, "{}", r.status);
                 lat.push(t.elapsed());
             }

@@ -16,6 +16,9 @@ const EVENT_DB: i64 = 4;
 const EVENT_STREAM: &str = "events.stream";
 /// Events kept in the stream (approximately) for consumers that were away.
 const EVENT_STREAM_MAXLEN: usize = 100_000;
+/// Longest wait for one command; Redis holds best-effort state (rate limits, live
+/// statistics, events), so the API must not hang on it.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The original's rolling-window script: a global request id keeps members unique, old
 /// entries are trimmed, the set expires with the window, and the count is returned.
@@ -95,6 +98,21 @@ impl RedisBus {
         })
     }
 
+    /// One command, waited for at most [`COMMAND_TIMEOUT`]: with Redis gone, callers get an
+    /// error promptly instead of waiting on reconnection attempts.
+    async fn bounded<T>(
+        &self,
+        command: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, BusError> {
+        match tokio::time::timeout(COMMAND_TIMEOUT, command).await {
+            Ok(result) => result.map_err(|e| self.err(e)),
+            Err(_) => Err(BusError::Redis {
+                addr: self.addr.clone(),
+                msg: format!("no answer within {} s", COMMAND_TIMEOUT.as_secs()),
+            }),
+        }
+    }
+
     fn err(&self, e: redis::RedisError) -> BusError {
         BusError::Redis {
             addr: self.addr.clone(),
@@ -114,13 +132,14 @@ impl Ephemeral for RedisBus {
         let mut conn = self.rlim.clone();
         // Scores in seconds with millisecond precision, as the original.
         let now = format!("{}.{:03}", now_ms / 1000, now_ms % 1000);
-        self.script
-            .key(access_key)
-            .arg(now)
-            .arg(window_secs)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.err(e))
+        self.bounded(
+            self.script
+                .key(access_key)
+                .arg(now)
+                .arg(window_secs)
+                .invoke_async(&mut conn),
+        )
+        .await
     }
 
     async fn put_stat(
@@ -130,23 +149,22 @@ impl Ephemeral for RedisBus {
         ttl_secs: u64,
     ) -> Result<(), BusError> {
         let mut conn = self.stats.clone();
-        redis::cmd("SET")
-            .arg(id)
-            .arg(stat.to_string())
-            .arg("EX")
-            .arg(ttl_secs.max(1))
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| self.err(e))
+        self.bounded(
+            redis::cmd("SET")
+                .arg(id)
+                .arg(stat.to_string())
+                .arg("EX")
+                .arg(ttl_secs.max(1))
+                .query_async::<()>(&mut conn),
+        )
+        .await
     }
 
     async fn get_stat(&self, id: &str) -> Result<Option<serde_json::Value>, BusError> {
         let mut conn = self.stats.clone();
-        let raw: Option<String> = redis::cmd("GET")
-            .arg(id)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.err(e))?;
+        let raw: Option<String> = self
+            .bounded(redis::cmd("GET").arg(id).query_async(&mut conn))
+            .await?;
         // A value in another encoding (an original agent's msgpack) reads as "no live stats".
         Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
     }
@@ -157,17 +175,18 @@ impl Ephemeral for RedisBus {
             addr: self.addr.clone(),
             msg: e.to_string(),
         })?;
-        redis::cmd("XADD")
-            .arg(EVENT_STREAM)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(EVENT_STREAM_MAXLEN)
-            .arg("*")
-            .arg("event")
-            .arg(body)
-            .query_async::<String>(&mut conn)
-            .await
-            .map_err(|e| self.err(e))?;
+        self.bounded(
+            redis::cmd("XADD")
+                .arg(EVENT_STREAM)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(EVENT_STREAM_MAXLEN)
+                .arg("*")
+                .arg("event")
+                .arg(body)
+                .query_async::<String>(&mut conn),
+        )
+        .await?;
         Ok(())
     }
 
@@ -222,6 +241,33 @@ impl Ephemeral for RedisBus {
                         if tx.is_closed() {
                             return;
                         }
+                        if e.code() == Some("NOGROUP") {
+                            // Redis came back empty (restarted without persistence):
+                            // the stream and the group are made again, and everything
+                            // published since is read.
+                            let made: redis::RedisResult<()> = redis::cmd("XGROUP")
+                                .arg("CREATE")
+                                .arg(EVENT_STREAM)
+                                .arg(&group)
+                                .arg("0")
+                                .arg("MKSTREAM")
+                                .query_async(&mut conn)
+                                .await;
+                            match made {
+                                Err(e) if e.code() != Some("BUSYGROUP") => {
+                                    tracing::warn!(
+                                        "redis at {addr}: recreating the event group: {e}"
+                                    )
+                                }
+                                _ => {
+                                    tracing::info!(
+                                        "redis at {addr}: the event group was recreated"
+                                    );
+                                    cursor = "0".to_owned();
+                                    continue;
+                                }
+                            }
+                        }
                         tracing::warn!("redis at {addr}: reading events: {e}");
                         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                         continue;
@@ -263,13 +309,14 @@ impl Ephemeral for RedisBus {
 
     async fn ack(&self, group: &str, id: &str) -> Result<(), BusError> {
         let mut conn = self.events.clone();
-        redis::cmd("XACK")
-            .arg(EVENT_STREAM)
-            .arg(group)
-            .arg(id)
-            .query_async::<i64>(&mut conn)
-            .await
-            .map_err(|e| self.err(e))?;
+        self.bounded(
+            redis::cmd("XACK")
+                .arg(EVENT_STREAM)
+                .arg(group)
+                .arg(id)
+                .query_async::<i64>(&mut conn),
+        )
+        .await?;
         Ok(())
     }
 

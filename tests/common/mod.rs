@@ -64,6 +64,33 @@ pub struct Service {
     pub addr: String,
     child: Option<Child>,
     _dir: Option<tempfile::TempDir>,
+    /// How it was started: program, package, arguments (for restarts).
+    how: Option<(String, String, Vec<String>)>,
+}
+
+impl Service {
+    /// Kills (SIGKILL) a service this test started.
+    pub fn kill(&mut self) {
+        let child = self
+            .child
+            .as_mut()
+            .expect("only services a test started are killed");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts a killed service again, same arguments, same address, same data directory.
+    pub fn restart(&mut self) {
+        let (program, _, args) = self.how.clone().expect("a service this test started");
+        let mut child = Command::new(&program)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the service starts again");
+        wait_for_port(&self.addr, &mut child, &program);
+        self.child = Some(child);
+    }
 }
 
 impl Drop for Service {
@@ -95,6 +122,7 @@ fn spawn(
         addr,
         child: Some(child),
         _dir: Some(dir),
+        how: Some((program.to_owned(), package.to_owned(), args)),
     }
 }
 
@@ -104,8 +132,14 @@ pub fn etcd() -> Service {
             addr,
             child: None,
             _dir: None,
+            how: None,
         };
     }
+    own_etcd()
+}
+
+/// An etcd of this test's own (for tests that stop it).
+pub fn own_etcd() -> Service {
     let dir = tempfile::tempdir().expect("temp dir");
     let (client, peer) = (free_port(), free_port());
     let addr = format!("127.0.0.1:{client}");
@@ -132,8 +166,14 @@ pub fn redis() -> Service {
             addr,
             child: None,
             _dir: None,
+            how: None,
         };
     }
+    own_redis()
+}
+
+/// A Redis of this test's own (for tests that kill it).
+pub fn own_redis() -> Service {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
@@ -267,7 +307,15 @@ pub struct Halfstack {
 }
 
 pub async fn halfstack() -> Halfstack {
-    let (etcd, redis) = (etcd(), redis());
+    halfstack_on(etcd(), redis(), |_| {}).await
+}
+
+/// A halfstack on the given services, with the manager configuration adjusted.
+pub async fn halfstack_on(
+    etcd: Service,
+    redis: Service,
+    adjust: impl FnOnce(&mut ManagerConfig),
+) -> Halfstack {
     let ns = unique_namespace();
     let put = Command::new(env!("CARGO_BIN_EXE_backend-ai-manager"))
         .args(["etcd", "put", "config/redis/addr", &redis.addr])
@@ -286,6 +334,7 @@ pub async fn halfstack() -> Halfstack {
         c.etcd.namespace = ns.clone();
         c.manager.heartbeat_timeout = 2.0;
         c.manager.local_engine_images = true;
+        adjust(c);
     })
     .await;
     Halfstack {
@@ -425,6 +474,14 @@ impl Req {
 
     /// Sends, reporting a refused or broken connection instead of panicking.
     pub async fn try_send(self) -> Result<Resp, hyper::Error> {
+        self.try_send_with(&Client::new()).await
+    }
+
+    /// Sends on `client`'s kept-alive connections (load generators reuse one client).
+    pub async fn try_send_with(
+        self,
+        client: &Client<hyper::client::HttpConnector>,
+    ) -> Result<Resp, hyper::Error> {
         let uri = format!("http://{}{}", self.addr, self.path);
         let mut b = Request::builder()
             .method(Method::from_bytes(self.method.as_bytes()).expect("method"))
@@ -440,7 +497,7 @@ impl Req {
             b = b.header("Content-Type", self.content_type.as_str());
         }
         let req = b.body(Body::from(self.body)).expect("request");
-        let resp = Client::new().request(req).await?;
+        let resp = client.request(req).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = hyper::body::to_bytes(resp.into_body()).await?.to_vec();
