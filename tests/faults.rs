@@ -10,9 +10,12 @@ mod common;
 use backend_ai_manager::registry::sessions::parse_slots;
 use backend_ai_manager::server::App;
 use backend_ai_manager::store::StoreError;
-use common::{agent_config, creds, own_etcd, own_redis, setting, TestServer, USER};
+use common::{
+    agent_config, creds, own_etcd, own_redis, session_rows, setting, wait_for_sessions, TestServer,
+    USER,
+};
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 async fn create(s: &TestServer, token: &str) -> common::Resp {
     s.request("POST", "/kernel")
@@ -32,40 +35,6 @@ async fn small_sessions(s: &TestServer) {
         .set_resource_limit(&setting("BAI_TEST_IMAGE"), "cpu", Some("0.1"), None)
         .await
         .unwrap();
-}
-
-/// `(token, status, status_info)` of every session, oldest first.
-async fn sessions(app: &App) -> Vec<(String, String, Option<String>)> {
-    app.store
-        .read(|c| -> Result<_, StoreError> {
-            let mut st =
-                c.prepare("SELECT sess_id, status, status_info FROM kernels ORDER BY created_at")?;
-            let rows = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
-        .await
-        .unwrap()
-}
-
-async fn wait_for(
-    app: &App,
-    what: &str,
-    check: impl Fn(&[(String, String, Option<String>)]) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let all = sessions(app).await;
-        if check(&all) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {all:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 fn status_of<'a>(all: &'a [(String, String, Option<String>)], token: &str) -> Vec<&'a str> {
@@ -140,7 +109,7 @@ async fn end_all(s: &TestServer, tokens: &[&str]) {
         assert!(matches!(r.status, 200 | 204 | 404), "{t}: {}", r.status);
     }
     let app = s.app();
-    wait_for(&app, "every session to end", |all| {
+    wait_for_sessions(&app, "every session to end", 60, |all| {
         all.iter()
             .all(|(_, st, _)| st == "TERMINATED" || st == "CANCELLED")
     })
@@ -195,14 +164,14 @@ async fn etcd_stopped_and_started_again_the_api_answers_and_sessions_survive() {
     etcd.restart();
     let r = create(s, "after-etcd").await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    wait_for(&app, "the sessions to settle", |all| {
+    wait_for_sessions(&app, "the sessions to settle", 60, |all| {
         let d = status_of(all, "during-etcd");
         status_of(all, "before-etcd") == ["RUNNING"]
             && status_of(all, "after-etcd") == ["RUNNING"]
             && (d.is_empty() || d == ["RUNNING"] || d == ["TERMINATED"] || d == ["ERROR"])
     })
     .await;
-    let all = sessions(&app).await;
+    let all = session_rows(&app).await;
     for t in ["before-etcd", "during-etcd", "after-etcd"] {
         assert!(status_of(&all, t).len() <= 1, "{t} is duplicated: {all:?}");
     }

@@ -11,7 +11,7 @@ use backend_ai_manager::config::ManagerConfig;
 use backend_ai_manager::registry::sessions::parse_slots;
 use backend_ai_manager::server::App;
 use backend_ai_manager::store::StoreError;
-use common::{creds, setting, Resp, TestServer, USER};
+use common::{creds, session_rows as sessions, setting, wait_for_sessions, Resp, TestServer, USER};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -92,22 +92,6 @@ fn body(token: &str, extra: Value) -> Value {
     b
 }
 
-/// `(status, status_info)` of every session, by token.
-async fn sessions(app: &App) -> Vec<(String, String, Option<String>)> {
-    app.store
-        .read(|c| -> Result<_, StoreError> {
-            let mut st = c.prepare(
-                "SELECT sess_id, status, status_info FROM kernels ORDER BY created_at, rowid",
-            )?;
-            let rows = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
-        .await
-        .unwrap()
-}
-
 async fn status(app: &App, token: &str) -> (String, Option<String>) {
     sessions(app)
         .await
@@ -126,24 +110,6 @@ where
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !check().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-type Rows = Vec<(String, String, Option<String>)>;
-
-/// Waits until the sessions satisfy `check`; on timeout, shows them.
-async fn wait_for_sessions(app: &App, what: &str, secs: u64, check: impl Fn(&Rows) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let all = sessions(app).await;
-        if check(&all) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {all:?}"
-        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -64,8 +64,8 @@ pub struct Service {
     pub addr: String,
     child: Option<Child>,
     _dir: Option<tempfile::TempDir>,
-    /// How it was started: program, package, arguments (for restarts).
-    how: Option<(String, String, Vec<String>)>,
+    /// How it was started: program and arguments (for restarts).
+    how: Option<(String, Vec<String>)>,
 }
 
 impl Service {
@@ -81,7 +81,7 @@ impl Service {
 
     /// Starts a killed service again, same arguments, same address, same data directory.
     pub fn restart(&mut self) {
-        let (program, _, args) = self.how.clone().expect("a service this test started");
+        let (program, args) = self.how.clone().expect("a service this test started");
         let mut child = Command::new(&program)
             .args(&args)
             .stdout(Stdio::null())
@@ -122,7 +122,7 @@ fn spawn(
         addr,
         child: Some(child),
         _dir: Some(dir),
-        how: Some((program.to_owned(), package.to_owned(), args)),
+        how: Some((program.to_owned(), args)),
     }
 }
 
@@ -342,6 +342,45 @@ pub async fn halfstack_on(
         etcd,
         redis,
         ns,
+    }
+}
+
+/// `(token, status, status_info)` of every session, oldest first.
+pub type SessionRows = Vec<(String, String, Option<String>)>;
+
+pub async fn session_rows(app: &backend_ai_manager::server::App) -> SessionRows {
+    app.store
+        .read(|c| -> Result<_, backend_ai_manager::store::StoreError> {
+            let mut st = c.prepare(
+                "SELECT sess_id, status, status_info FROM kernels ORDER BY created_at, rowid",
+            )?;
+            let rows = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+        .expect("the sessions can be read")
+}
+
+/// Waits up to `secs` until the sessions satisfy `check`; on timeout, shows them.
+pub async fn wait_for_sessions(
+    app: &backend_ai_manager::server::App,
+    what: &str,
+    secs: u64,
+    check: impl Fn(&SessionRows) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let all = session_rows(app).await;
+        if check(&all) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -135,18 +135,22 @@ fn login_json(kp: &KeypairRecord, login: &UiLogin) -> serde_json::Value {
 pub async fn login(app: Arc<App>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
     crate::gateway::auth::same_origin(&ctx.headers)?;
     let body: Login = ctx.json()?;
-    let access_key = match body {
+    let kp = match body {
         Login::Password {
             domain,
             username,
             password,
         } => {
             let user = check_password(&app, &domain, &username, password).await?;
-            app.store
+            let (access_key, _) = app
+                .store
                 .keypair_of_user(&user.user_uuid)
                 .await?
+                .ok_or_else(mismatch)?;
+            app.store
+                .active_keypair(&access_key)
+                .await?
                 .ok_or_else(mismatch)?
-                .0
         }
         Login::Keypair {
             access_key,
@@ -157,18 +161,13 @@ pub async fn login(app: Arc<App>, ctx: Ctx) -> Result<Response<Body>, ApiError> 
             let expected = kp.as_ref().map(|k| k.secret_key.as_str()).unwrap_or("");
             let same: bool = expected.as_bytes().ct_eq(secret_key.as_bytes()).into();
             match kp {
-                Some(k) if same => k.access_key,
+                Some(k) if same => k,
                 _ => return Err(mismatch()),
             }
         }
     };
     let ttl = app.config.manager.ui_session_ttl;
-    let (token, _) = app.store.create_ui_login(&access_key, ttl).await?;
-    let (kp, login) = app
-        .store
-        .ui_login(&token, ttl)
-        .await?
-        .ok_or_else(mismatch)?;
+    let (token, login) = app.store.create_ui_login(&kp.access_key, ttl).await?;
     tracing::info!(access_key = %kp.access_key, "web UI login");
     let mut resp = json_response(StatusCode::OK, &login_json(&kp, &login));
     if let Ok(v) = HeaderValue::from_str(&session_cookie(&app, &token, None)) {
