@@ -6,9 +6,11 @@
 //! (`BACKEND_MANAGER__SERVICE_ADDR=127.0.0.1:9000`), plus the original's names
 //! (`BACKEND_NAMESPACE`, `BACKEND_ETCD_ADDR`, …). Unknown keys are errors, so typos are caught.
 
+use crate::domain::ResourceSlots;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -48,6 +50,9 @@ pub struct SchedulerConfig {
     /// Seconds a create request waits for its session to be RUNNING before answering
     /// with the session still on its way (`enqueueOnly` answers at once).
     pub create_timeout: f64,
+    /// Seconds the manager waits for an agent to create a kernel (image pulls included)
+    /// before it gives the session up as failed.
+    pub agent_create_timeout: f64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -64,6 +69,7 @@ impl Default for SchedulerConfig {
             hold_after: 30.0,
             sweep_interval: 2.0,
             create_timeout: 300.0,
+            agent_create_timeout: 600.0,
         }
     }
 }
@@ -128,6 +134,38 @@ pub struct AgentConfig {
     pub mock_cuda_devices: u32,
     /// Seconds between heartbeats.
     pub heartbeat_interval: f64,
+    /// What runs kernels: `docker`, or `noop` (kernels are records that run no code, for
+    /// scale and fault tests of the manager; needs no Docker engine).
+    pub backend: KernelBackendKind,
+    /// With the `noop` backend: seconds each kernel creation takes.
+    pub noop_create_delay: f64,
+    /// Resource slots to offer instead of the detected host's (e.g. `cpu = "64"`,
+    /// `mem = "256g"`); empty = detect.
+    pub slots: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelBackendKind {
+    Docker,
+    Noop,
+}
+
+impl AgentConfig {
+    /// The configured `agent.slots`, checked; `None` when the host's are to be detected.
+    pub fn offered_slots(&self) -> Result<Option<ResourceSlots>, ConfigError> {
+        if self.slots.is_empty() {
+            return Ok(None);
+        }
+        let mut out = ResourceSlots::new();
+        for (slot, value) in &self.slots {
+            let qty =
+                ResourceSlots::parse_quantity(slot, &serde_json::Value::String(value.clone()))
+                    .map_err(|e| ConfigError::Invalid(format!("agent.slots.{slot}: {e}")))?;
+            out.set(slot.clone(), qty);
+        }
+        Ok(Some(out))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -251,6 +289,9 @@ impl Default for ManagerConfig {
                 reserved_mem: 1 << 30,
                 mock_cuda_devices: 0,
                 heartbeat_interval: 3.0,
+                backend: KernelBackendKind::Docker,
+                noop_create_delay: 0.0,
+                slots: BTreeMap::new(),
             },
         }
     }
@@ -369,6 +410,13 @@ impl ManagerConfig {
                 "agent.heartbeat-interval: must be between 0.1 and 60 seconds".into(),
             ));
         }
+        let delay = self.agent.noop_create_delay;
+        if delay.is_nan() || !(0.0..=3600.0).contains(&delay) {
+            return Err(ConfigError::Invalid(
+                "agent.noop-create-delay: must be between 0 and 3600 seconds".into(),
+            ));
+        }
+        self.agent.offered_slots()?;
         if self.agent.network_mode.is_empty() {
             return Err(ConfigError::Invalid(
                 "agent.network-mode: must be none, host or a network name".into(),
@@ -384,6 +432,7 @@ impl ManagerConfig {
             ("hold-after", sc.hold_after, 0.0),
             ("sweep-interval", sc.sweep_interval, 0.05),
             ("create-timeout", sc.create_timeout, 0.0),
+            ("agent-create-timeout", sc.agent_create_timeout, 1.0),
         ] {
             if v.is_nan() || v < min || v > 86400.0 {
                 return Err(ConfigError::Invalid(format!(

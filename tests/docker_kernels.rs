@@ -5,7 +5,7 @@
 
 mod common;
 
-use backend_ai_manager::agent::docker::{DockerBackend, DockerConfig, KernelSpec};
+use backend_ai_manager::agent::docker::{DockerBackend, DockerConfig, KernelBackend, KernelSpec};
 use backend_ai_manager::agent::AgentError;
 use backend_ai_manager::domain::ResourceSlots;
 use serde_json::{json, Value};

@@ -2,7 +2,7 @@
 //! kernel ends into `kernel_terminated` events — all through the ephemeral-state bus, with
 //! the original's event names and arguments.
 
-use super::docker::{DockerBackend, KernelInfo, KernelSpec, RegistryCredentials};
+use super::backend::{KernelBackend, KernelInfo, KernelSpec, RegistryCredentials};
 use super::resources::CUDA_SLOT;
 use super::AgentError;
 use crate::bus::{EphemeralHandle, Event, STAT_TTL_SECS};
@@ -24,7 +24,7 @@ pub struct AgentIdentity {
 }
 
 pub struct AgentDaemon {
-    pub backend: Arc<DockerBackend>,
+    pub backend: Arc<dyn KernelBackend>,
     bus: EphemeralHandle,
     identity: AgentIdentity,
     slots: ResourceSlots,
@@ -72,7 +72,7 @@ fn mem_used_total() -> Option<(u64, u64)> {
 
 impl AgentDaemon {
     pub fn new(
-        backend: Arc<DockerBackend>,
+        backend: Arc<dyn KernelBackend>,
         bus: EphemeralHandle,
         identity: AgentIdentity,
         mut slots: ResourceSlots,
@@ -199,12 +199,13 @@ impl AgentDaemon {
                 }
             };
             let pull = async {
-                let r = self.backend.pull_image(&spec.image, credentials, |line| {
+                let mut progress = move |line| {
                     let _ = tx.send(line);
-                });
-                let r = r.await;
-                drop(tx);
-                r
+                };
+                self.backend
+                    .pull_image(&spec.image, credentials, &mut progress)
+                    .await
+                // `progress`, and with it the sender, is dropped here: `forward` ends.
             };
             let (pulled, ()) = tokio::join!(pull, forward);
             pulled?;
@@ -332,7 +333,7 @@ impl AgentDaemon {
         }));
 
         let (d, mut r) = (daemon.clone(), rx.clone());
-        let mut ends = daemon.backend.terminations();
+        let mut ends = daemon.backend.clone().terminations();
         tasks.push(tokio::spawn(async move {
             loop {
                 let t = tokio::select! {

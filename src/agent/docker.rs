@@ -7,6 +7,9 @@
 //! pids limits, and network mode `none` unless configured otherwise. Labels carry the kernel
 //! and agent ids, so a restarted agent recovers its kernels.
 
+pub use super::backend::{
+    KernelBackend, KernelInfo, KernelSpec, MountSpec, RegistryCredentials, ServicePort, Termination,
+};
 use super::resources::{DeviceAllocMap, DeviceSource, CUDA_SLOT};
 use super::runner::{ExecResult, RunnerClient};
 use super::{files, AgentError};
@@ -48,51 +51,6 @@ pub struct DockerConfig {
     pub exec_timeout: u64,
 }
 
-/// Credentials for pulling from a registry. Kept apart from [`KernelSpec`], which is
-/// recorded in container labels: secrets never are.
-#[derive(Clone)]
-pub struct RegistryCredentials {
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for RegistryCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RegistryCredentials({}, <hidden>)", self.username)
-    }
-}
-
-/// A vfolder (or other host directory) mounted under `/home/work/{name}`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct MountSpec {
-    pub host_path: PathBuf,
-    pub name: String,
-    pub read_only: bool,
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct KernelSpec {
-    /// Canonical image reference.
-    pub image: String,
-    pub slots: ResourceSlots,
-    pub environ: BTreeMap<String, String>,
-    pub mounts: Vec<MountSpec>,
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ServicePort {
-    pub name: String,
-    pub protocol: String,
-    pub container_port: u16,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct KernelInfo {
-    pub id: String,
-    pub container_id: String,
-    pub service_ports: Vec<ServicePort>,
-}
-
 struct Kernel {
     info: KernelInfo,
     dir: PathBuf,
@@ -113,15 +71,6 @@ pub struct DockerBackend {
     destroying: std::sync::Mutex<HashMap<String, String>>,
     /// Kernels being restarted: their container's end is not the kernel's.
     restarting: std::sync::Mutex<std::collections::HashSet<String>>,
-}
-
-/// A kernel container that stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Termination {
-    pub kernel_id: String,
-    pub exit_code: Option<i64>,
-    /// `user-requested`, `self-terminated`, or `killed` (by a signal, e.g. out of memory).
-    pub reason: String,
 }
 
 const LABEL_DEVICES: &str = "ai.backend.devices";
@@ -192,10 +141,6 @@ impl DockerBackend {
         self
     }
 
-    pub fn devices(&self) -> Option<&Arc<DeviceAllocMap>> {
-        self.devices.as_ref()
-    }
-
     pub fn config(&self) -> &DockerConfig {
         &self.cfg
     }
@@ -209,49 +154,10 @@ impl DockerBackend {
             .ok_or_else(|| AgentError::NotFound(id.to_owned()))
     }
 
-    /// Whether the engine has the image locally.
-    pub async fn has_image(&self, image: &str) -> bool {
-        self.docker.inspect_image(image).await.is_ok()
-    }
-
-    /// Pulls an image, calling `progress` with each status line Docker reports.
-    pub async fn pull_image(
-        &self,
-        image: &str,
-        credentials: Option<&RegistryCredentials>,
-        mut progress: impl FnMut(String),
-    ) -> Result<(), AgentError> {
-        tracing::info!("pulling {image}");
-        let opts = CreateImageOptions {
-            from_image: Some(image.to_owned()),
-            ..Default::default()
-        };
-        let auth = credentials.map(|c| bollard::auth::DockerCredentials {
-            username: Some(c.username.clone()),
-            password: Some(c.password.clone()),
-            serveraddress: Some(image.split('/').next().unwrap_or_default().to_owned()),
-            ..Default::default()
-        });
-        let mut pull = self.docker.create_image(Some(opts), None, auth);
-        while let Some(step) = pull.next().await {
-            let info =
-                step.map_err(|e| AgentError::InvalidInput(format!("cannot pull {image}: {e}")))?;
-            let line = [info.status, info.progress]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(" ");
-            if !line.is_empty() {
-                progress(line);
-            }
-        }
-        Ok(())
-    }
-
     /// Pulls the image if the engine lacks it; returns its labels.
     async fn ensure_image(&self, image: &str) -> Result<HashMap<String, String>, AgentError> {
         if !self.has_image(image).await {
-            self.pull_image(image, None, |_| {}).await?;
+            self.pull_image(image, None, &mut |_| {}).await?;
         }
         let inspected = self
             .docker
@@ -278,55 +184,6 @@ impl DockerBackend {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o750)).map_err(fail)?;
         }
         Ok(())
-    }
-
-    /// Creates and starts a kernel, and waits until its runner answers.
-    pub async fn create_kernel(
-        &self,
-        id: &str,
-        spec: &KernelSpec,
-    ) -> Result<KernelInfo, AgentError> {
-        let kid = uuid::Uuid::parse_str(id)
-            .map_err(|_| AgentError::InvalidInput(format!("'{id}' is not a kernel id")))?;
-        let id = kid.hyphenated().to_string();
-        if self.kernels.lock().await.contains_key(&id) {
-            return Err(AgentError::InvalidInput(format!(
-                "kernel {id} exists already"
-            )));
-        }
-        let labels = self.ensure_image(&spec.image).await?;
-        if !labels.contains_key("ai.backend.kernelspec") {
-            return Err(AgentError::InvalidInput(format!(
-                "{} is not a Backend.AI kernel image (no ai.backend.kernelspec label)",
-                spec.image
-            )));
-        }
-        // Devices are taken before anything else exists, so concurrent creations cannot
-        // overcommit them; every failure below gives them back.
-        let wanted = spec.slots.get(CUDA_SLOT);
-        let devices = if wanted > rust_decimal::Decimal::ZERO {
-            let map = self.devices.as_ref().ok_or_else(|| {
-                AgentError::InvalidInput(format!("this agent has no {CUDA_SLOT}"))
-            })?;
-            map.allocate(&id, wanted)?
-        } else {
-            Vec::new()
-        };
-        let dir = self.kernel_dir(&id);
-        let started = match self.make_dirs(&dir) {
-            Ok(()) => {
-                self.start_container(&id, spec, &labels, &dir, &devices)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        match started {
-            Ok(info) => Ok(info),
-            Err(e) => {
-                let _ = self.remove(&id).await;
-                Err(e)
-            }
-        }
     }
 
     async fn start_container(
@@ -526,7 +383,131 @@ impl DockerBackend {
         }
     }
 
-    pub async fn execute(
+    async fn remove(&self, id: &str) -> Result<(), AgentError> {
+        if let Some(map) = &self.devices {
+            map.release(id);
+        }
+        let kernel = self.kernels.lock().await.remove(id);
+        if let Some(k) = &kernel {
+            let opts = RemoveContainerOptions {
+                force: true,
+                v: true,
+                ..Default::default()
+            };
+            match self
+                .docker
+                .remove_container(&k.info.container_id, Some(opts))
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => tracing::warn!("cannot remove container of kernel {id}: {e}"),
+            }
+        }
+        let dir = self.kernel_dir(id);
+        tokio::task::spawn_blocking(move || {
+            if dir.exists() {
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!("cannot remove {}: {e}", dir.display());
+                }
+            }
+        })
+        .await
+        .map_err(|e| AgentError::Failure(e.to_string()))
+    }
+}
+
+#[async_trait::async_trait]
+impl KernelBackend for DockerBackend {
+    fn devices(&self) -> Option<&Arc<DeviceAllocMap>> {
+        self.devices.as_ref()
+    }
+
+    /// Whether the engine has the image locally.
+    async fn has_image(&self, image: &str) -> bool {
+        self.docker.inspect_image(image).await.is_ok()
+    }
+
+    /// Pulls an image, calling `progress` with each status line Docker reports.
+    async fn pull_image(
+        &self,
+        image: &str,
+        credentials: Option<&RegistryCredentials>,
+        progress: &mut (dyn FnMut(String) + Send),
+    ) -> Result<(), AgentError> {
+        tracing::info!("pulling {image}");
+        let opts = CreateImageOptions {
+            from_image: Some(image.to_owned()),
+            ..Default::default()
+        };
+        let auth = credentials.map(|c| bollard::auth::DockerCredentials {
+            username: Some(c.username.clone()),
+            password: Some(c.password.clone()),
+            serveraddress: Some(image.split('/').next().unwrap_or_default().to_owned()),
+            ..Default::default()
+        });
+        let mut pull = self.docker.create_image(Some(opts), None, auth);
+        while let Some(step) = pull.next().await {
+            let info =
+                step.map_err(|e| AgentError::InvalidInput(format!("cannot pull {image}: {e}")))?;
+            let line = [info.status, info.progress]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            if !line.is_empty() {
+                progress(line);
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates and starts a kernel, and waits until its runner answers.
+    async fn create_kernel(&self, id: &str, spec: &KernelSpec) -> Result<KernelInfo, AgentError> {
+        let kid = uuid::Uuid::parse_str(id)
+            .map_err(|_| AgentError::InvalidInput(format!("'{id}' is not a kernel id")))?;
+        let id = kid.hyphenated().to_string();
+        if self.kernels.lock().await.contains_key(&id) {
+            return Err(AgentError::InvalidInput(format!(
+                "kernel {id} exists already"
+            )));
+        }
+        let labels = self.ensure_image(&spec.image).await?;
+        if !labels.contains_key("ai.backend.kernelspec") {
+            return Err(AgentError::InvalidInput(format!(
+                "{} is not a Backend.AI kernel image (no ai.backend.kernelspec label)",
+                spec.image
+            )));
+        }
+        // Devices are taken before anything else exists, so concurrent creations cannot
+        // overcommit them; every failure below gives them back.
+        let wanted = spec.slots.get(CUDA_SLOT);
+        let devices = if wanted > rust_decimal::Decimal::ZERO {
+            let map = self.devices.as_ref().ok_or_else(|| {
+                AgentError::InvalidInput(format!("this agent has no {CUDA_SLOT}"))
+            })?;
+            map.allocate(&id, wanted)?
+        } else {
+            Vec::new()
+        };
+        let dir = self.kernel_dir(&id);
+        let started = match self.make_dirs(&dir) {
+            Ok(()) => {
+                self.start_container(&id, spec, &labels, &dir, &devices)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match started {
+            Ok(info) => Ok(info),
+            Err(e) => {
+                let _ = self.remove(&id).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn execute(
         &self,
         id: &str,
         run_id: Option<String>,
@@ -546,12 +527,12 @@ impl DockerBackend {
         r
     }
 
-    pub async fn interrupt(&self, id: &str) -> Result<(), AgentError> {
+    async fn interrupt(&self, id: &str) -> Result<(), AgentError> {
         let kernel = self.kernel(id).await?;
         self.runner_of(&kernel).await?.interrupt().await
     }
 
-    pub async fn complete(
+    async fn complete(
         &self,
         id: &str,
         code: &str,
@@ -561,7 +542,7 @@ impl DockerBackend {
         self.runner_of(&kernel).await?.complete(code, opts).await
     }
 
-    pub async fn start_service(&self, id: &str, service: &str) -> Result<Value, AgentError> {
+    async fn start_service(&self, id: &str, service: &str) -> Result<Value, AgentError> {
         let kernel = self.kernel(id).await?;
         let port = kernel
             .info
@@ -579,7 +560,7 @@ impl DockerBackend {
 
     /// Opens a connection of `kind` (`pty`, `connect`) to the kernel's runner and waits for
     /// its `connected` answer; the stream is the caller's from then on.
-    pub async fn open_runner_stream(
+    async fn open_runner_stream(
         &self,
         id: &str,
         kind: &str,
@@ -613,7 +594,7 @@ impl DockerBackend {
     }
 
     /// Starts a service of the kernel (if it is not running) and opens a byte stream to it.
-    pub async fn connect_service(
+    async fn connect_service(
         &self,
         id: &str,
         service: &str,
@@ -643,7 +624,7 @@ impl DockerBackend {
         .await
     }
 
-    pub async fn upload_file(&self, id: &str, path: &str, data: &[u8]) -> Result<(), AgentError> {
+    async fn upload_file(&self, id: &str, path: &str, data: &[u8]) -> Result<(), AgentError> {
         if data.len() as u64 > MAX_FILE_BYTES {
             return Err(AgentError::InvalidInput(format!(
                 "files must be smaller than {MAX_FILE_BYTES} bytes"
@@ -660,7 +641,7 @@ impl DockerBackend {
             .map_err(|e| AgentError::Failure(e.to_string()))?
     }
 
-    pub async fn download_file(&self, id: &str, path: &str) -> Result<Vec<u8>, AgentError> {
+    async fn download_file(&self, id: &str, path: &str) -> Result<Vec<u8>, AgentError> {
         let kernel = self.kernel(id).await?;
         let (root, path) = (kernel.dir.join("work"), path.to_owned());
         tokio::task::spawn_blocking(move || files::read(&root, &path, MAX_FILE_BYTES))
@@ -668,7 +649,7 @@ impl DockerBackend {
             .map_err(|e| AgentError::Failure(e.to_string()))?
     }
 
-    pub async fn list_files(&self, id: &str, path: &str) -> Result<Value, AgentError> {
+    async fn list_files(&self, id: &str, path: &str) -> Result<Value, AgentError> {
         let kernel = self.kernel(id).await?;
         let (root, path) = (kernel.dir.join("work"), path.to_owned());
         tokio::task::spawn_blocking(move || files::list(&root, &path))
@@ -677,7 +658,7 @@ impl DockerBackend {
     }
 
     /// The container's own log (the runner's messages).
-    pub async fn logs(&self, id: &str) -> Result<String, AgentError> {
+    async fn logs(&self, id: &str) -> Result<String, AgentError> {
         let kernel = self.kernel(id).await?;
         let opts = LogsOptions {
             stdout: true,
@@ -697,7 +678,7 @@ impl DockerBackend {
     }
 
     /// Whether the kernel's container is still running.
-    pub async fn is_running(&self, id: &str) -> Result<bool, AgentError> {
+    async fn is_running(&self, id: &str) -> Result<bool, AgentError> {
         let kernel = self.kernel(id).await?;
         let c = self
             .docker
@@ -710,13 +691,8 @@ impl DockerBackend {
         Ok(c.state.and_then(|s| s.running).unwrap_or(false))
     }
 
-    /// Kills and removes the kernel's container and scratch directories.
-    pub async fn destroy_kernel(&self, id: &str) -> Result<(), AgentError> {
-        self.destroy_kernel_because(id, "user-requested").await
-    }
-
-    /// As [`Self::destroy_kernel`], reporting the end with `reason` (e.g. `idle-timeout`).
-    pub async fn destroy_kernel_because(&self, id: &str, reason: &str) -> Result<(), AgentError> {
+    /// As [`KernelBackend::destroy_kernel`], reporting the end with `reason` (e.g. `idle-timeout`).
+    async fn destroy_kernel_because(&self, id: &str, reason: &str) -> Result<(), AgentError> {
         let kernel = self.kernel(id).await?;
         self.destroying
             .lock()
@@ -745,7 +721,7 @@ impl DockerBackend {
 
     /// Replaces the kernel's container with a new one: same id, resources, devices and
     /// `/home/work`; the interpreter starts afresh.
-    pub async fn restart_kernel(&self, id: &str) -> Result<KernelInfo, AgentError> {
+    async fn restart_kernel(&self, id: &str) -> Result<KernelInfo, AgentError> {
         let kernel = self.kernel(id).await?;
         self.restarting
             .lock()
@@ -781,46 +757,13 @@ impl DockerBackend {
 
     /// Forgets a kernel that ended by itself: removes its container, scratch directories
     /// and device allocations.
-    pub async fn forget_kernel(&self, id: &str) -> Result<(), AgentError> {
+    async fn forget_kernel(&self, id: &str) -> Result<(), AgentError> {
         self.remove(id).await
-    }
-
-    async fn remove(&self, id: &str) -> Result<(), AgentError> {
-        if let Some(map) = &self.devices {
-            map.release(id);
-        }
-        let kernel = self.kernels.lock().await.remove(id);
-        if let Some(k) = &kernel {
-            let opts = RemoveContainerOptions {
-                force: true,
-                v: true,
-                ..Default::default()
-            };
-            match self
-                .docker
-                .remove_container(&k.info.container_id, Some(opts))
-                .await
-            {
-                Ok(()) => {}
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => tracing::warn!("cannot remove container of kernel {id}: {e}"),
-            }
-        }
-        let dir = self.kernel_dir(id);
-        tokio::task::spawn_blocking(move || {
-            if dir.exists() {
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
-                    tracing::warn!("cannot remove {}: {e}", dir.display());
-                }
-            }
-        })
-        .await
-        .map_err(|e| AgentError::Failure(e.to_string()))
     }
 
     /// After an agent restart: re-adopts this agent's running kernel containers and cleans up
     /// exited ones. Returns `(recovered, ended)` kernel ids.
-    pub async fn recover(&self) -> Result<(Vec<String>, Vec<String>), AgentError> {
+    async fn recover(&self) -> Result<(Vec<String>, Vec<String>), AgentError> {
         let mut filters = HashMap::new();
         filters.insert(
             "label".to_owned(),
@@ -898,14 +841,14 @@ impl DockerBackend {
         Ok((recovered, ended))
     }
 
-    pub async fn kernel_ids(&self) -> Vec<String> {
+    async fn kernel_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.kernels.lock().await.keys().cloned().collect();
         ids.sort();
         ids
     }
 
     /// Kernel images on this engine (with `ai.backend.kernelspec`): `(repo tag, image id)`.
-    pub async fn images(&self) -> Result<Vec<(String, String)>, AgentError> {
+    async fn images(&self) -> Result<Vec<(String, String)>, AgentError> {
         let mut filters = HashMap::new();
         filters.insert("label".to_owned(), vec!["ai.backend.kernelspec".to_owned()]);
         let opts = ListImagesOptions {
@@ -927,7 +870,7 @@ impl DockerBackend {
 
     /// The kernel's statistics now, as the original's metrics (`cpu_used`, `mem`, `net_rx`,
     /// `net_tx`, `io_read`, `io_write`; decimal strings).
-    pub async fn kernel_stat(&self, id: &str) -> Result<Value, AgentError> {
+    async fn kernel_stat(&self, id: &str) -> Result<Value, AgentError> {
         let kernel = self.kernel(id).await?;
         let opts = StatsOptions {
             stream: false,
@@ -989,9 +932,9 @@ impl DockerBackend {
     }
 
     /// Kernel containers of this agent that stop, as they stop (from Docker's event stream).
-    pub fn terminations(self: &Arc<Self>) -> tokio::sync::mpsc::Receiver<Termination> {
+    fn terminations(self: Arc<Self>) -> tokio::sync::mpsc::Receiver<Termination> {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let me = self.clone();
+        let me = self;
         tokio::spawn(async move {
             let mut filters = HashMap::new();
             filters.insert("type".to_owned(), vec!["container".to_owned()]);

@@ -1,11 +1,14 @@
-//! Starting an agent from the configuration: Docker backend, devices, daemon.
+//! Starting an agent from the configuration: kernel backend (Docker or no-op), devices,
+//! daemon.
 
+use super::backend::KernelBackend;
 use super::daemon::{AgentDaemon, AgentIdentity, RunningAgent};
 use super::docker::{DockerBackend, DockerConfig};
+use super::noop::{NoopBackend, NoopConfig};
 use super::resources::{detect_nvidia, host_slots, DeviceAllocMap, DeviceSource};
 use super::AgentError;
 use crate::bus::EphemeralHandle;
-use crate::config::ManagerConfig;
+use crate::config::{AgentConfig, KernelBackendKind, ManagerConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,49 +90,69 @@ pub async fn start(cfg: &ManagerConfig, bus: EphemeralHandle) -> Result<Launched
     }
 }
 
+/// Mock devices when configured, else the NVIDIA GPUs NVML finds, else none.
+fn device_source(a: &AgentConfig) -> Option<DeviceSource> {
+    if a.mock_cuda_devices > 0 {
+        return Some(DeviceSource::Mock(a.mock_cuda_devices));
+    }
+    match detect_nvidia() {
+        Ok(gpus) if !gpus.is_empty() => {
+            for g in &gpus {
+                tracing::info!(
+                    "GPU {}: {} ({} MiB, {})",
+                    g.index,
+                    g.name,
+                    g.memory_bytes >> 20,
+                    g.uuid
+                );
+            }
+            Some(DeviceSource::Nvidia(gpus))
+        }
+        Ok(_) => None,
+        Err(why) => {
+            tracing::info!("no cuda.device slots: {why}");
+            None
+        }
+    }
+}
+
 async fn start_daemon(
     cfg: &ManagerConfig,
     bus: EphemeralHandle,
 ) -> Result<RunningAgent, AgentError> {
     let a = &cfg.agent;
     let id = agent_id(cfg);
-    let docker_cfg = DockerConfig {
-        agent_id: id.clone(),
-        scratch_root: cfg.scratch_root(),
-        krunner_path: a.krunner_path.clone(),
-        network_mode: a.network_mode.clone(),
-        kernel_uid: a.kernel_uid,
-        kernel_gid: a.kernel_gid,
-        pids_limit: a.pids_limit,
-        exec_timeout: a.exec_timeout,
-    };
-    let mut backend = DockerBackend::connect(docker_cfg).await?;
-    let source = if a.mock_cuda_devices > 0 {
-        Some(DeviceSource::Mock(a.mock_cuda_devices))
-    } else {
-        match detect_nvidia() {
-            Ok(gpus) if !gpus.is_empty() => {
-                for g in &gpus {
-                    tracing::info!(
-                        "GPU {}: {} ({} MiB, {})",
-                        g.index,
-                        g.name,
-                        g.memory_bytes >> 20,
-                        g.uuid
-                    );
-                }
-                Some(DeviceSource::Nvidia(gpus))
+    let devices = device_source(a).map(|s| Arc::new(DeviceAllocMap::new(s)));
+    let backend: Arc<dyn KernelBackend> = match a.backend {
+        KernelBackendKind::Docker => {
+            let mut docker = DockerBackend::connect(DockerConfig {
+                agent_id: id.clone(),
+                scratch_root: cfg.scratch_root(),
+                krunner_path: a.krunner_path.clone(),
+                network_mode: a.network_mode.clone(),
+                kernel_uid: a.kernel_uid,
+                kernel_gid: a.kernel_gid,
+                pids_limit: a.pids_limit,
+                exec_timeout: a.exec_timeout,
+            })
+            .await?;
+            if let Some(d) = devices {
+                docker = docker.with_devices(d);
             }
-            Ok(_) => None,
-            Err(why) => {
-                tracing::info!("no cuda.device slots: {why}");
-                None
+            Arc::new(docker)
+        }
+        KernelBackendKind::Noop => {
+            tracing::warn!("agent {id} uses the no-op kernel backend: its kernels run no code");
+            let mut noop = NoopBackend::new(NoopConfig {
+                scratch_root: cfg.scratch_root(),
+                create_delay: Duration::from_secs_f64(a.noop_create_delay),
+            });
+            if let Some(d) = devices {
+                noop = noop.with_devices(d);
             }
+            Arc::new(noop)
         }
     };
-    if let Some(s) = source {
-        backend = backend.with_devices(Arc::new(DeviceAllocMap::new(s)));
-    }
     let identity = AgentIdentity {
         id,
         region: a.region.clone(),
@@ -141,12 +164,11 @@ async fn start_daemon(
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     let hb = Duration::from_secs_f64(a.heartbeat_interval);
-    let daemon = AgentDaemon::new(
-        Arc::new(backend),
-        bus,
-        identity,
-        host_slots(a.reserved_cpu, a.reserved_mem),
-    )
-    .with_intervals(hb, Duration::from_secs(2));
+    let slots = a
+        .offered_slots()
+        .map_err(|e| AgentError::InvalidInput(e.to_string()))?
+        .unwrap_or_else(|| host_slots(a.reserved_cpu, a.reserved_mem));
+    let daemon =
+        AgentDaemon::new(backend, bus, identity, slots).with_intervals(hb, Duration::from_secs(2));
     daemon.start().await
 }

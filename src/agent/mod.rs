@@ -1,10 +1,13 @@
-//! The agent: owns one host's kernels. [`docker`] runs them as containers, [`runner`] talks
+//! The agent: owns one host's kernels. [`backend`] says what runs them: [`docker`] as
+//! containers, [`noop`] as records only (scale tests); [`runner`] talks
 //! to the runner inside each, [`files`] moves files in and out of their work directories.
 
+pub mod backend;
 pub mod daemon;
 pub mod docker;
 pub mod files;
 pub mod launch;
+pub mod noop;
 pub mod resources;
 pub mod runner;
 

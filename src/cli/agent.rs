@@ -1,7 +1,7 @@
 //! `agent`: run an agent alone (on this host or another), joined to a manager through the
 //! shared configuration and Redis.
 
-use backend_ai_manager::config::ManagerConfig;
+use backend_ai_manager::config::{KernelBackendKind, ManagerConfig};
 use backend_ai_manager::{agent, bus, shared_config};
 use clap::Args;
 use std::process::ExitCode;
@@ -16,18 +16,28 @@ etcd key config/redis/addr, announces itself there with heartbeats every few sec
 images, running kernels) and sends kernel events. Set [agent] id, region and
 advertised-addr so the manager can tell agents apart and reach this one. A Docker engine and
 the static kernel runner ([agent] krunner-path; packaging/build-krunner.sh builds it) are
-required. `serve` runs an agent like this one inside itself unless [agent] enabled = false.";
+required, unless the agent uses the no-op backend (--backend noop, or [agent] backend =
+\"noop\"): its kernels are records that run no code, for scale and fault tests of a manager.
+`serve` runs an agent like this one inside itself unless [agent] enabled = false.";
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
     /// Offer this many fake cuda.device slots (overrides agent.mock-cuda-devices).
     #[arg(long, value_name = "N")]
     pub mock_cuda_devices: Option<u32>,
+    /// What runs kernels (overrides agent.backend): Docker containers, or no-op records.
+    #[arg(long, value_name = "KIND", value_parser = ["docker", "noop"])]
+    pub backend: Option<String>,
 }
 
 pub async fn run(mut cfg: ManagerConfig, args: AgentArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.mock_cuda_devices {
         cfg.agent.mock_cuda_devices = n;
+    }
+    match args.backend.as_deref() {
+        Some("noop") => cfg.agent.backend = KernelBackendKind::Noop,
+        Some("docker") => cfg.agent.backend = KernelBackendKind::Docker,
+        _ => {}
     }
     let store = super::open_store(&cfg).await?;
     let shared = shared_config::connect(&cfg, &store).await?;

@@ -1,6 +1,6 @@
 //! `serve`: run the manager until SIGINT/SIGTERM.
 
-use backend_ai_manager::config::ManagerConfig;
+use backend_ai_manager::config::{KernelBackendKind, ManagerConfig};
 use backend_ai_manager::server;
 use clap::Args;
 use std::net::SocketAddr;
@@ -55,8 +55,12 @@ pub async fn run(mut cfg: ManagerConfig, args: ServeArgs) -> anyhow::Result<Exit
     );
     match &running.agent {
         Ok(a) => println!(
-            "local agent {} is running kernels in Docker (RPC on {})",
+            "local agent {} is running kernels {} (RPC on {})",
             a.id(),
+            match running.app.config.agent.backend {
+                KernelBackendKind::Docker => "in Docker",
+                KernelBackendKind::Noop => "as no-op records (they run no code)",
+            },
             a.rpc_addr
         ),
         Err(why) => println!(

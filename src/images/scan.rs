@@ -330,22 +330,45 @@ async fn scan_one(
         let Some((digest, size, labels)) = r? else {
             continue;
         };
-        let base = format!("images/{}/{}", quote(&reg.name), quote(&repo));
-        pairs.push((base.clone(), "1".to_owned()));
-        let tag_key = format!("{base}/{tag}");
-        pairs.push((tag_key.clone(), digest));
-        pairs.push((format!("{tag_key}/size_bytes"), size.to_string()));
-        for (k, v) in &labels {
-            pairs.push((format!("{tag_key}/labels/{}", quote(k)), v.clone()));
-            if let Some(slot) = k.strip_prefix("ai.backend.resource.min.") {
-                pairs.push((format!("{tag_key}/resource/{slot}/min"), v.clone()));
-            }
-        }
-        if let Some(acc) = labels.get("ai.backend.accelerators") {
-            pairs.push((format!("{tag_key}/accels"), acc.clone()));
-        }
+        pairs.extend(image_pairs(
+            &reg.name,
+            &repo,
+            &tag,
+            &digest,
+            size as i64,
+            &labels,
+        ));
     }
     Ok(pairs)
+}
+
+/// The shared-config keys that record one scanned image: `images/{registry}/{repo}` and,
+/// under `…/{tag}`, its digest, size, labels, minimum resources and accelerators.
+pub fn image_pairs(
+    registry: &str,
+    repo: &str,
+    tag: &str,
+    digest: &str,
+    size: i64,
+    labels: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let base = format!("images/{}/{}", quote(registry), quote(repo));
+    let tag_key = format!("{base}/{tag}");
+    let mut pairs = vec![
+        (base, "1".to_owned()),
+        (tag_key.clone(), digest.to_owned()),
+        (format!("{tag_key}/size_bytes"), size.to_string()),
+    ];
+    for (k, v) in labels {
+        pairs.push((format!("{tag_key}/labels/{}", quote(k)), v.clone()));
+        if let Some(slot) = k.strip_prefix("ai.backend.resource.min.") {
+            pairs.push((format!("{tag_key}/resource/{slot}/min"), v.clone()));
+        }
+    }
+    if let Some(acc) = labels.get("ai.backend.accelerators") {
+        pairs.push((format!("{tag_key}/accels"), acc.clone()));
+    }
+    pairs
 }
 
 /// Scans `only` (or every configured registry); each registry's result is reported, and a

@@ -342,7 +342,11 @@ async fn start(app: Arc<App>, p: Placed) {
         let config = agent_config(&app, &kernel).await?;
         let client = reg.agent(&p.agent_addr).await.map_err(|e| e.to_string())?;
         let result = client
-            .create_kernel(&p.kernel_id, &config)
+            .create_kernel_within(
+                &p.kernel_id,
+                &config,
+                Duration::from_secs_f64(app.config.scheduler.agent_create_timeout),
+            )
             .await
             .map_err(|e| e.to_string())?;
         Ok::<_, String>((client, result))

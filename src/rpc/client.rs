@@ -116,6 +116,17 @@ impl AgentClient {
         kernel_id: &str,
         config: &Value,
     ) -> Result<Value, AgentError> {
+        self.create_kernel_within(kernel_id, config, Duration::from_secs(600))
+            .await
+    }
+
+    /// Creates a kernel, giving the agent `deadline` to answer.
+    pub async fn create_kernel_within(
+        &self,
+        kernel_id: &str,
+        config: &Value,
+        deadline: Duration,
+    ) -> Result<Value, AgentError> {
         let req = CreateKernelRequest {
             kernel_id: kernel_id.into(),
             config_json: config.to_string(),
@@ -124,7 +135,7 @@ impl AgentClient {
             &self
                 .raw
                 .clone()
-                .create_kernel(timed(req, Duration::from_secs(600)))
+                .create_kernel(timed(req, deadline))
                 .await?
                 .into_inner()
                 .result_json,
