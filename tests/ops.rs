@@ -114,10 +114,14 @@ async fn a_database_from_an_older_release_is_backed_up_and_migrated_forward() {
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.execute_batch(
             "DROP INDEX ix_kernels_pending;
+             DROP INDEX ix_kernels_live_access_key;
+             DROP INDEX ix_kernels_live_group;
+             DROP INDEX ix_kernels_live_domain;
+             DROP INDEX ix_kernels_live_agent;
              ALTER TABLE kernels DROP COLUMN creation_config;
              ALTER TABLE kernels DROP COLUMN status_changed;
              DROP TABLE ui_sessions;
-             DELETE FROM refinery_schema_history WHERE version IN (4, 5);",
+             DELETE FROM refinery_schema_history WHERE version IN (4, 5, 6);",
         )
         .unwrap();
     }
@@ -125,18 +129,19 @@ async fn a_database_from_an_older_release_is_backed_up_and_migrated_forward() {
     assert!(
         ok && out.contains("applied:  version 3")
             && out.contains("pending:  version 4")
-            && out.contains("pending:  version 5"),
+            && out.contains("pending:  version 5")
+            && out.contains("pending:  version 6"),
         "{out}"
     );
     let (ok, out) = manager(dir.path(), &["schema", "migrate"]);
     assert!(ok, "{out}");
     assert!(
-        dir.path().join("manager.db.before-v5.bak").is_file(),
+        dir.path().join("manager.db.before-v6.bak").is_file(),
         "a backup precedes the migration"
     );
     let (ok, out) = manager(dir.path(), &["schema", "show"]);
     assert!(
-        ok && out.contains("applied:  version 5") && !out.contains("pending"),
+        ok && out.contains("applied:  version 6") && !out.contains("pending"),
         "{out}"
     );
     let (ok, out) = manager(
@@ -145,7 +150,7 @@ async fn a_database_from_an_older_release_is_backed_up_and_migrated_forward() {
             "db",
             "check",
             dir.path()
-                .join("manager.db.before-v5.bak")
+                .join("manager.db.before-v6.bak")
                 .to_str()
                 .unwrap(),
         ],

@@ -112,6 +112,17 @@ pub fn parse_slots(text: &str) -> Result<ResourceSlots, StoreError> {
     ResourceSlots::from_json(&v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// Whether `limit` bounds any slot `requested` asks for (else nothing needs counting).
+fn bounds_any(
+    requested: &ResourceSlots,
+    limit: &ResourceSlots,
+    unspecified: Option<Decimal>,
+) -> bool {
+    requested
+        .iter()
+        .any(|(slot, want)| want > Decimal::ZERO && limit.get_opt(slot).or(unspecified).is_some())
+}
+
 /// The slots of `requested` that would go over `limit` when added to `used`.
 /// `unspecified` is the limit of slots the limit does not name (`None` = no limit).
 fn over_limit(
@@ -205,8 +216,15 @@ pub async fn enqueue(
                 DefaultForUnspecified::Limited => Some(Decimal::ZERO),
                 DefaultForUnspecified::Unlimited => None,
             };
-            let key_used = sum_occupied(tx, "access_key", &new.access_key)?;
-            if over_limit(&key_used, &new.requested, &policy.total_resource_slots, unspecified) {
+            let key_limit = &policy.total_resource_slots;
+            if bounds_any(&new.requested, key_limit, unspecified)
+                && over_limit(
+                    &sum_occupied(tx, "access_key", &new.access_key)?,
+                    &new.requested,
+                    key_limit,
+                    unspecified,
+                )
+            {
                 return Ok(Err(Refusal::Quota(format!(
                     "Your resource quota is exceeded. ({})",
                     policy.total_resource_slots.humanize()
@@ -228,6 +246,9 @@ pub async fn enqueue(
                     Some(text) => parse_slots(&text)?,
                     None => continue,
                 };
+                if !bounds_any(&new.requested, &limit, None) {
+                    continue;
+                }
                 let used = sum_occupied(tx, column, value)?;
                 if over_limit(&used, &new.requested, &limit, None) {
                     return Ok(Err(Refusal::Quota(format!(
