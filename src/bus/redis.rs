@@ -38,10 +38,48 @@ redis.call('EXPIRE', access_key, window)
 return redis.call('ZCARD', access_key)
 "#;
 
+/// A connection to one logical database that is made again after a timeout or a broken
+/// connection. (The client's own reconnection can stay stuck on a dead connection when its
+/// commands are abandoned at [`COMMAND_TIMEOUT`], as they are here.)
+struct Conn {
+    addr: String,
+    password: Option<String>,
+    db: i64,
+    current: tokio::sync::Mutex<Option<ConnectionManager>>,
+}
+
+impl Conn {
+    async fn new(addr: &str, password: Option<&str>, db: i64) -> Result<Self, BusError> {
+        let first = connect_db(addr, password, db).await?;
+        Ok(Conn {
+            addr: addr.to_owned(),
+            password: password.map(str::to_owned),
+            db,
+            current: tokio::sync::Mutex::new(Some(first)),
+        })
+    }
+
+    /// The live connection, or a new one (one attempt at a time).
+    async fn get(&self) -> Result<ConnectionManager, BusError> {
+        let mut current = self.current.lock().await;
+        if let Some(c) = current.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = connect_db(&self.addr, self.password.as_deref(), self.db).await?;
+        tracing::info!("redis at {}: connected again (db {})", self.addr, self.db);
+        *current = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn reset(&self) {
+        *self.current.lock().await = None;
+    }
+}
+
 pub struct RedisBus {
-    rlim: ConnectionManager,
-    stats: ConnectionManager,
-    events: ConnectionManager,
+    rlim: Conn,
+    stats: Conn,
+    events: Conn,
     addr: String,
     password: Option<String>,
     script: Script,
@@ -86,30 +124,58 @@ async fn connect_db(
     .map_err(err)
 }
 
+/// Whether an error means the connection is no good (so the next command reconnects).
+fn broken(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+}
+
 impl RedisBus {
     pub async fn connect(addr: &str, password: Option<&str>) -> Result<Self, BusError> {
         Ok(RedisBus {
-            rlim: connect_db(addr, password, RATE_LIMIT_DB).await?,
-            stats: connect_db(addr, password, STAT_DB).await?,
-            events: connect_db(addr, password, EVENT_DB).await?,
+            rlim: Conn::new(addr, password, RATE_LIMIT_DB).await?,
+            stats: Conn::new(addr, password, STAT_DB).await?,
+            events: Conn::new(addr, password, EVENT_DB).await?,
             addr: addr.to_owned(),
             password: password.map(str::to_owned),
             script: Script::new(RATE_LIMIT_LUA),
         })
     }
 
-    /// One command, waited for at most [`COMMAND_TIMEOUT`]: with Redis gone, callers get an
-    /// error promptly instead of waiting on reconnection attempts.
-    async fn bounded<T>(
-        &self,
-        command: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, BusError> {
-        match tokio::time::timeout(COMMAND_TIMEOUT, command).await {
-            Ok(result) => result.map_err(|e| self.err(e)),
-            Err(_) => Err(BusError::Redis {
-                addr: self.addr.clone(),
-                msg: format!("no answer within {} s", COMMAND_TIMEOUT.as_secs()),
-            }),
+    /// One command on `conn`, waited for at most [`COMMAND_TIMEOUT`] (connecting again
+    /// included): with Redis gone, callers get an error promptly instead of waiting on
+    /// reconnection attempts. A timeout or a broken connection makes the next command
+    /// connect afresh.
+    async fn bounded<T, F, Fut>(&self, conn: &Conn, command: F) -> Result<T, BusError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let run = async {
+            let c = conn.get().await.map_err(|e| (e, true))?;
+            command(c).await.map_err(|e| {
+                let b = broken(&e);
+                (self.err(e), b)
+            })
+        };
+        let run = async {
+            match run.await {
+                Ok(v) => Ok(v),
+                Err((e, true)) => {
+                    conn.reset().await;
+                    Err(e)
+                }
+                Err((e, false)) => Err(e),
+            }
+        };
+        match tokio::time::timeout(COMMAND_TIMEOUT, run).await {
+            Ok(result) => result,
+            Err(_) => {
+                conn.reset().await;
+                Err(BusError::Redis {
+                    addr: self.addr.clone(),
+                    msg: format!("no answer within {} s", COMMAND_TIMEOUT.as_secs()),
+                })
+            }
         }
     }
 
@@ -129,16 +195,13 @@ impl Ephemeral for RedisBus {
         now_ms: u64,
         window_secs: u64,
     ) -> Result<u64, BusError> {
-        let mut conn = self.rlim.clone();
         // Scores in seconds with millisecond precision, as the original.
         let now = format!("{}.{:03}", now_ms / 1000, now_ms % 1000);
-        self.bounded(
-            self.script
-                .key(access_key)
-                .arg(now)
-                .arg(window_secs)
-                .invoke_async(&mut conn),
-        )
+        let mut invocation = self.script.key(access_key);
+        invocation.arg(now).arg(window_secs);
+        self.bounded(&self.rlim, |mut c| async move {
+            invocation.invoke_async(&mut c).await
+        })
         .await
     }
 
@@ -148,44 +211,46 @@ impl Ephemeral for RedisBus {
         stat: &serde_json::Value,
         ttl_secs: u64,
     ) -> Result<(), BusError> {
-        let mut conn = self.stats.clone();
-        self.bounded(
-            redis::cmd("SET")
-                .arg(id)
-                .arg(stat.to_string())
-                .arg("EX")
-                .arg(ttl_secs.max(1))
-                .query_async::<()>(&mut conn),
-        )
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(id)
+            .arg(stat.to_string())
+            .arg("EX")
+            .arg(ttl_secs.max(1));
+        self.bounded(&self.stats, |mut c| async move {
+            cmd.query_async::<()>(&mut c).await
+        })
         .await
     }
 
     async fn get_stat(&self, id: &str) -> Result<Option<serde_json::Value>, BusError> {
-        let mut conn = self.stats.clone();
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(id);
         let raw: Option<String> = self
-            .bounded(redis::cmd("GET").arg(id).query_async(&mut conn))
+            .bounded(
+                &self.stats,
+                |mut c| async move { cmd.query_async(&mut c).await },
+            )
             .await?;
         // A value in another encoding (an original agent's msgpack) reads as "no live stats".
         Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
     }
 
     async fn publish(&self, event: &Event) -> Result<(), BusError> {
-        let mut conn = self.events.clone();
         let body = serde_json::to_string(event).map_err(|e| BusError::Redis {
             addr: self.addr.clone(),
             msg: e.to_string(),
         })?;
-        self.bounded(
-            redis::cmd("XADD")
-                .arg(EVENT_STREAM)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(EVENT_STREAM_MAXLEN)
-                .arg("*")
-                .arg("event")
-                .arg(body)
-                .query_async::<String>(&mut conn),
-        )
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(EVENT_STREAM)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(EVENT_STREAM_MAXLEN)
+            .arg("*")
+            .arg("event")
+            .arg(body);
+        self.bounded(&self.events, |mut c| async move {
+            cmd.query_async::<String>(&mut c).await
+        })
         .await?;
         Ok(())
     }
@@ -195,7 +260,7 @@ impl Ephemeral for RedisBus {
         group: &str,
         consumer: &str,
     ) -> Result<mpsc::Receiver<Delivery>, BusError> {
-        let mut conn = self.events.clone();
+        let mut conn = self.events.get().await?;
         let created: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(EVENT_STREAM)
@@ -210,11 +275,10 @@ impl Ephemeral for RedisBus {
             }
         }
         // Blocking reads get a connection of their own, so they never delay other commands.
-        let reader = connect_db(&self.addr, self.password.as_deref(), EVENT_DB).await?;
+        let reader = Conn::new(&self.addr, self.password.as_deref(), EVENT_DB).await?;
         let (tx, rx) = mpsc::channel(1024);
         let (group, consumer, addr) = (group.to_owned(), consumer.to_owned(), self.addr.clone());
         tokio::spawn(async move {
-            let mut conn = reader;
             // First what this consumer took but never acknowledged, then new events.
             let mut cursor = "0".to_owned();
             loop {
@@ -231,8 +295,30 @@ impl Ephemeral for RedisBus {
                     .arg(&cursor);
                 // Stop reading as soon as nobody listens, so a gone consumer does not take
                 // events from the live ones of its group.
+                let mut conn = match reader.get().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!("redis at {addr}: reading events: {e}");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = tx.closed() => return,
+                        }
+                    }
+                };
+                // The read blocks for a second at most; a reply much later than that means
+                // a dead connection, which is then made again.
+                let bounded = tokio::time::timeout(
+                    Duration::from_millis(1000) + COMMAND_TIMEOUT,
+                    read.query_async(&mut conn),
+                );
                 let reply: redis::RedisResult<redis::streams::StreamReadReply> = tokio::select! {
-                    r = read.query_async(&mut conn) => r,
+                    r = bounded => match r {
+                        Ok(r) => r,
+                        Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "no answer to a blocking read",
+                        ))),
+                    },
                     _ = tx.closed() => return,
                 };
                 let reply = match reply {
@@ -267,6 +353,9 @@ impl Ephemeral for RedisBus {
                                     continue;
                                 }
                             }
+                        }
+                        if broken(&e) {
+                            reader.reset().await;
                         }
                         tracing::warn!("redis at {addr}: reading events: {e}");
                         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -308,14 +397,11 @@ impl Ephemeral for RedisBus {
     }
 
     async fn ack(&self, group: &str, id: &str) -> Result<(), BusError> {
-        let mut conn = self.events.clone();
-        self.bounded(
-            redis::cmd("XACK")
-                .arg(EVENT_STREAM)
-                .arg(group)
-                .arg(id)
-                .query_async::<i64>(&mut conn),
-        )
+        let mut cmd = redis::cmd("XACK");
+        cmd.arg(EVENT_STREAM).arg(group).arg(id);
+        self.bounded(&self.events, |mut c| async move {
+            cmd.query_async::<i64>(&mut c).await
+        })
         .await?;
         Ok(())
     }
