@@ -7,6 +7,8 @@
 //! - query-mode execute round trip (`print(1)`) vs `docker exec … python3 -c 'print(1)'`;
 //! - signed requests per second and p99 for `GET /kernel/{id}` and a GraphQL list, vs the
 //!   unsigned `GET /` of the same server;
+//! - sessions placed per second and p99 create → RUNNING with 100 agents on the no-op
+//!   kernel backend, vs the same load on one agent;
 //! - resident memory of an idle `serve`, empty and with 100 000 sessions in the database.
 
 #[path = "../tests/common/mod.rs"]
@@ -198,6 +200,162 @@ async fn request_rates(s: &TestServer) {
     );
 }
 
+/// Lets the bench user run as many sessions and requests as the load needs.
+async fn unlimited(s: &TestServer) {
+    common::sql(
+        &s.app(),
+        "UPDATE keypair_resource_policies SET max_concurrent_sessions = 1000000, total_resource_slots = '{}';
+         UPDATE keypairs SET rate_limit = 1000000000",
+    )
+    .await;
+}
+
+/// What [`creates`] measured.
+struct Placements {
+    /// Sessions placed on an agent per second, and the p99 from create request to placed.
+    placed_rate: f64,
+    placed_p99: Duration,
+    /// Create requests answered with a RUNNING session per second, and their p99.
+    running_rate: f64,
+    running_p99: Duration,
+}
+
+fn p99(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() * 99 / 100]
+}
+
+/// `n` session creates (each waiting for RUNNING) from `workers` concurrent clients; when
+/// each was placed comes from the registry's `session_preparing` events.
+async fn creates(s: &TestServer, prefix: &str, n: usize, workers: usize) -> Placements {
+    let mut events = s.app().registry.subscribe();
+    let listener = tokio::spawn(async move {
+        let mut placed = std::collections::HashMap::new();
+        loop {
+            match events.recv().await {
+                Ok(ev) if ev.name == "session_preparing" => {
+                    placed.insert(ev.sess_id, Instant::now());
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return placed,
+            }
+            if placed.len() == n {
+                return placed;
+            }
+        }
+    });
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (next, addr, prefix) = (next.clone(), s.addr, prefix.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let client = hyper::Client::new();
+            let mut sent = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return sent;
+                }
+                let token = format!("{prefix}-{i}");
+                let t = Instant::now();
+                let r = common::Req::new(addr, "POST", "/kernel")
+                    .json(&json!({
+                        "clientSessionToken": token,
+                        "image": common::NOOP_IMAGE,
+                        "config": {"resources": {"cpu": "0.1", "mem": "64m"}},
+                    }))
+                    .signed(&creds(USER))
+                    .try_send_with(&client)
+                    .await
+                    .expect("answer");
+                assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+                sent.push((token, t, t.elapsed()));
+            }
+        }));
+    }
+    let mut sent = Vec::new();
+    for t in tasks {
+        sent.extend(t.await.unwrap());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let placed = tokio::time::timeout(Duration::from_secs(10), listener)
+        .await
+        .expect("every placement was seen")
+        .unwrap();
+    let to_placed: Vec<Duration> = sent
+        .iter()
+        .filter_map(|(token, t, _)| placed.get(token).map(|p| p.duration_since(*t)))
+        .collect();
+    let last = placed.values().max().copied().unwrap_or(started);
+    Placements {
+        placed_rate: n as f64 / last.duration_since(started).as_secs_f64(),
+        placed_p99: p99(to_placed),
+        running_rate: n as f64 / secs,
+        running_p99: p99(sent.into_iter().map(|(_, _, d)| d).collect()),
+    }
+}
+
+/// [`creates`] on `agents` no-op agents with room for all `n` sessions; also how many
+/// agents the sessions were spread over.
+async fn placements(agents: usize, n: usize) -> (Placements, i64) {
+    let s = TestServer::start_with(|c| c.manager.heartbeat_timeout = 30.0).await;
+    common::register_noop_image(s.app().shared.as_ref()).await;
+    unlimited(&s).await;
+    // Room for every session on any agent count (each takes 0.1 core and 64 MiB).
+    let per_agent = n / agents + 1;
+    let running_agents = common::noop_agents(
+        &s,
+        agents,
+        &per_agent.to_string(),
+        &format!("{per_agent}g"),
+        |_| {},
+    )
+    .await;
+    let measured = creates(&s, "placed", n, 64).await;
+    let rows = common::session_rows(&s.app()).await;
+    let running = rows.iter().filter(|r| r.1 == "RUNNING").count();
+    assert_eq!(running, n, "every session runs");
+    let used: i64 = s
+        .app()
+        .store
+        .read(|c| -> Result<_, backend_ai_manager::store::StoreError> {
+            Ok(c.query_row(
+                "SELECT COUNT(DISTINCT agent) FROM kernels WHERE status = 'RUNNING'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+        .unwrap();
+    for a in running_agents {
+        a.stop().await;
+    }
+    s.stop().await;
+    (measured, used)
+}
+
+/// The scheduler with 100 agents on the no-op backend, against the same load on one agent.
+async fn scheduler_throughput() {
+    const N: usize = 4000;
+    let (one, _) = placements(1, N).await;
+    let (many, used) = placements(100, N).await;
+    println!(
+        "scheduler, 100 no-op agents ({N} sessions from 64 clients, spread over {used} agents): \
+         {:.0} placed per second, p99 create -> placed {} (one agent: {:.0}/s, p99 {}) ratio {:.2} \
+         (target >= 2000/s, p99 <= 20 ms); create -> RUNNING answered {:.0}/s, p99 {} (one agent: {:.0}/s, p99 {})",
+        many.placed_rate,
+        ms(many.placed_p99),
+        one.placed_rate,
+        ms(one.placed_p99),
+        many.placed_rate / one.placed_rate,
+        many.running_rate,
+        ms(many.running_p99),
+        one.running_rate,
+        ms(one.running_p99),
+    );
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -287,9 +445,14 @@ fn main() {
         );
         return;
     }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(scheduler_throughput());
+    // `-- scheduler`: that figure only (it needs no Docker).
+    if std::env::args().any(|a| a == "scheduler") {
+        return;
+    }
     let image = setting("BAI_TEST_IMAGE");
     memory();
-    let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let s = TestServer::start_with_agent(|c| c.agent.heartbeat_interval = 1.0).await;
         session_start(&s, &image).await;

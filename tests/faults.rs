@@ -1,6 +1,9 @@
 //! Faults, each on loopback and stopping by itself: etcd stopped and started again (with
-//! sessions running on a real Docker agent), and a folder host whose disk fills up. After each: no lost or duplicated session, no leaked slots, every
-//! session in a truthful state, the API still answering.
+//! sessions running on a real Docker agent); a folder host whose disk fills up; the
+//! manager killed with SIGKILL during a hundred concurrent creates (agents on the no-op
+//! backend); an agent that answers a create after the manager's deadline. After each: no
+//! lost or duplicated session, no leaked slots, every session in a truthful state, the API
+//! still answering.
 //!
 //! Needs Docker, the kernel image and the runner (the test script provides them), and root
 //! for the small tmpfs of the full-disk test.
@@ -250,5 +253,374 @@ async fn a_full_folder_host_refuses_uploads_cleanly_and_keeps_working() {
         .send()
         .await;
     assert_eq!(back.body.len(), 1000);
+    s.stop().await;
+}
+
+/// One row per session: token, status, status info, agent, occupied slots.
+type Row = (String, String, Option<String>, Option<String>, String);
+
+fn rows_in(db: &std::path::Path) -> Vec<Row> {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    let mut st = c
+        .prepare("SELECT sess_id, status, status_info, agent, occupied_slots FROM kernels")
+        .unwrap();
+    st.query_map([], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// `(agent id, status, occupied slots)` of every agent.
+fn agents_in(db: &std::path::Path) -> Vec<(String, String, String)> {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    let mut st = c
+        .prepare("SELECT id, status, occupied_slots FROM agents")
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// The manager as a process of its own (so it can be killed with SIGKILL), on etcd and
+/// Redis; the data directory is the caller's, so a restart finds the same database.
+fn manager_process(data: &std::path::Path, etcd: &str, ns: &str) -> common::Service {
+    let port = common::free_port();
+    let conf = data.join("manager.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[manager]\ndata-dir = \"{}\"\nservice-addr = \"127.0.0.1:{port}\"\nheartbeat-timeout = 3.0\nlocal-engine-images = false\n\n[etcd]\naddr = \"{etcd}\"\nnamespace = \"{ns}\"\n\n[agent]\nenabled = false\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    common::spawn_service(
+        env!("CARGO_BIN_EXE_backend-ai-manager"),
+        "backend-ai-manager",
+        vec!["-f".into(), conf.display().to_string(), "serve".into()],
+        format!("127.0.0.1:{port}"),
+    )
+}
+
+#[tokio::test]
+async fn a_manager_killed_during_a_hundred_concurrent_creates_loses_and_duplicates_nothing() {
+    let (etcd, redis) = (common::etcd(), common::redis());
+    let ns = common::unique_namespace();
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = TestServer::config(data.path());
+    cfg.etcd.addr = etcd.addr.clone();
+    cfg.etcd.namespace = ns.clone();
+    let db = cfg.db_path();
+    // The operator's part: Redis's address in etcd, an image, users, generous limits.
+    let store = backend_ai_manager::store::Store::open(&db).unwrap();
+    let shared = backend_ai_manager::shared_config::connect(&cfg, &store)
+        .await
+        .unwrap();
+    shared.put("config/redis/addr", &redis.addr).await.unwrap();
+    common::register_noop_image(shared.as_ref()).await;
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("../config/fixtures/example-keypairs.json")).unwrap();
+    store.populate_fixture(&fixture).await.unwrap();
+    store
+        .write(|tx| -> Result<_, StoreError> {
+            Ok(tx.execute_batch(
+                "UPDATE keypair_resource_policies SET max_concurrent_sessions = 1000",
+            )?)
+        })
+        .await
+        .unwrap();
+    drop(store);
+
+    let mut manager = manager_process(data.path(), &etcd.addr, &ns);
+    // Three agents of their own (they outlive the manager), each creation taking 0.4 s.
+    let bus = backend_ai_manager::bus::connect(shared.as_ref())
+        .await
+        .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let agents = common::noop_agents_on(&cfg, bus, scratch.path(), 3, "16", "64g", |c| {
+        c.agent.noop_create_delay = 0.4;
+        c.agent.heartbeat_interval = 0.5;
+    })
+    .await;
+    let alive = || agents_in(&db).iter().filter(|a| a.1 == "ALIVE").count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while alive() < 3 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", agents_in(&db));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // One session runs before; a hundred creates come at once, and the manager is killed
+    // while they are in flight.
+    let addr: std::net::SocketAddr = manager.addr.parse().unwrap();
+    let r = common::Req::new(addr, "POST", "/kernel")
+        .json(
+            &json!({"clientSessionToken": "steady", "image": common::NOOP_IMAGE,
+                      "config": {"resources": {"cpu": "0.1", "mem": "64m"}}}),
+        )
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let creates: Vec<_> = (0..100)
+        .map(|i| {
+            tokio::spawn(async move {
+                common::Req::new(addr, "POST", "/kernel")
+                    .json(&json!({"clientSessionToken": format!("burst{i}"), "image": common::NOOP_IMAGE,
+                                  "config": {"resources": {"cpu": "0.1", "mem": "64m"}}}))
+                    .signed(&creds(USER))
+                    .try_send()
+                    .await
+                    .map(|r| r.status)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    manager.kill();
+    let mut acknowledged = Vec::new();
+    for (i, c) in creates.into_iter().enumerate() {
+        if let Ok(Ok(status)) = c.await {
+            assert!(status < 500, "burst{i}: {status}");
+            acknowledged.push(format!("burst{i}"));
+        }
+    }
+    let before = rows_in(&db);
+    assert!(!before.is_empty(), "the burst reached the database");
+    assert!(
+        before
+            .iter()
+            .any(|r| r.1 != "RUNNING" && r.1 != "TERMINATED"),
+        "the kill came while creates were in flight: {before:?}"
+    );
+
+    manager.restart();
+    let addr: std::net::SocketAddr = manager.addr.parse().unwrap();
+    // Settled: every session RUNNING or ended, each agent holding exactly the RUNNING
+    // sessions placed on it, and its slots their sum.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = rows_in(&db);
+        let settled = rows.iter().all(|r| r.1 == "RUNNING" || r.1 == "TERMINATED");
+        let mut consistent = settled;
+        for a in &agents {
+            let held: std::collections::BTreeSet<String> = a
+                .agent
+                .daemon
+                .backend
+                .kernel_ids()
+                .await
+                .into_iter()
+                .collect();
+            let running: std::collections::BTreeSet<String> = {
+                let c = rusqlite::Connection::open_with_flags(
+                    &db,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
+                .unwrap();
+                let mut st = c
+                    .prepare("SELECT id FROM kernels WHERE status = 'RUNNING' AND agent = ?1")
+                    .unwrap();
+                st.query_map([a.id()], |r| r.get(0))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap()
+            };
+            consistent &= held == running;
+        }
+        if consistent {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not consistent after the restart: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let rows = rows_in(&db);
+    // Nothing duplicated, nothing acknowledged lost, every end explained.
+    let mut tokens: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    tokens.sort();
+    let n = tokens.len();
+    tokens.dedup();
+    assert_eq!(n, tokens.len(), "a session was duplicated: {rows:?}");
+    for t in &acknowledged {
+        assert!(
+            tokens.contains(&t.as_str()),
+            "{t} was acknowledged, then lost"
+        );
+    }
+    for r in rows.iter().filter(|r| r.1 == "TERMINATED") {
+        assert!(
+            r.2.as_deref().unwrap_or_default().starts_with("creation-"),
+            "{r:?}"
+        );
+    }
+    let steady: Vec<&Row> = rows.iter().filter(|r| r.0 == "steady").collect();
+    assert_eq!(steady.len(), 1);
+    assert_eq!(steady[0].1, "RUNNING", "the session from before survived");
+    // No leaked slots: each agent's occupied CPU is the sum of its RUNNING sessions'.
+    for (id, _, occupied) in agents_in(&db) {
+        let held: rust_decimal::Decimal = rows
+            .iter()
+            .filter(|r| r.1 == "RUNNING" && r.3.as_deref() == Some(id.as_str()))
+            .map(|r| parse_slots(&r.4).unwrap().get("cpu"))
+            .sum();
+        assert_eq!(parse_slots(&occupied).unwrap().get("cpu"), held, "{id}");
+    }
+    // The API answers: a survivor is there, and a new session starts.
+    let r = common::Req::new(addr, "GET", "/kernel/steady")
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let r = common::Req::new(addr, "POST", "/kernel")
+        .json(
+            &json!({"clientSessionToken": "after", "image": common::NOOP_IMAGE,
+                      "config": {"resources": {"cpu": "0.1", "mem": "64m"}}}),
+        )
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    manager.kill();
+    for a in agents {
+        a.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn an_agent_answering_after_the_deadline_leaves_no_session_or_kernel_behind() {
+    let s = TestServer::start_with(|c| {
+        c.scheduler.agent_create_timeout = 1.0;
+        c.manager.heartbeat_timeout = 5.0;
+    })
+    .await;
+    let app = s.app();
+    common::register_noop_image(app.shared.as_ref()).await;
+    // The agent takes three seconds to create a kernel; the manager gives it one.
+    let agents = common::noop_agents(&s, 1, "4", "8g", |c| {
+        c.agent.noop_create_delay = 3.0;
+        c.agent.heartbeat_interval = 0.5;
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let r = s
+        .request("POST", "/kernel")
+        .json(
+            &json!({"clientSessionToken": "slow", "image": common::NOOP_IMAGE,
+                      "config": {"resources": {"cpu": "1", "mem": "64m"}}}),
+        )
+        .signed(&creds(USER))
+        .send()
+        .await;
+    // The create gives up at the deadline with the original's problem, not later.
+    r.assert_problem(500, "kernel-creation-failed");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        r.json()["data"]["agent-details"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("creation-failed"),
+        "{}",
+        r.json()
+    );
+    // Its slots are free at once, while the agent is still busy creating.
+    slots_add_up(&app).await;
+    let all = session_rows(&app).await;
+    assert_eq!(status_of(&all, "slow"), ["TERMINATED"]);
+    // When the agent finally has the kernel, nobody owns it: it is destroyed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    while !agents[0].agent.daemon.backend.kernel_ids().await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the late kernel stays"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all = session_rows(&app).await;
+    assert_eq!(status_of(&all, "slow"), ["TERMINATED"], "{all:?}");
+    slots_add_up(&app).await;
+    // The API still answers: the ended session is gone from it, folders are there.
+    assert_eq!(answers(&s, "/kernel/slow", 2).await, 404);
+    assert_eq!(answers(&s, "/folders", 2).await, 200);
+    for a in agents {
+        a.stop().await;
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn redis_killed_and_restarted_the_api_answers_and_agents_come_back() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info,hyper=warn,h2=warn,tonic=warn")
+        .try_init();
+    let common::Halfstack {
+        server: s,
+        etcd: _etcd,
+        mut redis,
+        ..
+    } = common::halfstack_on(common::etcd(), own_redis(), |c| {
+        c.manager.heartbeat_timeout = 3.0;
+    })
+    .await;
+    let app = s.app();
+    common::register_noop_image(app.shared.as_ref()).await;
+    let agents = common::noop_agents(&s, 2, "4", "8g", |c| c.agent.heartbeat_interval = 0.5).await;
+    let noop = |token: &str| {
+        json!({"clientSessionToken": token, "image": common::NOOP_IMAGE,
+               "config": {"resources": {"cpu": "0.5", "mem": "64m"}}})
+    };
+    for t in ["before1", "before2"] {
+        let r = s
+            .request("POST", "/kernel")
+            .json(&noop(t))
+            .signed(&creds(USER))
+            .send()
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json());
+    }
+
+    redis.kill();
+    // Without Redis (events, statistics, rate limits) the API still answers promptly.
+    for _ in 0..3 {
+        assert_eq!(answers(&s, "/kernel/before1", 5).await, 200);
+        assert_eq!(answers(&s, "/folders", 5).await, 200);
+    }
+    // Longer than the heartbeat timeout: the agents are silent while Redis is away.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    redis.restart();
+    // Heartbeats flow again: both agents are ALIVE, the old sessions run, and a new
+    // session is placed and started through the new Redis.
+    s.wait_for_agents(2).await;
+    let r = s
+        .request("POST", "/kernel")
+        .json(&noop("after"))
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    wait_for_sessions(&app, "the sessions to run", 30, |all| {
+        ["before1", "before2", "after"]
+            .iter()
+            .all(|t| status_of(all, t) == ["RUNNING"])
+    })
+    .await;
+    slots_add_up(&app).await;
+    end_all(&s, &["before1", "before2", "after"]).await;
+    for a in agents {
+        a.stop().await;
+    }
     s.stop().await;
 }

@@ -11,7 +11,9 @@ use backend_ai_manager::config::ManagerConfig;
 use backend_ai_manager::registry::sessions::parse_slots;
 use backend_ai_manager::server::App;
 use backend_ai_manager::store::StoreError;
-use common::{creds, session_rows as sessions, setting, wait_for_sessions, Resp, TestServer, USER};
+use common::{
+    creds, session_rows as sessions, setting, sql, wait_for_sessions, Resp, TestServer, USER,
+};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -63,14 +65,6 @@ async fn start(adjust: impl FnOnce(&mut ManagerConfig)) -> (TestServer, Containe
     let s = TestServer::start_with_agent(adjust).await;
     let id = s.app().config.agent.id.clone();
     (s, Containers(id))
-}
-
-async fn sql(app: &App, statement: &str) {
-    let st = statement.to_owned();
-    app.store
-        .write(move |tx| -> Result<_, StoreError> { Ok(tx.execute_batch(&st)?) })
-        .await
-        .unwrap();
 }
 
 async fn create(s: &TestServer, body: Value) -> Resp {

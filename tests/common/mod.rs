@@ -126,6 +126,17 @@ fn spawn(
     }
 }
 
+/// A process of this test's own, started as `program args` and waited for on `addr`.
+pub fn spawn_service(program: &str, package: &str, args: Vec<String>, addr: String) -> Service {
+    spawn(
+        program,
+        package,
+        args,
+        addr,
+        tempfile::tempdir().expect("temp dir"),
+    )
+}
+
 pub fn etcd() -> Service {
     if let Ok(addr) = std::env::var("BAI_TEST_ETCD") {
         return Service {
@@ -343,6 +354,95 @@ pub async fn halfstack_on(
         redis,
         ns,
     }
+}
+
+/// Runs SQL statements on the server's database (to set up what no API sets).
+pub async fn sql(app: &backend_ai_manager::server::App, statement: &str) {
+    let st = statement.to_owned();
+    app.store
+        .write(
+            move |tx| -> Result<_, backend_ai_manager::store::StoreError> {
+                Ok(tx.execute_batch(&st)?)
+            },
+        )
+        .await
+        .unwrap();
+}
+
+/// The image sessions on no-op agents use; [`register_noop_image`] records it.
+pub const NOOP_IMAGE: &str = "index.docker.io/lablup/noop:1.0";
+
+/// Records [`NOOP_IMAGE`] in the shared config as a registry scan would, with small
+/// minimum resources (no engine has it: no-op agents need none).
+pub async fn register_noop_image(shared: &dyn backend_ai_manager::shared_config::SharedConfig) {
+    let labels: std::collections::BTreeMap<String, String> = [
+        ("ai.backend.kernelspec", "1"),
+        ("ai.backend.features", "query batch uid-match"),
+        ("ai.backend.resource.min.cpu", "0.1"),
+        ("ai.backend.resource.min.mem", "64m"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let pairs = backend_ai_manager::images::scan::image_pairs(
+        "index.docker.io",
+        "lablup/noop",
+        "1.0",
+        "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        0,
+        &labels,
+    );
+    shared.put_many(&pairs).await.unwrap();
+}
+
+/// `n` agents with the no-op kernel backend in this process, joined to `s` (its bus), each
+/// offering `cpu` cores and `mem` and listening on its own loopback port; returns once all
+/// of them are ALIVE.
+pub async fn noop_agents(
+    s: &TestServer,
+    n: usize,
+    cpu: &str,
+    mem: &str,
+    adjust: impl Fn(&mut ManagerConfig),
+) -> Vec<backend_ai_manager::agent::launch::LaunchedAgent> {
+    let app = s.app();
+    let scratch = s.dir.path().join("noop-scratch");
+    let agents = noop_agents_on(&app.config, app.bus.clone(), &scratch, n, cpu, mem, adjust).await;
+    s.wait_for_agents(n).await;
+    agents
+}
+
+/// As [`noop_agents`], for any manager: the agents start from `base` (its etcd) and send
+/// their events through `bus`; they are not waited for.
+pub async fn noop_agents_on(
+    base: &ManagerConfig,
+    bus: backend_ai_manager::bus::EphemeralHandle,
+    scratch: &std::path::Path,
+    n: usize,
+    cpu: &str,
+    mem: &str,
+    adjust: impl Fn(&mut ManagerConfig),
+) -> Vec<backend_ai_manager::agent::launch::LaunchedAgent> {
+    let mut agents = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut cfg = base.clone();
+        cfg.agent.enabled = true;
+        cfg.agent.backend = backend_ai_manager::config::KernelBackendKind::Noop;
+        cfg.agent.id = format!("i-noop-{i}-{}", uuid::Uuid::new_v4().simple());
+        cfg.agent.rpc_listen_addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        cfg.agent.scratch_root = scratch.to_owned();
+        cfg.agent.heartbeat_interval = 1.0;
+        cfg.agent.slots = [("cpu", cpu), ("mem", mem)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        adjust(&mut cfg);
+        let agent = backend_ai_manager::agent::launch::start(&cfg, bus.clone())
+            .await
+            .expect("a no-op agent starts");
+        agents.push(agent);
+    }
+    agents
 }
 
 /// `(token, status, status_info)` of every session, oldest first.
