@@ -169,6 +169,8 @@ async fn load(
 }
 
 async fn request_rates(s: &TestServer) {
+    // Tens of thousands of requests in seconds: past the fixture keypair's rate limit.
+    unlimited(s).await;
     let r = s
         .request("POST", "/kernel")
         .json(&json!({"clientSessionToken": "bench-info", "image": setting("BAI_TEST_IMAGE"), "enqueueOnly": true}))

@@ -424,23 +424,25 @@ pub fn bind(
     addr: SocketAddr,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, futures_util::future::BoxFuture<'static, ()>), String> {
-    use futures_util::FutureExt;
-    let Some(certs) = app.tls.clone() else {
-        let (bound, server) = warp::serve(filter(app))
-            .try_bind_with_graceful_shutdown(addr, shutdown)
-            .map_err(|e| {
-                std::error::Error::source(&e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| e.to_string())
-            })?;
-        return Ok((bound, server.boxed()));
-    };
+    use futures_util::{FutureExt, StreamExt};
     let std_listener = std::net::TcpListener::bind(addr).map_err(|e| e.to_string())?;
     std_listener
         .set_nonblocking(true)
         .map_err(|e| e.to_string())?;
     let bound = std_listener.local_addr().map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::from_std(std_listener).map_err(|e| e.to_string())?;
+    let Some(certs) = app.tls.clone() else {
+        // Answers go out as soon as they are written (no Nagle delay behind a small
+        // header write), as for the TLS listener.
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|c| {
+            c.inspect(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            })
+        });
+        let server =
+            warp::serve(filter(app)).serve_incoming_with_graceful_shutdown(incoming, shutdown);
+        return Ok((bound, server.boxed()));
+    };
     let acceptor = tls::acceptor(certs)?;
     let server = warp::serve(filter(app))
         .serve_incoming_with_graceful_shutdown(tls::incoming(listener, acceptor), shutdown);

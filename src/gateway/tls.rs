@@ -104,6 +104,7 @@ pub fn incoming(
                     continue;
                 }
             };
+            let _ = tcp.set_nodelay(true);
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
                 let handshake =
