@@ -6,7 +6,7 @@
 //!   ready interpreter;
 //! - query-mode execute round trip (`print(1)`) vs `docker exec … python3 -c 'print(1)'`;
 //! - signed requests per second and p99 for `GET /kernel/{id}` and a GraphQL list, vs the
-//!   unsigned `GET /` of the same server;
+//!   unsigned `GET /` of the same server (its session on a no-op agent);
 //! - sessions placed per second and p99 create → RUNNING with 100 agents on the no-op
 //!   kernel backend, vs the same load on one agent;
 //! - resident memory of an idle `serve`, empty and with 100 000 sessions in the database.
@@ -168,16 +168,24 @@ async fn load(
     (all.len() as f64 / secs as f64, p99)
 }
 
-async fn request_rates(s: &TestServer) {
+/// Request rates on a server of their own, its session on a no-op agent (what is measured
+/// is the gateway, not the kernel).
+async fn request_rates() {
+    let s = &TestServer::start().await;
+    common::register_noop_image(s.app().shared.as_ref()).await;
     // Tens of thousands of requests in seconds: past the fixture keypair's rate limit.
     unlimited(s).await;
+    let agents = common::noop_agents(s, 1, "4", "8g", |_| {}).await;
     let r = s
         .request("POST", "/kernel")
-        .json(&json!({"clientSessionToken": "bench-info", "image": setting("BAI_TEST_IMAGE"), "enqueueOnly": true}))
+        .json(
+            &json!({"clientSessionToken": "bench-info", "image": common::NOOP_IMAGE,
+                      "config": {"resources": {"cpu": "1", "mem": "64m"}}}),
+        )
         .signed(&creds(USER))
         .send()
         .await;
-    assert_eq!(r.status, 201);
+    assert_eq!(r.status, 201, "{}", r.json());
     let (base_rps, base_p99) = load(s.addr, 32, 3, |a| common::Req::new(a, "GET", "/")).await;
     let (info_rps, info_p99) = load(s.addr, 32, 3, |a| {
         common::Req::new(a, "GET", "/kernel/bench-info").signed(&creds(USER))
@@ -200,6 +208,9 @@ async fn request_rates(s: &TestServer) {
         gql_rps / base_rps,
         ms(gql_p99)
     );
+    for a in agents {
+        a.stop().await;
+    }
 }
 
 /// Lets the bench user run as many sessions and requests as the load needs.
@@ -447,25 +458,34 @@ fn main() {
         );
         return;
     }
+    // `-- scheduler requests memory docker` picks parts; only `docker` needs Docker.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wants = |part: &str| only.is_empty() || only.iter().any(|a| a == part);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(scheduler_throughput());
-    // `-- scheduler`: that figure only (it needs no Docker).
-    if std::env::args().any(|a| a == "scheduler") {
+    if wants("scheduler") {
+        rt.block_on(scheduler_throughput());
+    }
+    if wants("requests") {
+        rt.block_on(request_rates());
+    }
+    if wants("memory") {
+        memory();
+    }
+    if !wants("docker") {
         return;
     }
     let image = setting("BAI_TEST_IMAGE");
-    memory();
     rt.block_on(async {
         let s = TestServer::start_with_agent(|c| c.agent.heartbeat_interval = 1.0).await;
         session_start(&s, &image).await;
         execute_round_trip(&s, &image).await;
-        request_rates(&s).await;
-        for t in ["bench-exec", "bench-info"] {
-            s.request("DELETE", &format!("/kernel/{t}"))
-                .signed(&creds(USER))
-                .send()
-                .await;
-        }
+        s.request("DELETE", "/kernel/bench-exec")
+            .signed(&creds(USER))
+            .send()
+            .await;
         s.stop().await;
     });
 }

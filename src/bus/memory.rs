@@ -7,10 +7,53 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+/// Width of one rate-limit bucket: a millisecond, the precision of the original's scores, so
+/// counts match Redis exactly.
+const BUCKET_MS: u64 = 1;
+
+/// One key's requests in the rolling window, counted per [`BUCKET_MS`]: memory stays bounded
+/// (at most one entry per bucket in the window) however many requests come, refused ones
+/// included.
+#[derive(Default)]
+struct Window {
+    buckets: VecDeque<(u64, u64)>,
+    total: u64,
+}
+
+impl Window {
+    fn hit(&mut self, now_ms: u64, floor_ms: u64) -> u64 {
+        while let Some(&(bucket, n)) = self.buckets.front() {
+            if (bucket + 1) * BUCKET_MS > floor_ms + 1 {
+                break;
+            }
+            self.total -= n;
+            self.buckets.pop_front();
+        }
+        let bucket = now_ms / BUCKET_MS;
+        match self.buckets.back_mut() {
+            Some((b, n)) if *b == bucket => *n += 1,
+            _ => self.buckets.push_back((bucket, 1)),
+        }
+        self.total += 1;
+        self.total
+    }
+
+    fn newest_ms(&self) -> u64 {
+        self.buckets.back().map_or(0, |(b, _)| (b + 1) * BUCKET_MS)
+    }
+}
+
+/// Live statistics with their expiry; expired ones are swept at most once a second.
+#[derive(Default)]
+struct Stats {
+    values: HashMap<String, (serde_json::Value, Instant)>,
+    swept: Option<Instant>,
+}
+
 #[derive(Default)]
 pub struct InProcess {
-    hits: Mutex<HashMap<String, VecDeque<u64>>>,
-    stats: Mutex<HashMap<String, (serde_json::Value, Instant)>>,
+    hits: Mutex<HashMap<String, Window>>,
+    stats: Mutex<Stats>,
     /// One queue per consumer group: every group sees every event once.
     groups: Mutex<HashMap<String, mpsc::UnboundedSender<Delivery>>>,
     next_id: std::sync::atomic::AtomicU64,
@@ -28,14 +71,12 @@ impl Ephemeral for InProcess {
         let mut all = self.hits.lock().unwrap_or_else(|p| p.into_inner());
         // Forget keys that went quiet, so the map does not grow with every key ever seen.
         if all.len() > 10_000 {
-            all.retain(|_, q| q.back().is_some_and(|t| *t > floor));
+            all.retain(|_, w| w.newest_ms() > floor);
         }
-        let q = all.entry(access_key.to_owned()).or_default();
-        while q.front().is_some_and(|t| *t <= floor) {
-            q.pop_front();
-        }
-        q.push_back(now_ms);
-        Ok(q.len() as u64)
+        Ok(all
+            .entry(access_key.to_owned())
+            .or_default()
+            .hit(now_ms, floor))
     }
 
     async fn put_stat(
@@ -46,8 +87,14 @@ impl Ephemeral for InProcess {
     ) -> Result<(), BusError> {
         let now = Instant::now();
         let mut all = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        all.retain(|_, (_, expiry)| *expiry > now);
-        all.insert(
+        if all
+            .swept
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            all.values.retain(|_, (_, expiry)| *expiry > now);
+            all.swept = Some(now);
+        }
+        all.values.insert(
             id.to_owned(),
             (stat.clone(), now + Duration::from_secs(ttl_secs)),
         );
@@ -57,6 +104,7 @@ impl Ephemeral for InProcess {
     async fn get_stat(&self, id: &str) -> Result<Option<serde_json::Value>, BusError> {
         let all = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         Ok(all
+            .values
             .get(id)
             .filter(|(_, expiry)| *expiry > Instant::now())
             .map(|(v, _)| v.clone()))
@@ -105,5 +153,26 @@ impl Ephemeral for InProcess {
 
     fn describe(&self) -> String {
         "in-process (no Redis configured)".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_window_counts_rolls_and_stays_small() {
+        let mut w = Window::default();
+        let window = 900_000;
+        // 100 000 hits within one second: counted, in at most a thousand buckets.
+        for i in 0..100_000u64 {
+            w.hit(1_000_000 + i / 100, 1_000_000u64.saturating_sub(window));
+        }
+        assert_eq!(w.total, 100_000);
+        assert!(w.buckets.len() <= 1000, "{}", w.buckets.len());
+        // A window later, the old hits are gone.
+        let later = 1_000_000 + window + 1_000;
+        assert_eq!(w.hit(later, later - window), 1);
+        assert_eq!(w.buckets.len(), 1);
     }
 }

@@ -143,14 +143,51 @@ pub struct LoginCandidate {
     pub role: UserRole,
 }
 
+/// Longest time a keypair read is reused (writes by this process end it sooner).
+const KEYPAIR_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Most access keys remembered (unknown keys included); the cache starts over past it.
+const KEYPAIR_CACHE_MAX: usize = 10_000;
+
+/// A keypair as read at a write generation.
+pub(super) struct CachedKeypair {
+    record: Option<KeypairRecord>,
+    generation: u64,
+    read_at: std::time::Instant,
+}
+
 impl Store {
-    /// The active keypair with this access key, or `None`.
+    /// The active keypair with this access key, or `None`. Every signed request asks, so an
+    /// answer is kept until this process writes anything to the database, and for
+    /// [`KEYPAIR_CACHE_TTL`] at most (another process, such as the CLI, may write too).
     pub async fn active_keypair(
         &self,
         access_key: &str,
     ) -> Result<Option<KeypairRecord>, StoreError> {
+        use std::sync::atomic::Ordering;
+        let generation = self.inner.generation.load(Ordering::SeqCst);
+        {
+            let cache = self.inner.keypairs.lock().map_err(|_| StoreError::Closed)?;
+            if let Some(c) = cache.get(access_key) {
+                if c.generation == generation && c.read_at.elapsed() < KEYPAIR_CACHE_TTL {
+                    return Ok(c.record.clone());
+                }
+            }
+        }
         let ak = access_key.to_owned();
-        self.read(move |c| load_active_keypair(c, &ak)).await
+        let record = self.read(move |c| load_active_keypair(c, &ak)).await?;
+        let mut cache = self.inner.keypairs.lock().map_err(|_| StoreError::Closed)?;
+        if cache.len() >= KEYPAIR_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(
+            access_key.to_owned(),
+            CachedKeypair {
+                record: record.clone(),
+                generation,
+                read_at: std::time::Instant::now(),
+            },
+        );
+        Ok(record)
     }
 
     pub async fn login_candidate(

@@ -65,6 +65,10 @@ struct Inner {
     path: PathBuf,
     writer: mpsc::UnboundedSender<Job>,
     readers: Mutex<Vec<Connection>>,
+    /// Bumped after every committed write: what was read before may be stale.
+    generation: std::sync::atomic::AtomicU64,
+    /// Active keypairs by access key, as read at a generation (see [`Store::active_keypair`]).
+    keypairs: Mutex<std::collections::HashMap<String, auth::CachedKeypair>>,
 }
 
 const READ_POOL_KEEP: usize = 8;
@@ -124,6 +128,8 @@ impl Store {
                 path: path.to_owned(),
                 writer: tx,
                 readers: Mutex::new(Vec::new()),
+                generation: std::sync::atomic::AtomicU64::new(0),
+                keypairs: Mutex::new(std::collections::HashMap::new()),
             }),
         }
     }
@@ -140,6 +146,7 @@ impl Store {
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E> + Send + 'static,
     {
         let (done_tx, done_rx) = oneshot::channel();
+        let inner = self.inner.clone();
         let job: Job = Box::new(move |conn: &mut Connection| {
             let result = (|| {
                 let tx = conn
@@ -147,6 +154,9 @@ impl Store {
                     .map_err(|e| E::from(StoreError::from(e)))?;
                 let value = f(&tx)?;
                 tx.commit().map_err(|e| E::from(StoreError::from(e)))?;
+                inner
+                    .generation
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 Ok(value)
             })();
             let _ = done_tx.send(result);
