@@ -25,7 +25,6 @@ pub struct NoopConfig {
 
 struct NoopKernel {
     spec: KernelSpec,
-    created: std::time::Instant,
 }
 
 pub struct NoopBackend {
@@ -130,13 +129,7 @@ impl KernelBackend for NoopBackend {
                     "kernel {id} exists already"
                 )));
             }
-            kernels.insert(
-                id.clone(),
-                NoopKernel {
-                    spec: spec.clone(),
-                    created: std::time::Instant::now(),
-                },
-            );
+            kernels.insert(id.clone(), NoopKernel { spec: spec.clone() });
         }
         let wanted = spec.slots.get(CUDA_SLOT);
         let made = async {
@@ -328,7 +321,6 @@ impl KernelBackend for NoopBackend {
             "net_tx": zero("bytes"),
             "io_read": zero("bytes"),
             "io_write": zero("bytes"),
-            "uptime": {"current": k.created.elapsed().as_secs().to_string(), "unit_hint": "sec"},
         }))
     }
 

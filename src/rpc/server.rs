@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::Stream;
+use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 
 pub struct AgentService {
@@ -484,7 +485,13 @@ pub async fn serve(
     };
     let server = AgentServer::new(AgentService { daemon }).max_decoding_message_size(16 << 20);
     let service = tonic::service::interceptor::InterceptedService::new(server, check);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Replies go out at once: without TCP_NODELAY a small frame written after another one
+    // can wait for the manager's delayed ACK (40 ms on Linux).
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|c| {
+        c.inspect(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        })
+    });
     let task = tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
             .add_service(service)
