@@ -65,13 +65,18 @@ struct Inner {
     path: PathBuf,
     writer: mpsc::UnboundedSender<Job>,
     readers: Mutex<Vec<Connection>>,
+    /// One permit per read connection in use (see [`READ_POOL_KEEP`]).
+    read_slots: tokio::sync::Semaphore,
     /// Bumped after every committed write: what was read before may be stale.
     generation: std::sync::atomic::AtomicU64,
     /// Active keypairs by access key, as read at a generation (see [`Store::active_keypair`]).
     keypairs: Mutex<std::collections::HashMap<String, auth::CachedKeypair>>,
 }
 
-const READ_POOL_KEEP: usize = 8;
+/// Read connections kept open, and reads run at once: a read waits for a free connection
+/// rather than opening another (opening one parses the whole schema, which under load cost
+/// more than the reads themselves).
+const READ_POOL_KEEP: usize = 16;
 
 fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
     conn.busy_timeout(Duration::from_secs(5))?;
@@ -128,6 +133,7 @@ impl Store {
                 path: path.to_owned(),
                 writer: tx,
                 readers: Mutex::new(Vec::new()),
+                read_slots: tokio::sync::Semaphore::new(READ_POOL_KEEP),
                 generation: std::sync::atomic::AtomicU64::new(0),
                 keypairs: Mutex::new(std::collections::HashMap::new()),
             }),
@@ -175,6 +181,12 @@ impl Store {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
+        let _slot = self
+            .inner
+            .read_slots
+            .acquire()
+            .await
+            .map_err(|_| E::from(StoreError::Closed))?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let conn = inner.take_reader().map_err(E::from)?;
