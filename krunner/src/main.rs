@@ -84,7 +84,9 @@ enum DriverEvent {
 struct Driver {
     child: Child,
     cmd: std::io::PipeWriter,
-    events: Receiver<DriverEvent>,
+    /// Waited on without holding the driver itself, so input can reach the interpreter
+    /// while a run is being waited for.
+    events: Arc<Mutex<Receiver<DriverEvent>>>,
 }
 
 struct Runner {
@@ -179,7 +181,7 @@ impl Runner {
         *slot = Some(Driver {
             child,
             cmd: cmd_w,
-            events: rx,
+            events: Arc::new(Mutex::new(rx)),
         });
         Ok(())
     }
@@ -255,17 +257,24 @@ impl Runner {
         }
     }
 
+    /// The running interpreter's event queue.
+    fn event_queue(&self) -> Option<Arc<Mutex<Receiver<DriverEvent>>>> {
+        lock(&self.driver).as_ref().map(|d| d.events.clone())
+    }
+
     /// Waits for the driver's answer to a run, honouring the exec timeout.
     fn wait_done(&self, deadline: Option<Instant>) -> Result<i32, &'static str> {
         loop {
-            let slot = lock(&self.driver);
-            let Some(d) = slot.as_ref() else {
+            // The driver's lock is not held while waiting: `input` needs it to answer the
+            // interpreter's input() during the run.
+            let Some(events) = self.event_queue() else {
                 return Err("exited");
             };
             let wait = deadline
                 .map(|dl| dl.saturating_duration_since(Instant::now()))
                 .unwrap_or(Duration::from_millis(200));
-            match d.events.recv_timeout(wait.min(Duration::from_millis(200))) {
+            let event = lock(&events).recv_timeout(wait.min(Duration::from_millis(200)));
+            match event {
                 Ok(DriverEvent::Done(code)) => return Ok(code),
                 Ok(DriverEvent::Completion(_)) => continue,
                 Ok(DriverEvent::Exited) | Err(RecvTimeoutError::Disconnected) => {
@@ -492,9 +501,9 @@ impl Runner {
             && self.ensure_driver().is_ok()
             && self.driver_send(json!({"op": "complete", "text": text}))
         {
-            if let Some(d) = lock(&self.driver).as_ref() {
+            if let Some(events) = self.event_queue() {
                 if let Ok(DriverEvent::Completion(i)) =
-                    d.events.recv_timeout(Duration::from_secs(2))
+                    lock(&events).recv_timeout(Duration::from_secs(2))
                 {
                     items = i;
                 }
