@@ -109,7 +109,7 @@ pub fn parse_service_ports(label: &str) -> Vec<ServicePort> {
 
 impl DockerBackend {
     /// Connects to the local Docker engine and checks that it answers.
-    pub async fn connect(cfg: DockerConfig) -> Result<Self, AgentError> {
+    pub async fn connect(mut cfg: DockerConfig) -> Result<Self, AgentError> {
         let docker = Docker::connect_with_local_defaults()
             .map_err(|e| docker_err("cannot reach Docker", e))?;
         docker
@@ -122,6 +122,12 @@ impl DockerBackend {
                 cfg.krunner_path.display()
             )));
         }
+        // Docker takes a relative bind-mount source for a volume name: paths go absolute.
+        let absolute = |p: &Path| {
+            std::path::absolute(p).map_err(|e| AgentError::Failure(format!("{}: {e}", p.display())))
+        };
+        cfg.scratch_root = absolute(&cfg.scratch_root)?;
+        cfg.krunner_path = absolute(&cfg.krunner_path)?;
         std::fs::create_dir_all(&cfg.scratch_root).map_err(|e| {
             AgentError::Failure(format!("scratch root {}: {e}", cfg.scratch_root.display()))
         })?;
@@ -240,9 +246,12 @@ impl DockerBackend {
                     m.name
                 )));
             }
+            let source = std::path::absolute(&m.host_path).map_err(|e| {
+                AgentError::InvalidInput(format!("mount {}: {e}", m.host_path.display()))
+            })?;
             binds.push(format!(
                 "{}:/home/work/{}:{}",
-                m.host_path.display(),
+                source.display(),
                 m.name,
                 if m.read_only { "ro" } else { "rw" }
             ));

@@ -83,6 +83,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<ManagerConfig> {
     if let Some(dir) = &cli.data_dir {
         cfg.manager.data_dir = dir.clone();
     }
+    // Paths derived from it (scratch and folder directories) are handed to Docker, which
+    // needs them absolute; the default is `./data`.
+    cfg.manager.data_dir = std::path::absolute(&cfg.manager.data_dir)?;
     if cli.debug {
         cfg.debug.enabled = true;
         cfg.logging.level = "debug".into();
