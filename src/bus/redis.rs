@@ -71,8 +71,12 @@ impl Conn {
         Ok(c)
     }
 
-    async fn reset(&self) {
-        *self.current.lock().await = None;
+    /// Drops the connection, so the next command connects afresh. Never waits: when the
+    /// lock is taken, a connection is being made already.
+    fn reset(&self) {
+        if let Ok(mut current) = self.current.try_lock() {
+            *current = None;
+        }
     }
 }
 
@@ -161,7 +165,7 @@ impl RedisBus {
             match run.await {
                 Ok(v) => Ok(v),
                 Err((e, true)) => {
-                    conn.reset().await;
+                    conn.reset();
                     Err(e)
                 }
                 Err((e, false)) => Err(e),
@@ -170,7 +174,7 @@ impl RedisBus {
         match tokio::time::timeout(COMMAND_TIMEOUT, run).await {
             Ok(result) => result,
             Err(_) => {
-                conn.reset().await;
+                conn.reset();
                 Err(BusError::Redis {
                     addr: self.addr.clone(),
                     msg: format!("no answer within {} s", COMMAND_TIMEOUT.as_secs()),
@@ -355,7 +359,7 @@ impl Ephemeral for RedisBus {
                             }
                         }
                         if broken(&e) {
-                            reader.reset().await;
+                            reader.reset();
                         }
                         tracing::warn!("redis at {addr}: reading events: {e}");
                         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
