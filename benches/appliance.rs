@@ -178,10 +178,7 @@ async fn request_rates() {
     let agents = common::noop_agents(s, 1, "4", "8g", |_| {}).await;
     let r = s
         .request("POST", "/kernel")
-        .json(
-            &json!({"clientSessionToken": "bench-info", "image": common::NOOP_IMAGE,
-                      "config": {"resources": {"cpu": "1", "mem": "64m"}}}),
-        )
+        .json(&common::noop_session("bench-info", "1"))
         .signed(&creds(USER))
         .send()
         .await;
@@ -273,11 +270,7 @@ async fn creates(s: &TestServer, prefix: &str, n: usize, workers: usize) -> Plac
                 let token = format!("{prefix}-{i}");
                 let t = Instant::now();
                 let r = common::Req::new(addr, "POST", "/kernel")
-                    .json(&json!({
-                        "clientSessionToken": token,
-                        "image": common::NOOP_IMAGE,
-                        "config": {"resources": {"cpu": "0.1", "mem": "64m"}},
-                    }))
+                    .json(&common::noop_session(&token, "0.1"))
                     .signed(&creds(USER))
                     .try_send_with(&client)
                     .await

@@ -259,10 +259,16 @@ async fn a_full_folder_host_refuses_uploads_cleanly_and_keeps_working() {
 /// One row per session: token, status, status info, agent, occupied slots.
 type Row = (String, String, Option<String>, Option<String>, String);
 
-fn rows_in(db: &std::path::Path) -> Vec<Row> {
+/// A read-only look at a database another process writes.
+fn read_only(db: &std::path::Path) -> rusqlite::Connection {
     let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .unwrap();
     c.busy_timeout(Duration::from_secs(5)).unwrap();
+    c
+}
+
+fn rows_in(db: &std::path::Path) -> Vec<Row> {
+    let c = read_only(db);
     let mut st = c
         .prepare("SELECT sess_id, status, status_info, agent, occupied_slots FROM kernels")
         .unwrap();
@@ -276,9 +282,7 @@ fn rows_in(db: &std::path::Path) -> Vec<Row> {
 
 /// `(agent id, status, occupied slots)` of every agent.
 fn agents_in(db: &std::path::Path) -> Vec<(String, String, String)> {
-    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .unwrap();
-    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    let c = read_only(db);
     let mut st = c
         .prepare("SELECT id, status, occupied_slots FROM agents")
         .unwrap();
@@ -360,10 +364,7 @@ async fn a_manager_killed_during_a_hundred_concurrent_creates_loses_and_duplicat
     // while they are in flight.
     let addr: std::net::SocketAddr = manager.addr.parse().unwrap();
     let r = common::Req::new(addr, "POST", "/kernel")
-        .json(
-            &json!({"clientSessionToken": "steady", "image": common::NOOP_IMAGE,
-                      "config": {"resources": {"cpu": "0.1", "mem": "64m"}}}),
-        )
+        .json(&common::noop_session("steady", "0.1"))
         .signed(&creds(USER))
         .send()
         .await;
@@ -372,8 +373,7 @@ async fn a_manager_killed_during_a_hundred_concurrent_creates_loses_and_duplicat
         .map(|i| {
             tokio::spawn(async move {
                 common::Req::new(addr, "POST", "/kernel")
-                    .json(&json!({"clientSessionToken": format!("burst{i}"), "image": common::NOOP_IMAGE,
-                                  "config": {"resources": {"cpu": "0.1", "mem": "64m"}}}))
+                    .json(&common::noop_session(&format!("burst{i}"), "0.1"))
                     .signed(&creds(USER))
                     .try_send()
                     .await
@@ -418,11 +418,7 @@ async fn a_manager_killed_during_a_hundred_concurrent_creates_loses_and_duplicat
                 .into_iter()
                 .collect();
             let running: std::collections::BTreeSet<String> = {
-                let c = rusqlite::Connection::open_with_flags(
-                    &db,
-                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-                )
-                .unwrap();
+                let c = read_only(&db);
                 let mut st = c
                     .prepare("SELECT id FROM kernels WHERE status = 'RUNNING' AND agent = ?1")
                     .unwrap();
@@ -480,10 +476,7 @@ async fn a_manager_killed_during_a_hundred_concurrent_creates_loses_and_duplicat
         .await;
     assert_eq!(r.status, 200, "{}", r.json());
     let r = common::Req::new(addr, "POST", "/kernel")
-        .json(
-            &json!({"clientSessionToken": "after", "image": common::NOOP_IMAGE,
-                      "config": {"resources": {"cpu": "0.1", "mem": "64m"}}}),
-        )
+        .json(&common::noop_session("after", "0.1"))
         .signed(&creds(USER))
         .send()
         .await;
@@ -512,10 +505,7 @@ async fn an_agent_answering_after_the_deadline_leaves_no_session_or_kernel_behin
     let started = std::time::Instant::now();
     let r = s
         .request("POST", "/kernel")
-        .json(
-            &json!({"clientSessionToken": "slow", "image": common::NOOP_IMAGE,
-                      "config": {"resources": {"cpu": "1", "mem": "64m"}}}),
-        )
+        .json(&common::noop_session("slow", "1"))
         .signed(&creds(USER))
         .send()
         .await;
@@ -577,10 +567,7 @@ async fn redis_killed_and_restarted_the_api_answers_and_agents_come_back() {
     let app = s.app();
     common::register_noop_image(app.shared.as_ref()).await;
     let agents = common::noop_agents(&s, 2, "4", "8g", |c| c.agent.heartbeat_interval = 0.5).await;
-    let noop = |token: &str| {
-        json!({"clientSessionToken": token, "image": common::NOOP_IMAGE,
-               "config": {"resources": {"cpu": "0.5", "mem": "64m"}}})
-    };
+    let noop = |token: &str| common::noop_session(token, "0.5");
     for t in ["before1", "before2"] {
         let r = s
             .request("POST", "/kernel")

@@ -372,6 +372,12 @@ pub async fn sql(app: &backend_ai_manager::server::App, statement: &str) {
 /// The image sessions on no-op agents use; [`register_noop_image`] records it.
 pub const NOOP_IMAGE: &str = "index.docker.io/lablup/noop:1.0";
 
+/// The body of a create for a session of [`NOOP_IMAGE`] with `cpu` cores and 64 MiB.
+pub fn noop_session(token: &str, cpu: &str) -> Value {
+    serde_json::json!({"clientSessionToken": token, "image": NOOP_IMAGE,
+                       "config": {"resources": {"cpu": cpu, "mem": "64m"}}})
+}
+
 /// Records [`NOOP_IMAGE`] in the shared config as a registry scan would, with small
 /// minimum resources (no engine has it: no-op agents need none).
 pub async fn register_noop_image(shared: &dyn backend_ai_manager::shared_config::SharedConfig) {
