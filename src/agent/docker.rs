@@ -392,25 +392,27 @@ impl DockerBackend {
         }
     }
 
+    /// Kills and removes a container with its anonymous volumes; one already gone is fine.
+    async fn remove_container(&self, container_id: &str) -> Result<(), bollard::errors::Error> {
+        let opts = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(container_id, Some(opts)).await {
+            Err(e) if !is_not_found(&e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     async fn remove(&self, id: &str) -> Result<(), AgentError> {
         if let Some(map) = &self.devices {
             map.release(id);
         }
         let kernel = self.kernels.lock().await.remove(id);
         if let Some(k) = &kernel {
-            let opts = RemoveContainerOptions {
-                force: true,
-                v: true,
-                ..Default::default()
-            };
-            match self
-                .docker
-                .remove_container(&k.info.container_id, Some(opts))
-                .await
-            {
-                Ok(()) => {}
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => tracing::warn!("cannot remove container of kernel {id}: {e}"),
+            if let Err(e) = self.remove_container(&k.info.container_id).await {
+                tracing::warn!("cannot remove container of kernel {id}: {e}");
             }
         }
         let dir = self.kernel_dir(id);
@@ -736,20 +738,9 @@ impl KernelBackend for DockerBackend {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.to_owned());
-        let opts = RemoveContainerOptions {
-            force: true,
-            v: true,
-            ..Default::default()
-        };
-        match self
-            .docker
-            .remove_container(&kernel.info.container_id, Some(opts))
+        self.remove_container(&kernel.info.container_id)
             .await
-        {
-            Ok(()) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(docker_err("cannot stop the old container", e)),
-        }
+            .map_err(|e| docker_err("cannot stop the old container", e))?;
         self.kernels.lock().await.remove(id);
         let labels = self.ensure_image(&kernel.spec.image).await?;
         match self
