@@ -389,6 +389,7 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
     if settled > 0 {
         tracing::warn!("{settled} session(s) were being started when the manager last stopped");
     }
+    crate::registry::sessions::recount_concurrency(&app.store).await?;
     tasks.push(tokio::spawn(crate::registry::scheduler::run(
         app.clone(),
         shutdown_rx.clone(),

@@ -118,7 +118,35 @@ async fn rejects_unknown_and_inactive_access_keys() {
         .unwrap()
         .contains("Access key not found"));
 
+    // The key works (and its keypair is now cached)...
+    let r = s
+        .request("GET", "/auth")
+        .json(&json!({"echo": "x"}))
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert_eq!(r.status, 200);
+    // ...bookkeeping on it (as every session start does) changes nothing...
     let app = s.app();
+    app.store
+        .write(|tx| -> Result<_, backend_ai_manager::store::StoreError> {
+            tx.execute(
+                "UPDATE keypairs SET concurrency_used = concurrency_used + 1, num_queries = num_queries + 1
+                 WHERE access_key = ?1",
+                [USER.0],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let r = s
+        .request("GET", "/auth")
+        .json(&json!({"echo": "x"}))
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert_eq!(r.status, 200);
+    // ...and once it is deactivated, the very next request is refused.
     app.store
         .write(|tx| -> Result<_, backend_ai_manager::store::StoreError> {
             tx.execute(

@@ -121,7 +121,17 @@ async fn a_database_from_an_older_release_is_backed_up_and_migrated_forward() {
              ALTER TABLE kernels DROP COLUMN creation_config;
              ALTER TABLE kernels DROP COLUMN status_changed;
              DROP TABLE ui_sessions;
-             DELETE FROM refinery_schema_history WHERE version IN (4, 5, 6);",
+             DROP TRIGGER auth_changes_keypair_insert;
+             DROP TRIGGER auth_changes_keypair_delete;
+             DROP TRIGGER auth_changes_keypair_update;
+             DROP TRIGGER auth_changes_user_insert;
+             DROP TRIGGER auth_changes_user_delete;
+             DROP TRIGGER auth_changes_user_update;
+             DROP TRIGGER auth_changes_policy_insert;
+             DROP TRIGGER auth_changes_policy_delete;
+             DROP TRIGGER auth_changes_policy_update;
+             DROP TABLE auth_changes;
+             DELETE FROM refinery_schema_history WHERE version IN (4, 5, 6, 7);",
         )
         .unwrap();
     }
@@ -130,18 +140,19 @@ async fn a_database_from_an_older_release_is_backed_up_and_migrated_forward() {
         ok && out.contains("applied:  version 3")
             && out.contains("pending:  version 4")
             && out.contains("pending:  version 5")
-            && out.contains("pending:  version 6"),
+            && out.contains("pending:  version 6")
+            && out.contains("pending:  version 7"),
         "{out}"
     );
     let (ok, out) = manager(dir.path(), &["schema", "migrate"]);
     assert!(ok, "{out}");
     assert!(
-        dir.path().join("manager.db.before-v6.bak").is_file(),
+        dir.path().join("manager.db.before-v7.bak").is_file(),
         "a backup precedes the migration"
     );
     let (ok, out) = manager(dir.path(), &["schema", "show"]);
     assert!(
-        ok && out.contains("applied:  version 6") && !out.contains("pending"),
+        ok && out.contains("applied:  version 7") && !out.contains("pending"),
         "{out}"
     );
     let (ok, out) = manager(
@@ -150,7 +161,7 @@ async fn a_database_from_an_older_release_is_backed_up_and_migrated_forward() {
             "db",
             "check",
             dir.path()
-                .join("manager.db.before-v6.bak")
+                .join("manager.db.before-v7.bak")
                 .to_str()
                 .unwrap(),
         ],

@@ -10,8 +10,10 @@ pub mod scheduler;
 pub mod sessions;
 
 use crate::agent::AgentError;
+use crate::domain::ResourceSlots;
 use crate::rpc::client::AgentClient;
 use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::sync::{broadcast, Mutex, Notify};
 
 /// A change of a session's status, as the lifecycle records it. Create calls wait on
@@ -31,9 +33,17 @@ pub struct SessionEvent {
     pub reason: Option<String>,
 }
 
+/// How long a read of the agents' capacities is reused by [`Registry::recent_capacities`].
+pub const CAPACITIES_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The registry's process-wide state.
 pub struct Registry {
     events: broadcast::Sender<SessionEvent>,
+    /// The ALIVE agents' capacities as last read, and when (see
+    /// [`Registry::recent_capacities`]).
+    capacities: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<ResourceSlots>>)>>,
+    /// Create calls waiting for one kernel's next change (see [`Registry::watch`]).
+    watchers: std::sync::Mutex<HashMap<String, Vec<Arc<Notify>>>>,
     /// Wakes the scheduler (new session, freed capacity, agent changes).
     pub wake: Notify,
     clients: Mutex<HashMap<String, AgentClient>>,
@@ -46,6 +56,8 @@ impl Registry {
     pub fn new(rpc_token: &str) -> Self {
         Registry {
             events: broadcast::channel(4096).0,
+            watchers: std::sync::Mutex::new(HashMap::new()),
+            capacities: std::sync::Mutex::new(None),
             wake: Notify::new(),
             clients: Mutex::new(HashMap::new()),
             rpc_token: rpc_token.to_owned(),
@@ -70,8 +82,44 @@ impl Registry {
         self.events.subscribe()
     }
 
+    /// The ALIVE agents' whole capacities, if read less than [`CAPACITIES_FRESH`] ago.
+    pub fn recent_capacities(&self) -> Option<Arc<Vec<ResourceSlots>>> {
+        let cached = self.capacities.lock().ok()?;
+        let (at, capacities) = cached.as_ref()?;
+        (at.elapsed() < CAPACITIES_FRESH).then(|| capacities.clone())
+    }
+
+    pub fn remember_capacities(&self, capacities: Vec<ResourceSlots>) {
+        if let Ok(mut cached) = self.capacities.lock() {
+            *cached = Some((std::time::Instant::now(), Arc::new(capacities)));
+        }
+    }
+
+    /// Wakes when kernel `kernel_id` next changes status, for as long as it is held. A change
+    /// made after this call is never missed, even before the first wait; a caller reads the
+    /// status after calling this, then waits. Only that kernel's changes wake it (a thousand
+    /// concurrent creates do not each look at every event).
+    pub fn watch(&self, kernel_id: &str) -> KernelWatch<'_> {
+        let notify = Arc::new(Notify::new());
+        if let Ok(mut w) = self.watchers.lock() {
+            w.entry(kernel_id.to_owned())
+                .or_default()
+                .push(notify.clone());
+        }
+        KernelWatch {
+            registry: self,
+            kernel_id: kernel_id.to_owned(),
+            notify,
+        }
+    }
+
     pub(crate) fn emit(&self, ev: SessionEvent) {
         tracing::debug!(session = %ev.sess_id, kernel = %ev.kernel_id, status = %ev.status, "{}", ev.name);
+        if let Ok(w) = self.watchers.lock() {
+            for n in w.get(&ev.kernel_id).into_iter().flatten() {
+                n.notify_one();
+            }
+        }
         let _ = self.events.send(ev);
     }
 
@@ -92,5 +140,33 @@ impl Registry {
     /// Drops the cached connection to an agent (it was lost or restarted).
     pub async fn forget_agent(&self, addr: &str) {
         self.clients.lock().await.remove(addr);
+    }
+}
+
+/// A wait on one kernel's status changes (from [`Registry::watch`]); dropping it stops
+/// the watch.
+pub struct KernelWatch<'a> {
+    registry: &'a Registry,
+    kernel_id: String,
+    notify: Arc<Notify>,
+}
+
+impl KernelWatch<'_> {
+    /// Resolves at the kernel's next change (at once if one came since the last call).
+    pub async fn changed(&self) {
+        self.notify.notified().await
+    }
+}
+
+impl Drop for KernelWatch<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.registry.watchers.lock() {
+            if let Some(list) = w.get_mut(&self.kernel_id) {
+                list.retain(|n| !Arc::ptr_eq(n, &self.notify));
+                if list.is_empty() {
+                    w.remove(&self.kernel_id);
+                }
+            }
+        }
     }
 }

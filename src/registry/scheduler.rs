@@ -239,11 +239,9 @@ pub async fn pass(app: &Arc<App>) -> Result<usize, StoreError> {
                     Decision::Place { kernel_id, agent } => {
                         let Some(p) = queue.iter().find(|p| p.kernel_id == kernel_id) else { continue };
                         let addr = addrs.get(&agent).cloned().unwrap_or_default();
-                        tx.execute(
-                            "UPDATE kernels SET status = 'PREPARING', status_info = NULL, status_changed = ?2,
+                        tx.prepare_cached("UPDATE kernels SET status = 'PREPARING', status_info = NULL, status_changed = ?2,
                                     agent = ?3, agent_addr = ?4
-                             WHERE id = ?1 AND status = 'PENDING'",
-                            params![kernel_id, now, agent, addr],
+                             WHERE id = ?1 AND status = 'PENDING'")?.execute(params![kernel_id, now, agent, addr],
                         )?;
                         adjust_agent(tx, &agent, &p.requested, false)?;
                         let (sess_id, access_key, _) = info.remove(&kernel_id).unwrap_or_default();
@@ -252,9 +250,7 @@ pub async fn pass(app: &Arc<App>) -> Result<usize, StoreError> {
                     Decision::Wait { kernel_id, reason } => {
                         let unchanged = info.get(&kernel_id).and_then(|i| i.2.as_deref()) == Some(reason.as_str());
                         if !unchanged {
-                            tx.execute(
-                                "UPDATE kernels SET status_info = ?2 WHERE id = ?1 AND status = 'PENDING'",
-                                params![kernel_id, reason],
+                            tx.prepare_cached("UPDATE kernels SET status_info = ?2 WHERE id = ?1 AND status = 'PENDING'")?.execute(params![kernel_id, reason],
                             )?;
                         }
                     }

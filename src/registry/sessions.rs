@@ -9,13 +9,14 @@
 //! Slots are reserved on an agent when a session is placed and released when it becomes
 //! TERMINATED; both happen inside the transaction that changes the status, and a session
 //! becomes TERMINATED once, so slots are released exactly once. The keypair's
-//! `concurrency_used` is recounted from its live sessions in the same transactions.
+//! `concurrency_used` goes up and down in the same transactions (and is recounted from the
+//! live sessions at start-up).
 
 use super::{Registry, SessionEvent};
 use crate::domain::{DefaultForUnspecified, ResourceSlots};
 use crate::store::auth::ResourcePolicy;
 use crate::store::{now_text, Store, StoreError};
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
@@ -92,11 +93,7 @@ pub struct Live {
     pub status_changed: Option<String>,
 }
 
-fn sum_occupied(
-    tx: &Transaction<'_>,
-    column: &str,
-    value: &str,
-) -> Result<ResourceSlots, StoreError> {
+fn sum_occupied(tx: &Connection, column: &str, value: &str) -> Result<ResourceSlots, StoreError> {
     let mut st = tx.prepare_cached(&format!(
         "SELECT occupied_slots FROM kernels WHERE {column} = ?1 AND status != 'TERMINATED'"
     ))?;
@@ -139,29 +136,42 @@ fn over_limit(
         })
 }
 
-fn recount_concurrency(tx: &Transaction<'_>, access_key: &str) -> Result<(), StoreError> {
+/// Counts a session of `access_key` starting (`1`) or ending (`-1`) in `concurrency_used`.
+fn count_concurrency(tx: &Connection, access_key: &str, delta: i64) -> Result<(), StoreError> {
     tx.prepare_cached(
-        "UPDATE keypairs SET concurrency_used = (SELECT count(*) FROM kernels
-            WHERE access_key = ?1 AND role = 'master' AND status != 'TERMINATED')
-         WHERE access_key = ?1",
+        "UPDATE keypairs SET concurrency_used = max(concurrency_used + ?2, 0) WHERE access_key = ?1",
     )?
-    .execute([access_key])?;
+    .execute(params![access_key, delta])?;
     Ok(())
+}
+
+/// Recounts every keypair's `concurrency_used` from its live sessions (at start-up: the
+/// count is kept in step by each create and end, and this heals a database that was
+/// edited or restored by other means).
+pub async fn recount_concurrency(store: &Store) -> Result<(), StoreError> {
+    store
+        .write(|tx| -> Result<_, StoreError> {
+            tx.execute(
+                "UPDATE keypairs SET concurrency_used = (SELECT count(*) FROM kernels
+                    WHERE kernels.access_key = keypairs.access_key AND role = 'master'
+                      AND status != 'TERMINATED')",
+                [],
+            )?;
+            Ok(())
+        })
+        .await
 }
 
 /// Adds `delta` to an agent's occupied slots (negative quantities clamp to zero).
 pub(crate) fn adjust_agent(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     agent: &str,
     delta: &ResourceSlots,
     release: bool,
 ) -> Result<(), StoreError> {
     let current: Option<String> = tx
-        .query_row(
-            "SELECT occupied_slots FROM agents WHERE id = ?1",
-            [agent],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT occupied_slots FROM agents WHERE id = ?1")?
+        .query_row([agent], |r| r.get(0))
         .optional()?;
     let Some(current) = current else {
         return Ok(());
@@ -172,10 +182,8 @@ pub(crate) fn adjust_agent(
     } else {
         current.add(delta)
     };
-    tx.execute(
-        "UPDATE agents SET occupied_slots = ?2 WHERE id = ?1",
-        params![agent, next.to_json().to_string()],
-    )?;
+    tx.prepare_cached("UPDATE agents SET occupied_slots = ?2 WHERE id = ?1")?
+        .execute(params![agent, next.to_json().to_string()])?;
     Ok(())
 }
 
@@ -189,11 +197,8 @@ pub async fn enqueue(
     let policy = policy.clone();
     store
         .write(move |tx| -> Result<_, StoreError> {
-            let existing: Option<(String, Option<String>)> = tx
-                .query_row(
-                    "SELECT id, image FROM kernels WHERE access_key = ?1 AND sess_id = ?2
-                        AND role = 'master' AND status != 'TERMINATED'",
-                    params![new.access_key, new.sess_id],
+            let existing: Option<(String, Option<String>)> = tx.prepare_cached("SELECT id, image FROM kernels WHERE access_key = ?1 AND sess_id = ?2
+                        AND role = 'master' AND status != 'TERMINATED'")?.query_row(params![new.access_key, new.sess_id],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
@@ -204,11 +209,11 @@ pub async fn enqueue(
                     Err(Refusal::DifferentImage)
                 });
             }
-            let active: i64 = tx.query_row(
-                "SELECT count(*) FROM kernels WHERE access_key = ?1 AND role = 'master' AND status != 'TERMINATED'",
-                [&new.access_key],
-                |r| r.get(0),
-            )?;
+            let active: i64 = tx
+                .prepare_cached("SELECT concurrency_used FROM keypairs WHERE access_key = ?1")?
+                .query_row([&new.access_key], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
             if active >= policy.max_concurrent_sessions {
                 return Ok(Err(Refusal::Concurrency(policy.max_concurrent_sessions)));
             }
@@ -259,12 +264,10 @@ pub async fn enqueue(
             }
             let kernel_id = uuid::Uuid::new_v4().to_string();
             let now = now_text();
-            tx.execute(
-                "INSERT INTO kernels (id, sess_id, role, domain_name, group_id, user_uuid, access_key,
+            tx.prepare_cached("INSERT INTO kernels (id, sess_id, role, domain_name, group_id, user_uuid, access_key,
                     image, registry, tag, occupied_slots, environ, status, status_info, created_at,
                     status_changed, creation_config)
-                 VALUES (?1, ?2, 'master', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'PENDING', 'queued', ?12, ?12, ?13)",
-                params![
+                 VALUES (?1, ?2, 'master', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'PENDING', 'queued', ?12, ?12, ?13)")?.execute(params![
                     kernel_id,
                     new.sess_id,
                     new.domain_name,
@@ -280,7 +283,7 @@ pub async fn enqueue(
                     new.creation_config.to_string(),
                 ],
             )?;
-            recount_concurrency(tx, &new.access_key)?;
+            count_concurrency(tx, &new.access_key, 1)?;
             Ok(Ok(Enqueued::New { kernel_id }))
         })
         .await
@@ -334,6 +337,34 @@ pub async fn find(
         .await
 }
 
+/// As [`find`], and counts a query against the session (`num_queries`; the returned row
+/// has the count from before this one).
+pub async fn find_counting(
+    store: &Store,
+    sess_id: &str,
+    access_key: &str,
+) -> Result<Option<Live>, StoreError> {
+    let (sess_id, access_key) = (sess_id.to_owned(), access_key.to_owned());
+    store
+        .write(move |tx| -> Result<_, StoreError> {
+            let live = tx
+                .prepare_cached(&format!(
+                    "{LIVE_SELECT} WHERE k.sess_id = ?1 AND k.access_key = ?2 AND k.role = 'master'
+                        AND k.status != 'TERMINATED'"
+                ))?
+                .query_row([sess_id, access_key], live_row)
+                .optional()?;
+            if let Some(live) = &live {
+                tx.prepare_cached(
+                    "UPDATE kernels SET num_queries = num_queries + 1 WHERE id = ?1",
+                )?
+                .execute([&live.id])?;
+            }
+            Ok(live)
+        })
+        .await
+}
+
 /// A kernel by id, whatever its status.
 pub async fn kernel(store: &Store, kernel_id: &str) -> Result<Option<Live>, StoreError> {
     let id = kernel_id.to_owned();
@@ -363,16 +394,12 @@ pub async fn on_agent(store: &Store, agent: &str) -> Result<Vec<Live>, StoreErro
 }
 
 /// `(status, sess_id, access_key)` of a kernel.
-fn status_row(
-    tx: &Transaction<'_>,
-    id: &str,
-) -> Result<Option<(String, String, String)>, StoreError> {
+fn status_row(tx: &Connection, id: &str) -> Result<Option<(String, String, String)>, StoreError> {
     Ok(tx
-        .query_row(
+        .prepare_cached(
             "SELECT status, sess_id, coalesce(access_key, '') FROM kernels WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+        )?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?)
 }
 
@@ -403,9 +430,7 @@ pub async fn transition(
             if !from.contains(&previous.as_str()) {
                 return Ok(None);
             }
-            tx.execute(
-                "UPDATE kernels SET status = ?2, status_info = ?3, status_changed = ?4 WHERE id = ?1",
-                params![id, to, info2, now_text()],
+            tx.prepare_cached("UPDATE kernels SET status = ?2, status_info = ?3, status_changed = ?4 WHERE id = ?1")?.execute(params![id, to, info2, now_text()],
             )?;
             Ok(Some(Changed { sess_id, access_key, previous }))
         })
@@ -463,18 +488,18 @@ pub async fn mark_running(
             if !["PREPARING", "PULLING", "RESTARTING"].contains(&status.as_str()) {
                 return Ok(None);
             }
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE kernels SET status = 'RUNNING', status_info = NULL, status_changed = ?2,
                         container_id = ?3, kernel_host = ?4, service_ports = ?5
                  WHERE id = ?1",
-                params![
-                    id,
-                    now_text(),
-                    started.container_id,
-                    started.kernel_host,
-                    started.service_ports.to_string()
-                ],
-            )?;
+            )?
+            .execute(params![
+                id,
+                now_text(),
+                started.container_id,
+                started.kernel_host,
+                started.service_ports.to_string()
+            ])?;
             Ok(Some((sess_id, ak)))
         })
         .await?;
@@ -505,43 +530,50 @@ pub async fn mark_terminated(
 ) -> Result<Option<Changed>, StoreError> {
     let (id, why) = (kernel_id.to_owned(), reason.to_owned());
     let last = last_stat.filter(|v| !v.is_null()).map(|v| v.to_string());
-    let changed =
-        store
-            .write(move |tx| -> Result<_, StoreError> {
-                let row: Option<(String, String, String, Option<String>, String, String)> = tx
-                .query_row(
+    let changed = store
+        .write(move |tx| -> Result<_, StoreError> {
+            let row: Option<(String, String, String, Option<String>, String, String)> = tx
+                .prepare_cached(
                     "SELECT status, sess_id, coalesce(access_key, ''), agent, occupied_slots, role
                      FROM kernels WHERE id = ?1",
-                    [&id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-                )
+                )?
+                .query_row([&id], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })
                 .optional()?;
-                let Some((previous, sess_id, access_key, agent, occupied, role)) = row else {
-                    return Ok(None);
-                };
-                if previous == "TERMINATED" {
-                    return Ok(None);
-                }
-                let now = now_text();
-                tx.execute(
+            let Some((previous, sess_id, access_key, agent, occupied, role)) = row else {
+                return Ok(None);
+            };
+            if previous == "TERMINATED" {
+                return Ok(None);
+            }
+            let now = now_text();
+            tx.prepare_cached(
                 "UPDATE kernels SET status = 'TERMINATED', status_info = ?2, terminated_at = ?3,
                         status_changed = ?3, last_stat = coalesce(?4, last_stat)
                  WHERE id = ?1",
-                params![id, why, now, last],
-            )?;
-                if let Some(agent) = agent.filter(|_| PLACED.contains(&previous.as_str())) {
-                    adjust_agent(tx, &agent, &parse_slots(&occupied)?, true)?;
-                }
-                if role == "master" && !access_key.is_empty() {
-                    recount_concurrency(tx, &access_key)?;
-                }
-                Ok(Some(Changed {
-                    sess_id,
-                    access_key,
-                    previous,
-                }))
-            })
-            .await?;
+            )?
+            .execute(params![id, why, now, last])?;
+            if let Some(agent) = agent.filter(|_| PLACED.contains(&previous.as_str())) {
+                adjust_agent(tx, &agent, &parse_slots(&occupied)?, true)?;
+            }
+            if role == "master" && !access_key.is_empty() {
+                count_concurrency(tx, &access_key, -1)?;
+            }
+            Ok(Some(Changed {
+                sess_id,
+                access_key,
+                previous,
+            }))
+        })
+        .await?;
     if let Some(c) = &changed {
         reg.emit(SessionEvent {
             name: "session_terminated",

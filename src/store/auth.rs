@@ -28,7 +28,6 @@ pub struct KeypairRecord {
     pub secret_key: String,
     pub is_admin: bool,
     pub rate_limit: i64,
-    pub concurrency_used: i64,
     pub user_uuid: String,
     pub user_email: String,
     pub user_role: UserRole,
@@ -58,7 +57,7 @@ pub(super) fn load_active_keypair(
     access_key: &str,
 ) -> Result<Option<KeypairRecord>, StoreError> {
     let mut st = conn.prepare_cached(
-        "SELECT k.access_key, k.secret_key, k.is_admin, k.rate_limit, k.concurrency_used,
+        "SELECT k.access_key, k.secret_key, k.is_admin, k.rate_limit,
                 u.uuid, u.email, u.role, u.is_active, u.domain_name,
                 p.name, p.default_for_unspecified, p.total_resource_slots, p.max_concurrent_sessions,
                 p.max_containers_per_session, p.max_vfolder_count, p.max_vfolder_size, p.idle_timeout,
@@ -76,27 +75,26 @@ pub(super) fn load_active_keypair(
                     r.get::<_, String>(1)?,
                     r.get::<_, bool>(2)?,
                     r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
                 ),
                 (
+                    r.get::<_, String>(4)?,
                     r.get::<_, String>(5)?,
                     r.get::<_, String>(6)?,
-                    r.get::<_, String>(7)?,
-                    r.get::<_, bool>(8)?,
-                    r.get::<_, Option<String>>(9)?,
+                    r.get::<_, bool>(7)?,
+                    r.get::<_, Option<String>>(8)?,
                 ),
                 (
+                    r.get::<_, String>(9)?,
                     r.get::<_, String>(10)?,
                     r.get::<_, String>(11)?,
-                    r.get::<_, String>(12)?,
                     [
+                        r.get::<_, i64>(12)?,
                         r.get::<_, i64>(13)?,
                         r.get::<_, i64>(14)?,
                         r.get::<_, i64>(15)?,
                         r.get::<_, i64>(16)?,
-                        r.get::<_, i64>(17)?,
                     ],
-                    r.get::<_, String>(18)?,
+                    r.get::<_, String>(17)?,
                 ),
             ))
         })
@@ -124,7 +122,6 @@ pub(super) fn load_active_keypair(
         secret_key: k.1,
         is_admin: k.2,
         rate_limit: k.3,
-        concurrency_used: k.4,
         user_uuid: u.0,
         user_email: u.1,
         user_role: u.2.parse().map_err(|e| corrupt("user role", e))?,
@@ -143,32 +140,33 @@ pub struct LoginCandidate {
     pub role: UserRole,
 }
 
-/// Longest time a keypair read is reused (writes by this process end it sooner).
+/// Longest time a keypair read is reused (changes committed by this process end it sooner;
+/// this bounds how long another process's changes, such as the CLI's, go unseen).
 const KEYPAIR_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Most access keys remembered (unknown keys included); the cache starts over past it.
 const KEYPAIR_CACHE_MAX: usize = 10_000;
 
-/// A keypair as read at a write generation.
+/// A keypair as read at an auth version.
 pub(super) struct CachedKeypair {
     record: Option<KeypairRecord>,
-    generation: u64,
+    auth_version: u64,
     read_at: std::time::Instant,
 }
 
 impl Store {
     /// The active keypair with this access key, or `None`. Every signed request asks, so an
-    /// answer is kept until this process writes anything to the database, and for
-    /// [`KEYPAIR_CACHE_TTL`] at most (another process, such as the CLI, may write too).
+    /// answer is kept until this process commits a change to a keypair, user or resource
+    /// policy, and for [`KEYPAIR_CACHE_TTL`] at most (another process may write too).
     pub async fn active_keypair(
         &self,
         access_key: &str,
     ) -> Result<Option<KeypairRecord>, StoreError> {
         use std::sync::atomic::Ordering;
-        let generation = self.inner.generation.load(Ordering::SeqCst);
+        let auth_version = self.inner.auth_version.load(Ordering::SeqCst);
         {
             let cache = self.inner.keypairs.lock().map_err(|_| StoreError::Closed)?;
             if let Some(c) = cache.get(access_key) {
-                if c.generation == generation && c.read_at.elapsed() < KEYPAIR_CACHE_TTL {
+                if c.auth_version == auth_version && c.read_at.elapsed() < KEYPAIR_CACHE_TTL {
                     return Ok(c.record.clone());
                 }
             }
@@ -183,7 +181,7 @@ impl Store {
             access_key.to_owned(),
             CachedKeypair {
                 record: record.clone(),
-                generation,
+                auth_version,
                 read_at: std::time::Instant::now(),
             },
         );

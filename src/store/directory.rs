@@ -3,7 +3,7 @@
 
 use super::{Store, StoreError};
 use crate::domain::{ResourceSlots, UserRole};
-use rusqlite::{params, OptionalExtension, Row, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 #[derive(Debug, Clone)]
 pub struct DomainRow {
@@ -103,7 +103,7 @@ pub type Changes = Vec<(&'static str, rusqlite::types::Value)>;
 
 /// `UPDATE table SET … WHERE key_col = key`; returns the number of rows changed.
 pub fn apply_changes(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     table: &str,
     key_col: &str,
     key: &str,
@@ -434,7 +434,7 @@ impl Store {
 }
 
 fn set_memberships(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     uuid: &str,
     group_ids: &[String],
     allowed_domain: Option<&str>,

@@ -395,7 +395,7 @@ fn prepare(doc: &Value) -> Result<Vec<PreparedRow>, FixtureError> {
     Ok(rows)
 }
 
-fn insert(tx: &rusqlite::Transaction<'_>, row: &PreparedRow) -> Result<bool, FixtureError> {
+fn insert(tx: &rusqlite::Connection, row: &PreparedRow) -> Result<bool, FixtureError> {
     let t = row.table;
     let key_vals: Vec<&SqlValue> = t
         .key

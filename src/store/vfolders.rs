@@ -135,7 +135,7 @@ const ACCESSIBLE: &str = "
 
 /// Whether `me` already reaches a folder named `name` (on `host`, when given).
 fn name_reachable(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     me: &str,
     name: &str,
     host: Option<&str>,

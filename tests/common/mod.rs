@@ -564,6 +564,10 @@ impl Req {
         }
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     pub fn header(mut self, k: &str, v: &str) -> Req {
         self.headers.retain(|(hk, _)| !hk.eq_ignore_ascii_case(k));
         self.headers.push((k.into(), v.into()));
@@ -605,6 +609,29 @@ impl Req {
             .find(|(hk, _)| hk.eq_ignore_ascii_case(k))
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
+    }
+
+    /// The request as a `wrk` Lua script sets it up (method, headers, body), for load
+    /// generators that replay one request from a process of their own.
+    pub fn wrk_script(&self) -> String {
+        let quote = |s: &str| format!("{s:?}");
+        let mut out = format!(
+            "wrk.method = {}\nwrk.path = {}\nwrk.body = {}\n",
+            quote(&self.method),
+            quote(&self.path),
+            quote(&String::from_utf8_lossy(&self.body))
+        );
+        let mut headers = self.headers.clone();
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            headers.push(("Content-Type".into(), self.content_type.clone()));
+        }
+        for (k, v) in headers {
+            out.push_str(&format!("wrk.headers[{}] = {}\n", quote(&k), quote(&v)));
+        }
+        out
     }
 
     /// Sends with `wire_method` on the wire and the signed method in `X-Method-Override`.

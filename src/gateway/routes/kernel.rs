@@ -73,6 +73,15 @@ async fn session(app: &App, ctx: &Ctx) -> Result<(KeypairRecord, Live), ApiError
     Ok((owner, live))
 }
 
+/// The caller's live session named in the path, counted as one query against it (as the
+/// original counts every call that uses a session), in one step.
+async fn counted_session(app: &App, ctx: &Ctx) -> Result<Live, ApiError> {
+    let owner = owner(app, ctx).await?;
+    sessions::find_counting(&app.store, ctx.param("sess_id"), &owner.access_key)
+        .await?
+        .ok_or_else(|| ApiError::new(Problem::KernelNotFound))
+}
+
 /// The create body. Keys later clients add (`type`, `startupCommand`, ...) are ignored, as
 /// the cluster size is: a session is one container here.
 #[derive(Deserialize)]
@@ -371,7 +380,6 @@ pub async fn create(app: Arc<App>, ctx: Ctx) -> Reply {
             .collect(),
         creation_config: json!({"environ": environ, "mounts": mounts}),
     };
-    let mut events = app.registry.subscribe();
     let (kernel_id, created) = match sessions::enqueue(&app.store, new, &owner.policy).await? {
         Ok(Enqueued::New { kernel_id }) => (kernel_id, true),
         Ok(Enqueued::Existing { kernel_id }) => (kernel_id, false),
@@ -398,6 +406,7 @@ pub async fn create(app: Arc<App>, ctx: Ctx) -> Reply {
         )
     };
     let deadline = tokio::time::Instant::now() + wait;
+    let watch = app.registry.watch(&kernel_id);
     loop {
         let live = sessions::kernel(&app.store, &kernel_id)
             .await?
@@ -416,27 +425,28 @@ pub async fn create(app: Arc<App>, ctx: Ctx) -> Reply {
             }
             _ => {}
         }
-        // Wait for this kernel's next change (or a lag, then look again).
-        loop {
-            match tokio::time::timeout_at(deadline, events.recv()).await {
-                Err(_) => break,
-                Ok(Ok(ev)) if ev.kernel_id == kernel_id => break,
-                Ok(Ok(_)) => continue,
-                Ok(Err(_)) => break,
-            }
-        }
+        // Wait for this kernel's next change (or the deadline), then look again.
+        let _ = tokio::time::timeout_at(deadline, watch.changed()).await;
     }
 }
 
 /// Refuses at once what no ALIVE agent could ever hold (503), instead of queueing it.
+/// What was read is reused for a second when it says yes (a session queued for an agent
+/// that has just gone is no worse off than one whose agent goes right after the check);
+/// a no is always read afresh.
 async fn ensure_some_agent_fits(app: &App, requested: &ResourceSlots) -> Result<(), ApiError> {
+    let fits = |capacities: &[ResourceSlots]| capacities.iter().any(|c| requested.fits_in(c));
+    if app.registry.recent_capacities().is_some_and(|c| fits(&c)) {
+        return Ok(());
+    }
     let (agents, _) = app.store.agents(Some("ALIVE".into()), 10_000, 0).await?;
-    let fits = agents.iter().any(|a| {
-        sessions::parse_slots(&a.available_slots)
-            .map(|cap| requested.fits_in(&cap))
-            .unwrap_or(false)
-    });
-    if fits {
+    let capacities: Vec<ResourceSlots> = agents
+        .iter()
+        .filter_map(|a| sessions::parse_slots(&a.available_slots).ok())
+        .collect();
+    let fit = fits(&capacities);
+    app.registry.remember_capacities(capacities);
+    if fit {
         Ok(())
     } else if agents.is_empty() {
         Err(ApiError::msg(
@@ -453,8 +463,7 @@ async fn ensure_some_agent_fits(app: &App, requested: &ResourceSlots) -> Result<
 
 /// GET /kernel/{sess_id}
 pub async fn info(app: Arc<App>, ctx: Ctx) -> Reply {
-    let (_, live) = session(&app, &ctx).await?;
-    sessions::count_query(&app.store, &live.id).await?;
+    let live = counted_session(&app, &ctx).await?;
     let slots = sessions::parse_slots(&live.occupied_slots)?;
     let stat = app.bus.get_stat(&live.id).await.ok().flatten();
     let metric = |name: &str, field: &str| -> Option<f64> {
@@ -495,8 +504,7 @@ pub async fn destroy(app: Arc<App>, ctx: Ctx) -> Reply {
 
 /// PATCH /kernel/{sess_id}
 pub async fn restart(app: Arc<App>, ctx: Ctx) -> Reply {
-    let (_, live) = session(&app, &ctx).await?;
-    sessions::count_query(&app.store, &live.id).await?;
+    let live = counted_session(&app, &ctx).await?;
     ops::restart(&app, &live).await?;
     no_content()
 }
@@ -506,8 +514,7 @@ const MODES: &[&str] = &["query", "batch", "complete", "continue", "input"];
 /// POST /kernel/{sess_id}
 pub async fn execute(app: Arc<App>, ctx: Ctx) -> Reply {
     let body: serde_json::Map<String, Value> = ctx.json()?;
-    let (_, live) = session(&app, &ctx).await?;
-    sessions::count_query(&app.store, &live.id).await?;
+    let live = counted_session(&app, &ctx).await?;
     let v1 = ctx.version.major < 2;
     let code = match body.get("code") {
         None | Some(Value::Null) => String::new(),
@@ -599,8 +606,7 @@ fn v1_result(mut r: Value) -> Value {
 
 /// POST /kernel/{sess_id}/interrupt
 pub async fn interrupt(app: Arc<App>, ctx: Ctx) -> Reply {
-    let (_, live) = session(&app, &ctx).await?;
-    sessions::count_query(&app.store, &live.id).await?;
+    let live = counted_session(&app, &ctx).await?;
     ops::client(&app, &live)
         .await?
         .interrupt_kernel(&live.id)
@@ -620,8 +626,7 @@ struct CompleteBody {
 /// POST /kernel/{sess_id}/complete
 pub async fn complete(app: Arc<App>, ctx: Ctx) -> Reply {
     let body: CompleteBody = ctx.json()?;
-    let (_, live) = session(&app, &ctx).await?;
-    sessions::count_query(&app.store, &live.id).await?;
+    let live = counted_session(&app, &ctx).await?;
     let opts = body.options.unwrap_or_else(|| json!({}));
     let items = ops::client(&app, &live)
         .await?
@@ -633,8 +638,7 @@ pub async fn complete(app: Arc<App>, ctx: Ctx) -> Reply {
 
 /// GET /kernel/{sess_id}/logs
 pub async fn logs(app: Arc<App>, ctx: Ctx) -> Reply {
-    let (_, live) = session(&app, &ctx).await?;
-    sessions::count_query(&app.store, &live.id).await?;
+    let live = counted_session(&app, &ctx).await?;
     let logs = ops::client(&app, &live)
         .await?
         .get_logs(&live.id)
@@ -656,8 +660,7 @@ fn dot() -> String {
 /// GET /kernel/{sess_id}/files
 pub async fn list_files(app: Arc<App>, ctx: Ctx) -> Reply {
     let body: FilesBody = ctx.json()?;
-    let (_, live) = session(&app, &ctx).await?;
-    sessions::count_query(&app.store, &live.id).await?;
+    let live = counted_session(&app, &ctx).await?;
     let result = ops::client(&app, &live)
         .await?
         .list_files(&live.id, &body.path)
@@ -672,8 +675,7 @@ const MAX_UPLOAD_FILE: usize = 1 << 20;
 /// POST /kernel/{sess_id}/upload: multipart, one part per file (≤20, each < 1 MiB), the
 /// part's filename being the path under /home/work.
 pub async fn upload(app: Arc<App>, ctx: Ctx) -> Reply {
-    let (_, live) = session(&app, &ctx).await?;
-    sessions::count_query(&app.store, &live.id).await?;
+    let live = counted_session(&app, &ctx).await?;
     let files =
         crate::gateway::multipart::small_files(&ctx, MAX_UPLOAD_FILES, MAX_UPLOAD_FILE).await?;
     let client = ops::client(&app, &live).await?;
