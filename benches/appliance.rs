@@ -6,7 +6,8 @@
 //!   ready interpreter;
 //! - query-mode execute round trip (`print(1)`) vs `docker exec … python3 -c 'print(1)'`;
 //! - signed requests per second and p99 for `GET /kernel/{id}` and a GraphQL list, vs the
-//!   unsigned `GET /` of the same server (its session on a no-op agent);
+//!   unsigned `GET /` of the same server (its session on a no-op agent), the load from
+//!   `wrk` in a process of its own;
 //! - sessions placed per second and p99 create → RUNNING with 100 agents on the no-op
 //!   kernel backend, vs the same load on one agent;
 //! - resident memory of an idle `serve`, empty and with 100 000 sessions in the database.
@@ -17,7 +18,7 @@ mod common;
 use common::{creds, setting, TestServer, USER};
 use serde_json::json;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -132,40 +133,56 @@ async fn execute_round_trip(s: &TestServer, image: &str) {
     );
 }
 
-/// Requests per second and p99 latency of `make(addr)` requests from `workers` tasks for
-/// `secs` seconds (each request signed when it is made, as a client would).
-async fn load(
-    addr: std::net::SocketAddr,
-    workers: usize,
-    secs: u64,
-    make: fn(std::net::SocketAddr) -> common::Req,
-) -> (f64, Duration) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..workers {
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            // One kept-alive connection per worker, as a real client pool would use.
-            let client = hyper::Client::new();
-            let mut lat = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                let r = make(addr).try_send_with(&client).await.expect("answer");
-                assert!(r.status < 300, "{}", r.status);
-                lat.push(t.elapsed());
-            }
-            lat
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    all.sort();
-    let p99 = all[all.len() * 99 / 100];
-    (all.len() as f64 / secs as f64, p99)
+/// Requests per second and p99 latency of `req` replayed by `wrk` from a process of its
+/// own (one thread, 32 kept-alive connections) for `secs` seconds. A signed request is
+/// signed once, when the run starts: the server checks every copy in full (date window,
+/// key, derived-key HMAC) and the date stays well inside the ±15 minutes.
+fn wrk(req: &common::Req, secs: u64) -> (f64, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("request.lua");
+    std::fs::write(&script, req.wrk_script()).unwrap();
+    let out = Command::new("wrk")
+        .args(["--threads", "1", "--connections", "32", "--latency"])
+        .arg(format!("--duration={secs}s"))
+        .arg("--script")
+        .arg(&script)
+        .arg(format!("http://{}/", req.addr()))
+        .output()
+        .unwrap_or_else(|e| panic!("wrk runs (scripts/bench.sh installs it): {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "wrk: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("Non-2xx"),
+        "every request must succeed: {text}"
+    );
+    let field = |prefix: &str| -> &str {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in wrk's report: {text}"))
+            .trim()
+    };
+    let rps: f64 = field("Requests/sec:").parse().unwrap();
+    (rps, wrk_duration(field("99%")))
+}
+
+/// A duration as wrk prints it (`812.00us`, `1.20ms`, `2.01s`).
+fn wrk_duration(s: &str) -> Duration {
+    let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().unwrap_or_else(|_| panic!("a wrk duration: {s}"));
+    let secs = match unit {
+        "us" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => panic!("a wrk duration: {s}"),
+    };
+    Duration::from_secs_f64(secs)
 }
 
 /// Request rates on a server of their own, its session on a no-op agent (what is measured
@@ -183,17 +200,17 @@ async fn request_rates() {
         .send()
         .await;
     assert_eq!(r.status, 201, "{}", r.json());
-    let (base_rps, base_p99) = load(s.addr, 32, 3, |a| common::Req::new(a, "GET", "/")).await;
-    let (info_rps, info_p99) = load(s.addr, 32, 3, |a| {
-        common::Req::new(a, "GET", "/kernel/bench-info").signed(&creds(USER))
-    })
-    .await;
-    let (gql_rps, gql_p99) = load(s.addr, 32, 3, |a| {
-        common::Req::new(a, "POST", "/admin/graphql")
+    let (base_rps, base_p99) = wrk(&common::Req::new(s.addr, "GET", "/"), 5);
+    let (info_rps, info_p99) = wrk(
+        &common::Req::new(s.addr, "GET", "/kernel/bench-info").signed(&creds(USER)),
+        5,
+    );
+    let (gql_rps, gql_p99) = wrk(
+        &common::Req::new(s.addr, "POST", "/admin/graphql")
             .json(&json!({"query": "{ compute_session_list(limit: 20, offset: 0) { total_count items { sess_id status } } }"}))
-            .signed(&creds(USER))
-    })
-    .await;
+            .signed(&creds(USER)),
+        5,
+    );
     println!("unsigned GET /: {base_rps:.0} req/s, p99 {}", ms(base_p99));
     println!(
         "signed GET /kernel/{{id}}: {info_rps:.0} req/s (ratio {:.2} of GET /), p99 {} (target >= 20000 req/s)",
@@ -308,14 +325,18 @@ async fn placements(agents: usize, n: usize) -> (Placements, i64) {
     let s = TestServer::start_with(|c| c.manager.heartbeat_timeout = 30.0).await;
     common::register_noop_image(s.app().shared.as_ref()).await;
     unlimited(&s).await;
-    // Room for every session on any agent count (each takes 0.1 core and 64 MiB).
+    // Room for every session on any agent count (each takes 0.1 core and 64 MiB). The
+    // agents beat at the default interval (the test kit's is shorter).
     let per_agent = n / agents + 1;
+    let default_beat = backend_ai_manager::config::ManagerConfig::default()
+        .agent
+        .heartbeat_interval;
     let running_agents = common::noop_agents(
         &s,
         agents,
         &per_agent.to_string(),
         &format!("{per_agent}g"),
-        |_| {},
+        |c| c.agent.heartbeat_interval = default_beat,
     )
     .await;
     let measured = creates(&s, "placed", n, 64).await;
