@@ -7,7 +7,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 cd "$here/.."
-ensure_packages protoc:protobuf-compiler cc:gcc dockerd:docker.io docker-registry:docker-registry mmdebstrap:mmdebstrap
+ensure_packages protoc:protobuf-compiler cc:gcc dockerd:docker.io docker-registry:docker-registry mmdebstrap:mmdebstrap wrk:wrk
 ensure_rust
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(cache_dir)/target}"
 export BAI_SERVICES_DIR
