@@ -165,22 +165,29 @@ impl StatusCache {
 /// burst of requests costs one small transaction instead of one per request.
 #[derive(Default)]
 pub struct UsageBatcher {
-    pending: Mutex<HashMap<String, (String, i64)>>,
+    /// Per access key: when it was last used, and how many requests since the last flush.
+    pending: Mutex<HashMap<String, (chrono::DateTime<chrono::Utc>, i64)>>,
 }
 
 impl UsageBatcher {
+    /// Every signed request calls this, so it only counts (the time is formatted at flush).
     pub fn record(&self, access_key: &str) {
-        let now = crate::store::now_text();
+        let now = chrono::Utc::now();
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let e = p
-            .entry(access_key.to_owned())
-            .or_insert_with(|| (now.clone(), 0));
-        e.0 = now;
-        e.1 += 1;
+        match p.get_mut(access_key) {
+            Some(e) => *e = (now, e.1 + 1),
+            None => {
+                p.insert(access_key.to_owned(), (now, 1));
+            }
+        }
     }
 
     pub async fn flush(&self, store: &Store) {
-        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let batch = pending
+            .into_iter()
+            .map(|(k, (at, n))| (k, (crate::store::time_text(at), n)))
+            .collect();
         if let Err(e) = store.record_keypair_usage(batch).await {
             tracing::warn!("cannot record keypair usage: {e}");
         }

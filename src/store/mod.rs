@@ -354,9 +354,12 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
 
 /// Current time as the text form every timestamp column uses.
 pub fn now_text() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
+    time_text(chrono::Utc::now())
+}
+
+/// A time as the text form every timestamp column uses.
+pub fn time_text(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 #[cfg(test)]
