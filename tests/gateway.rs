@@ -118,52 +118,36 @@ async fn rejects_unknown_and_inactive_access_keys() {
         .unwrap()
         .contains("Access key not found"));
 
+    let echo = || {
+        s.request("GET", "/auth")
+            .json(&json!({"echo": "x"}))
+            .signed(&creds(USER))
+            .send()
+    };
     // The key works (and its keypair is now cached)...
-    let r = s
-        .request("GET", "/auth")
-        .json(&json!({"echo": "x"}))
-        .signed(&creds(USER))
-        .send()
-        .await;
-    assert_eq!(r.status, 200);
+    assert_eq!(echo().await.status, 200);
     // ...bookkeeping on it (as every session start does) changes nothing...
     let app = s.app();
-    app.store
-        .write(|tx| -> Result<_, backend_ai_manager::store::StoreError> {
-            tx.execute(
-                "UPDATE keypairs SET concurrency_used = concurrency_used + 1, num_queries = num_queries + 1
-                 WHERE access_key = ?1",
-                [USER.0],
-            )?;
-            Ok(())
-        })
-        .await
-        .unwrap();
-    let r = s
-        .request("GET", "/auth")
-        .json(&json!({"echo": "x"}))
-        .signed(&creds(USER))
-        .send()
-        .await;
-    assert_eq!(r.status, 200);
+    common::sql(
+        &app,
+        &format!(
+            "UPDATE keypairs SET concurrency_used = concurrency_used + 1,
+                num_queries = num_queries + 1 WHERE access_key = '{}'",
+            USER.0
+        ),
+    )
+    .await;
+    assert_eq!(echo().await.status, 200);
     // ...and once it is deactivated, the very next request is refused.
-    app.store
-        .write(|tx| -> Result<_, backend_ai_manager::store::StoreError> {
-            tx.execute(
-                "UPDATE keypairs SET is_active = 0 WHERE access_key = ?1",
-                [USER.0],
-            )?;
-            Ok(())
-        })
-        .await
-        .unwrap();
-    let r = s
-        .request("GET", "/auth")
-        .json(&json!({"echo": "x"}))
-        .signed(&creds(USER))
-        .send()
-        .await;
-    r.assert_problem(401, "auth-failed");
+    common::sql(
+        &app,
+        &format!(
+            "UPDATE keypairs SET is_active = 0 WHERE access_key = '{}'",
+            USER.0
+        ),
+    )
+    .await;
+    echo().await.assert_problem(401, "auth-failed");
 }
 
 #[tokio::test]

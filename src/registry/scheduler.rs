@@ -161,6 +161,39 @@ struct Placed {
     sess_id: String,
     access_key: String,
     agent_addr: String,
+    /// What the agent's create config is made of, read in the pass's transaction.
+    start: StartSpec,
+}
+
+/// The parts of a placed session the agent's create config needs.
+#[derive(Default)]
+struct StartSpec {
+    image: String,
+    registry: String,
+    occupied_slots: String,
+    creation_config: Option<String>,
+    idle_timeout: i64,
+}
+
+fn start_spec(tx: &rusqlite::Connection, kernel_id: &str) -> Result<StartSpec, StoreError> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT coalesce(k.image, ''), coalesce(k.registry, ''), k.occupied_slots,
+                    k.creation_config, coalesce(p.idle_timeout, 0)
+             FROM kernels k
+             LEFT JOIN keypairs kp ON kp.access_key = k.access_key
+             LEFT JOIN keypair_resource_policies p ON p.name = kp.resource_policy
+             WHERE k.id = ?1",
+        )?
+        .query_row([kernel_id], |r| {
+            Ok(StartSpec {
+                image: r.get(0)?,
+                registry: r.get(1)?,
+                occupied_slots: r.get(2)?,
+                creation_config: r.get(3)?,
+                idle_timeout: r.get(4)?,
+            })
+        })?)
 }
 
 fn age(created_at: &str) -> Duration {
@@ -245,7 +278,8 @@ pub async fn pass(app: &Arc<App>) -> Result<usize, StoreError> {
                         )?;
                         adjust_agent(tx, &agent, &p.requested, false)?;
                         let (sess_id, access_key, _) = info.remove(&kernel_id).unwrap_or_default();
-                        placed.push(Placed { kernel_id, sess_id, access_key, agent_addr: addr });
+                        let start = start_spec(tx, &kernel_id)?;
+                        placed.push(Placed { kernel_id, sess_id, access_key, agent_addr: addr, start });
                     }
                     Decision::Wait { kernel_id, reason } => {
                         let unchanged = info.get(&kernel_id).and_then(|i| i.2.as_deref()) == Some(reason.as_str());
@@ -275,8 +309,8 @@ pub async fn pass(app: &Arc<App>) -> Result<usize, StoreError> {
 }
 
 /// The create config the agent gets (the original's shape).
-async fn agent_config(app: &App, kernel: &sessions::Live) -> Result<Value, String> {
-    let creation: Value = kernel
+async fn agent_config(app: &App, spec: &StartSpec) -> Result<Value, String> {
+    let creation: Value = spec
         .creation_config
         .as_deref()
         .and_then(|c| serde_json::from_str(c).ok())
@@ -284,8 +318,8 @@ async fn agent_config(app: &App, kernel: &sessions::Live) -> Result<Value, Strin
     let registries = crate::images::scan::registries(app.shared.as_ref())
         .await
         .map_err(|e| e.to_string())?;
-    let reg = registries.iter().find(|r| r.name == kernel.registry);
-    let mut registry = json!({"name": kernel.registry});
+    let reg = registries.iter().find(|r| r.name == spec.registry);
+    let mut registry = json!({"name": spec.registry});
     if let Some(r) = reg {
         registry["url"] = json!(r.url);
         if let (Some(u), Some(p)) = (&r.username, &r.password) {
@@ -293,29 +327,13 @@ async fn agent_config(app: &App, kernel: &sessions::Live) -> Result<Value, Strin
             registry["password"] = json!(p);
         }
     }
-    let ak = kernel.access_key.clone();
-    let idle_timeout: i64 = app
-        .store
-        .read(move |c| -> Result<_, StoreError> {
-            Ok::<_, StoreError>(
-                c.query_row(
-                    "SELECT p.idle_timeout FROM keypairs k JOIN keypair_resource_policies p ON p.name = k.resource_policy
-                     WHERE k.access_key = ?1",
-                    [ak],
-                    |r| r.get(0),
-                )
-                .unwrap_or(0),
-            )
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    let slots: Value = serde_json::from_str(&kernel.occupied_slots).unwrap_or_else(|_| json!({}));
+    let slots: Value = serde_json::from_str(&spec.occupied_slots).unwrap_or_else(|_| json!({}));
     Ok(json!({
-        "image": {"canonical": kernel.image, "registry": registry},
+        "image": {"canonical": spec.image, "registry": registry},
         "resource_slots": slots,
         "environ": creation.get("environ").cloned().unwrap_or_else(|| json!({})),
         "mounts": creation.get("mounts").cloned().unwrap_or_else(|| json!([])),
-        "idle_timeout": idle_timeout.max(0),
+        "idle_timeout": spec.idle_timeout.max(0),
     }))
 }
 
@@ -331,11 +349,7 @@ fn host_of(addr: &str) -> String {
 async fn start(app: Arc<App>, p: Placed) {
     let reg = &app.registry;
     let outcome = async {
-        let kernel = sessions::kernel(&app.store, &p.kernel_id)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "the session vanished".to_owned())?;
-        let config = agent_config(&app, &kernel).await?;
+        let config = agent_config(&app, &p.start).await?;
         let client = reg.agent(&p.agent_addr).await.map_err(|e| e.to_string())?;
         let result = client
             .create_kernel_within(

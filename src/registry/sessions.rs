@@ -319,6 +319,19 @@ const LIVE_SELECT: &str = "SELECT k.id, k.sess_id, k.access_key, k.status, k.sta
         k.num_queries, k.occupied_slots, k.service_ports, k.creation_config, k.status_changed
     FROM kernels k LEFT JOIN agents a ON a.id = k.agent";
 
+fn live_session(
+    c: &Connection,
+    sess_id: &str,
+    access_key: &str,
+) -> Result<Option<Live>, StoreError> {
+    Ok(c.prepare_cached(&format!(
+        "{LIVE_SELECT} WHERE k.sess_id = ?1 AND k.access_key = ?2 AND k.role = 'master'
+            AND k.status != 'TERMINATED'"
+    ))?
+    .query_row([sess_id, access_key], live_row)
+    .optional()?)
+}
+
 /// The live (not TERMINATED) master kernel of a session of `access_key`.
 pub async fn find(
     store: &Store,
@@ -327,14 +340,7 @@ pub async fn find(
 ) -> Result<Option<Live>, StoreError> {
     let (sess_id, access_key) = (sess_id.to_owned(), access_key.to_owned());
     store
-        .read(move |c| -> Result<_, StoreError> {
-            Ok(c.prepare_cached(&format!(
-                "{LIVE_SELECT} WHERE k.sess_id = ?1 AND k.access_key = ?2 AND k.role = 'master'
-                    AND k.status != 'TERMINATED'"
-            ))?
-            .query_row([sess_id, access_key], live_row)
-            .optional()?)
-        })
+        .read(move |c| -> Result<_, StoreError> { live_session(c, &sess_id, &access_key) })
         .await
 }
 
@@ -348,13 +354,7 @@ pub async fn find_counting(
     let (sess_id, access_key) = (sess_id.to_owned(), access_key.to_owned());
     store
         .write(move |tx| -> Result<_, StoreError> {
-            let live = tx
-                .prepare_cached(&format!(
-                    "{LIVE_SELECT} WHERE k.sess_id = ?1 AND k.access_key = ?2 AND k.role = 'master'
-                        AND k.status != 'TERMINATED'"
-                ))?
-                .query_row([sess_id, access_key], live_row)
-                .optional()?;
+            let live = live_session(tx, &sess_id, &access_key)?;
             if let Some(live) = &live {
                 tx.prepare_cached(
                     "UPDATE kernels SET num_queries = num_queries + 1 WHERE id = ?1",
