@@ -1,8 +1,9 @@
 //! A kernel backend without containers (`agent.backend = "noop"`), for scale and fault tests
 //! of the manager: kernels are records that run no code. Creation takes
 //! `agent.noop-create-delay` seconds (to play a slow host), a run finishes at once with no
-//! output, and files live in a per-kernel scratch directory as with Docker, so everything
-//! around a kernel (scheduling, slots, files, ends, reconciliation) works as usual.
+//! output, and files live in a per-kernel scratch directory (made on first use) as with
+//! Docker, so everything around a kernel (scheduling, slots, files, ends, reconciliation)
+//! works as usual.
 
 use super::backend::{KernelBackend, KernelInfo, KernelSpec, RegistryCredentials, Termination};
 use super::docker::MAX_FILE_BYTES;
@@ -60,6 +61,14 @@ impl NoopBackend {
 
     fn work_dir(&self, id: &str) -> PathBuf {
         self.cfg.scratch_root.join(id).join("work")
+    }
+
+    /// The kernel's work directory. It is made on first use, inside the blocking task
+    /// that touches files: a kernel whose files are never touched costs no directory
+    /// (making one per kernel was a third of the CPU time of the scheduler scale test).
+    fn work_dir_made(work: &std::path::Path) -> Result<(), AgentError> {
+        std::fs::create_dir_all(work)
+            .map_err(|e| AgentError::Failure(format!("{}: {e}", work.display())))
     }
 
     fn known(&self, id: &str) -> Result<(), AgentError> {
@@ -139,12 +148,6 @@ impl KernelBackend for NoopBackend {
                 })?;
                 map.allocate(&id, wanted)?;
             }
-            let work = self.work_dir(&id);
-            Self::blocking(move || {
-                std::fs::create_dir_all(&work)
-                    .map_err(|e| AgentError::Failure(format!("{}: {e}", work.display())))
-            })
-            .await?;
             if !self.cfg.create_delay.is_zero() {
                 tokio::time::sleep(self.cfg.create_delay).await;
             }
@@ -231,19 +234,31 @@ impl KernelBackend for NoopBackend {
         }
         self.known(id)?;
         let (root, path, data) = (self.work_dir(id), path.to_owned(), data.to_vec());
-        Self::blocking(move || files::write(&root, &path, &data, None)).await
+        Self::blocking(move || {
+            Self::work_dir_made(&root)?;
+            files::write(&root, &path, &data, None)
+        })
+        .await
     }
 
     async fn download_file(&self, id: &str, path: &str) -> Result<Vec<u8>, AgentError> {
         self.known(id)?;
         let (root, path) = (self.work_dir(id), path.to_owned());
-        Self::blocking(move || files::read(&root, &path, MAX_FILE_BYTES)).await
+        Self::blocking(move || {
+            Self::work_dir_made(&root)?;
+            files::read(&root, &path, MAX_FILE_BYTES)
+        })
+        .await
     }
 
     async fn list_files(&self, id: &str, path: &str) -> Result<Value, AgentError> {
         self.known(id)?;
         let (root, path) = (self.work_dir(id), path.to_owned());
-        Self::blocking(move || files::list(&root, &path)).await
+        Self::blocking(move || {
+            Self::work_dir_made(&root)?;
+            files::list(&root, &path)
+        })
+        .await
     }
 
     async fn logs(&self, id: &str) -> Result<String, AgentError> {
