@@ -48,13 +48,20 @@ pub enum Decision {
     Wait { kernel_id: String, reason: String },
 }
 
-/// How free an agent would be: the mean over its slots of the free fraction.
-fn free_fraction(available: &ResourceSlots, remaining: &ResourceSlots) -> Decimal {
+/// How free an agent would be with `taken` more in use than `remaining` says: the mean
+/// over its slots of the free fraction (computed in place; this runs for every agent and
+/// every queued session of a pass).
+fn free_fraction(
+    available: &ResourceSlots,
+    remaining: &ResourceSlots,
+    taken: Option<&ResourceSlots>,
+) -> Decimal {
     let mut sum = Decimal::ZERO;
     let mut n = 0u32;
     for (slot, cap) in available.iter() {
         if cap > Decimal::ZERO {
-            sum += remaining.get(slot) / cap;
+            let left = remaining.get(slot) - taken.map_or(Decimal::ZERO, |t| t.get(slot));
+            sum += left / cap;
             n += 1;
         }
     }
@@ -87,19 +94,22 @@ pub fn plan(
             });
             continue;
         }
-        let fitting = (0..agents.len()).filter(|&i| p.requested.fits_in(&remaining[i]));
+        // Each fitting agent scored once by how free it would be; ties go to the lower id.
+        let fitting = (0..agents.len())
+            .filter(|&i| p.requested.fits_in(&remaining[i]))
+            .map(|i| {
+                let after = free_fraction(&agents[i].available, &remaining[i], Some(&p.requested));
+                (after, i)
+            });
         let chosen = match strategy {
-            Strategy::Dispersed => fitting.max_by(|&a, &b| {
-                let fa = free_fraction(&agents[a].available, &remaining[a].sub(&p.requested));
-                let fb = free_fraction(&agents[b].available, &remaining[b].sub(&p.requested));
-                fa.cmp(&fb).then_with(|| agents[b].id.cmp(&agents[a].id))
+            Strategy::Dispersed => fitting.max_by(|(fa, a), (fb, b)| {
+                fa.cmp(fb).then_with(|| agents[*b].id.cmp(&agents[*a].id))
             }),
-            Strategy::Concentrated => fitting.min_by(|&a, &b| {
-                let fa = free_fraction(&agents[a].available, &remaining[a].sub(&p.requested));
-                let fb = free_fraction(&agents[b].available, &remaining[b].sub(&p.requested));
-                fa.cmp(&fb).then_with(|| agents[a].id.cmp(&agents[b].id))
+            Strategy::Concentrated => fitting.min_by(|(fa, a), (fb, b)| {
+                fa.cmp(fb).then_with(|| agents[*a].id.cmp(&agents[*b].id))
             }),
-        };
+        }
+        .map(|(_, i)| i);
         if let Some(i) = chosen {
             remaining[i] = remaining[i].sub(&p.requested);
             out.push(Decision::Place {
@@ -119,7 +129,7 @@ pub fn plan(
             )
         } else {
             let best = (0..agents.len())
-                .max_by_key(|&i| free_fraction(&agents[i].available, &remaining[i]))
+                .max_by_key(|&i| free_fraction(&agents[i].available, &remaining[i], None))
                 .map(|i| remaining[i].clone())
                 .unwrap_or_default();
             format!(
