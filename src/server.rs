@@ -161,12 +161,25 @@ impl StatusCache {
     }
 }
 
-/// Accumulates `last_used`/`num_queries` per keypair and writes them once a second, so a
-/// burst of requests costs one small transaction instead of one per request.
+/// Accumulates `last_used`/`num_queries` per keypair and the query count of each session,
+/// and writes them once a second (and at shutdown), so a burst of requests costs one small
+/// transaction instead of one write per request. A manager killed outright loses at most
+/// that last second of counts.
 #[derive(Default)]
 pub struct UsageBatcher {
     /// Per access key: when it was last used, and how many requests since the last flush.
     pending: Mutex<HashMap<String, (chrono::DateTime<chrono::Utc>, i64)>>,
+    /// Per kernel counted since start-up and not yet written (or being written).
+    kernels: Mutex<HashMap<String, QueryCount>>,
+}
+
+#[derive(Default)]
+struct QueryCount {
+    /// The count as this process knows it: the highest stored count seen, plus what was
+    /// counted after it.
+    known: i64,
+    /// Counted and not yet written.
+    unstored: i64,
 }
 
 impl UsageBatcher {
@@ -182,14 +195,51 @@ impl UsageBatcher {
         }
     }
 
+    fn kernels(&self) -> std::sync::MutexGuard<'_, HashMap<String, QueryCount>> {
+        self.kernels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one query against a kernel whose stored count was just read as `stored`, and
+    /// returns the count before this one (what the stored count will be once written).
+    pub fn count_query(&self, kernel_id: &str, stored: i64) -> i64 {
+        let mut kernels = self.kernels();
+        let count = match kernels.get_mut(kernel_id) {
+            Some(c) => c,
+            None => kernels.entry(kernel_id.to_owned()).or_default(),
+        };
+        count.known = count.known.max(stored);
+        let before = count.known;
+        count.known += 1;
+        count.unstored += 1;
+        before
+    }
+
     pub async fn flush(&self, store: &Store) {
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-        let batch = pending
+        let keypairs: HashMap<String, (String, i64)> = pending
             .into_iter()
             .map(|(k, (at, n))| (k, (crate::store::time_text(at), n)))
             .collect();
-        if let Err(e) = store.record_keypair_usage(batch).await {
-            tracing::warn!("cannot record keypair usage: {e}");
+        let kernels: Vec<(String, i64)> = self
+            .kernels()
+            .iter_mut()
+            .filter(|(_, c)| c.unstored > 0)
+            .map(|(id, c)| (id.clone(), std::mem::take(&mut c.unstored)))
+            .collect();
+        if keypairs.is_empty() && kernels.is_empty() {
+            return;
+        }
+        match store.record_usage(keypairs, kernels.clone()).await {
+            // What is written is read from the database from now on; counts made during
+            // the write stay until the next flush.
+            Ok(()) => self.kernels().retain(|_, c| c.unstored > 0),
+            Err(e) => {
+                tracing::warn!("cannot record usage counts (kept for the next try): {e}");
+                let mut all = self.kernels();
+                for (id, n) in kernels {
+                    all.entry(id).or_default().unstored += n;
+                }
+            }
         }
     }
 }

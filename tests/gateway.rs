@@ -227,6 +227,61 @@ async fn records_last_used_and_query_counts() {
     assert!(last.is_some());
 }
 
+/// A session's query count goes up by one per call at once, is written with the usage
+/// flush, and carries on from what was written.
+#[tokio::test]
+async fn counts_session_queries_in_memory_and_writes_them_with_the_flush() {
+    let s = TestServer::start().await;
+    let app = s.app();
+    common::register_noop_image(app.shared.as_ref()).await;
+    let agents = common::noop_agents(&s, 1, "4", "8g", |_| {}).await;
+    let r = s
+        .request("POST", "/kernel")
+        .json(&common::noop_session("counted", "1"))
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let info = || async {
+        let r = s
+            .request("GET", "/kernel/counted")
+            .signed(&creds(USER))
+            .send()
+            .await;
+        assert_eq!(r.status, 200, "{}", r.json());
+        r.json()["numQueriesExecuted"].as_i64().unwrap()
+    };
+    let stored = || async {
+        app.store
+            .read(|c| -> Result<i64, backend_ai_manager::store::StoreError> {
+                Ok(c.query_row(
+                    "SELECT num_queries FROM kernels WHERE sess_id = 'counted'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .unwrap()
+    };
+    // (The server also flushes once a second on its own; the counts agree whenever.)
+    assert_eq!(info().await, 1);
+    assert_eq!(info().await, 2);
+    app.usage.flush(&app.store).await;
+    assert_eq!(stored().await, 2);
+    assert_eq!(info().await, 3);
+    app.usage.flush(&app.store).await;
+    app.usage.flush(&app.store).await;
+    assert_eq!(stored().await, 3, "a count is written once");
+    // Counted after the flush forgot it: the next count starts from the stored one.
+    assert_eq!(info().await, 4);
+    app.usage.flush(&app.store).await;
+    assert_eq!(stored().await, 4);
+    for a in agents {
+        a.stop().await;
+    }
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn versions_legacy_paths_and_method_override() {
     let s = TestServer::start().await;

@@ -338,44 +338,16 @@ pub async fn find(
     sess_id: &str,
     access_key: &str,
 ) -> Result<Option<Live>, StoreError> {
-    let (sess_id, access_key) = (sess_id.to_owned(), access_key.to_owned());
-    store
-        .read(move |c| -> Result<_, StoreError> { live_session(c, &sess_id, &access_key) })
-        .await
-}
-
-/// As [`find`], and counts a query against the session (`num_queries`; the returned row
-/// has the count from before this one).
-pub async fn find_counting(
-    store: &Store,
-    sess_id: &str,
-    access_key: &str,
-) -> Result<Option<Live>, StoreError> {
-    let (sess_id, access_key) = (sess_id.to_owned(), access_key.to_owned());
-    store
-        .write(move |tx| -> Result<_, StoreError> {
-            let live = live_session(tx, &sess_id, &access_key)?;
-            if let Some(live) = &live {
-                tx.prepare_cached(
-                    "UPDATE kernels SET num_queries = num_queries + 1 WHERE id = ?1",
-                )?
-                .execute([&live.id])?;
-            }
-            Ok(live)
-        })
-        .await
+    store.read_now(|c| live_session(c, sess_id, access_key))
 }
 
 /// A kernel by id, whatever its status.
 pub async fn kernel(store: &Store, kernel_id: &str) -> Result<Option<Live>, StoreError> {
-    let id = kernel_id.to_owned();
-    store
-        .read(move |c| -> Result<_, StoreError> {
-            Ok(c.prepare_cached(&format!("{LIVE_SELECT} WHERE k.id = ?1"))?
-                .query_row([id], live_row)
-                .optional()?)
-        })
-        .await
+    store.read_now(|c| -> Result<_, StoreError> {
+        Ok(c.prepare_cached(&format!("{LIVE_SELECT} WHERE k.id = ?1"))?
+            .query_row([kernel_id], live_row)
+            .optional()?)
+    })
 }
 
 /// Live kernels placed on `agent`.
@@ -623,16 +595,19 @@ pub async fn settle_interrupted(reg: &Registry, store: &Store) -> Result<usize, 
     Ok(ids.len())
 }
 
-/// Counts a query against the session (`num_queries`).
-pub async fn count_query(store: &Store, kernel_id: &str) -> Result<(), StoreError> {
-    let id = kernel_id.to_owned();
-    store
-        .write(move |tx| -> Result<_, StoreError> {
-            tx.prepare_cached("UPDATE kernels SET num_queries = num_queries + 1 WHERE id = ?1")?
-                .execute([id])?;
-            Ok(())
-        })
-        .await
+/// Counts a query against the session (`num_queries`; written with the next usage flush).
+pub fn count_query(app: &crate::server::App, kernel_id: &str) -> Result<(), StoreError> {
+    let stored: Option<i64> = app.store.read_now(|c| {
+        Ok::<_, StoreError>(
+            c.prepare_cached("SELECT num_queries FROM kernels WHERE id = ?1")?
+                .query_row([kernel_id], |r| r.get(0))
+                .optional()?,
+        )
+    })?;
+    if let Some(stored) = stored {
+        app.usage.count_query(kernel_id, stored);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -83,40 +83,35 @@ impl EmbeddedConfig {
 impl SharedConfig for EmbeddedConfig {
     async fn get(&self, key: &str) -> Result<Option<String>, SharedConfigError> {
         validate_key(key)?;
-        let (ns, key) = (self.namespace.clone(), key.to_owned());
-        Ok(self
-            .store
-            .read(move |c| {
-                Ok::<_, StoreError>(
-                    c.prepare_cached(
-                        "SELECT value FROM shared_config WHERE namespace = ?1 AND key = ?2",
-                    )?
-                    .query_row([&ns, &key], |r| r.get(0))
-                    .optional()?,
-                )
-            })
-            .await?)
+        Ok(self.store.read_now(|c| {
+            Ok::<_, StoreError>(
+                c.prepare_cached(
+                    "SELECT value FROM shared_config WHERE namespace = ?1 AND key = ?2",
+                )?
+                .query_row([&self.namespace, key], |r| r.get(0))
+                .optional()?,
+            )
+        })?)
     }
 
     async fn get_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, SharedConfigError> {
         validate_key(prefix)?;
-        let (ns, p) = (self.namespace.clone(), prefix.to_owned());
-        Ok(self
-            .store
-            .read(move |c| {
-                let mut st = c.prepare_cached(
-                    "SELECT key, value FROM shared_config
-                     WHERE namespace = ?1 AND (key = ?2 OR (key >= ?3 AND key < ?4)) ORDER BY key",
-                )?;
-                let rows = st
-                    .query_map(
-                        rusqlite::params![ns, p, format!("{p}/"), range_end(&p)],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok::<_, StoreError>(rows)
-            })
-            .await?)
+        // A prefix holds the configuration of one part (an image list, the registries): an
+        // index range of at most a few hundred rows, read at once.
+        let p = prefix;
+        Ok(self.store.read_now(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT key, value FROM shared_config
+                 WHERE namespace = ?1 AND (key = ?2 OR (key >= ?3 AND key < ?4)) ORDER BY key",
+            )?;
+            let rows = st
+                .query_map(
+                    rusqlite::params![self.namespace, p, format!("{p}/"), range_end(p)],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, StoreError>(rows)
+        })?)
     }
 
     async fn put(&self, key: &str, value: &str) -> Result<(), SharedConfigError> {

@@ -233,20 +233,25 @@ impl Store {
         .await
     }
 
-    /// Applies accumulated request counts: `access_key → (last_used, queries)`.
-    pub async fn record_keypair_usage(
+    /// Applies accumulated request counts: per keypair `access_key → (last_used, queries)`,
+    /// and per kernel `(id, queries)`.
+    pub async fn record_usage(
         &self,
-        usage: HashMap<String, (String, i64)>,
+        keypairs: HashMap<String, (String, i64)>,
+        kernels: Vec<(String, i64)>,
     ) -> Result<(), StoreError> {
-        if usage.is_empty() {
-            return Ok(());
-        }
         self.write(move |tx| {
             let mut st = tx.prepare_cached(
                 "UPDATE keypairs SET last_used = ?2, num_queries = num_queries + ?3 WHERE access_key = ?1",
             )?;
-            for (ak, (last_used, n)) in usage {
+            for (ak, (last_used, n)) in keypairs {
                 st.execute(rusqlite::params![ak, last_used, n])?;
+            }
+            let mut st = tx.prepare_cached(
+                "UPDATE kernels SET num_queries = num_queries + ?2 WHERE id = ?1",
+            )?;
+            for (id, n) in kernels {
+                st.execute(rusqlite::params![id, n])?;
             }
             Ok(())
         })

@@ -91,15 +91,22 @@ struct Inner {
     keypairs: Mutex<std::collections::HashMap<String, auth::CachedKeypair>>,
 }
 
-/// Read connections kept open, and reads run at once: a read waits for a free connection
-/// rather than opening another (opening one parses the whole schema, which under load cost
-/// more than the reads themselves).
+/// Reads run at once on the blocking pool: a read waits for a free connection rather than
+/// opening another (opening one parses the whole schema, which under load cost more than
+/// the reads themselves).
 const READ_POOL_KEEP: usize = 16;
+/// Read connections kept open: those of the blocking pool, and as many again for the
+/// lookups [`Store::read_now`] runs on the runtime's own threads.
+const READERS_KEPT: usize = 2 * READ_POOL_KEEP;
 
 fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Each batched write runs under a savepoint, whose sub-journal would otherwise spill
+    // to a temporary file past 64 KiB and stay there for the rest of the batch: a write
+    // to that file for every page a write touched (a quarter of the writer's time).
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
@@ -188,6 +195,21 @@ impl Store {
             .send(job)
             .map_err(|_| E::from(StoreError::Closed))?;
         done_rx.await.map_err(|_| E::from(StoreError::Closed))?
+    }
+
+    /// Runs `f` at once on a read connection, on the calling thread. For lookups by key
+    /// that touch a few rows (tens of microseconds): handing those to the blocking pool
+    /// cost more in thread wake-ups than the read itself. Anything that scans or may wait
+    /// goes through [`Store::read`]. Readers never wait for the writer (WAL).
+    pub fn read_now<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        E: From<StoreError>,
+        F: FnOnce(&Connection) -> Result<T, E>,
+    {
+        let conn = self.inner.take_reader().map_err(E::from)?;
+        let result = f(&conn);
+        self.inner.give_back(conn);
+        result
     }
 
     /// Runs `f` on a read connection on the blocking pool.
@@ -318,7 +340,7 @@ impl Inner {
 
     fn give_back(&self, conn: Connection) {
         if let Ok(mut pool) = self.readers.lock() {
-            if pool.len() < READ_POOL_KEEP {
+            if pool.len() < READERS_KEPT {
                 pool.push(conn);
             }
         }

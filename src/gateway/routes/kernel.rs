@@ -74,12 +74,11 @@ async fn session(app: &App, ctx: &Ctx) -> Result<(KeypairRecord, Live), ApiError
 }
 
 /// The caller's live session named in the path, counted as one query against it (as the
-/// original counts every call that uses a session), in one step.
+/// original counts every call that uses a session); `num_queries` is the count before it.
 async fn counted_session(app: &App, ctx: &Ctx) -> Result<Live, ApiError> {
-    let owner = owner(app, ctx).await?;
-    sessions::find_counting(&app.store, ctx.param("sess_id"), &owner.access_key)
-        .await?
-        .ok_or_else(|| ApiError::new(Problem::KernelNotFound))
+    let (_, mut live) = session(app, ctx).await?;
+    live.num_queries = app.usage.count_query(&live.id, live.num_queries);
+    Ok(live)
 }
 
 /// The create body. Keys later clients add (`type`, `startupCommand`, ...) are ignored, as
@@ -196,23 +195,20 @@ async fn session_group(
         owner.user_uuid.clone(),
         owner.user_role == UserRole::Superadmin,
     );
-    let found: Option<String> = app
-        .store
-        .read(move |c| {
-            use rusqlite::OptionalExtension;
-            Ok::<_, crate::store::StoreError>(
-                c.query_row(
-                    "SELECT g.id FROM groups g JOIN domains d ON d.name = g.domain_name
+    let found: Option<String> = app.store.read_now(|c| {
+        use rusqlite::OptionalExtension;
+        Ok::<_, crate::store::StoreError>(
+            c.query_row(
+                "SELECT g.id FROM groups g JOIN domains d ON d.name = g.domain_name
                      WHERE g.name = ?1 AND g.domain_name = ?2 AND g.is_active AND d.is_active
                        AND (?4 OR EXISTS (SELECT 1 FROM association_groups_users a
                                           WHERE a.group_id = g.id AND a.user_id = ?3))",
-                    rusqlite::params![group, domain, user, superadmin],
-                    |r| r.get(0),
-                )
-                .optional()?,
+                rusqlite::params![group, domain, user, superadmin],
+                |r| r.get(0),
             )
-        })
-        .await?;
+            .optional()?,
+        )
+    })?;
     Ok(found)
 }
 
@@ -714,7 +710,7 @@ pub async fn download(app: Arc<App>, ctx: Ctx) -> Reply {
     if body.files.is_empty() || body.files.len() > 5 {
         return Err(ApiError::bad_params("download 1 to 5 files at a time"));
     }
-    sessions::count_query(&app.store, &live.id).await?;
+    sessions::count_query(&app, &live.id)?;
     let client = ops::client(&app, &live).await?;
     let boundary = hex::encode(rand::random::<[u8; 16]>());
     let mut out = Vec::new();

@@ -110,7 +110,7 @@ async fn run_execute(
             .filter(|o| o.is_object())
             .unwrap_or_else(|| json!({}));
         let run_id = hex::encode(rand::random::<[u8; 8]>());
-        let _ = sessions::count_query(&app.store, &kernel_id).await;
+        let _ = sessions::count_query(&app, &kernel_id);
         loop {
             let call = Execute {
                 run_id: Some(run_id.clone()),
@@ -290,16 +290,16 @@ async fn run_pty(
                         Err(_) => continue,
                     },
                     "resize" => {
-                        let _ = sessions::count_query(&app.store, &live.id).await;
+                        let _ = sessions::count_query(&app, &live.id);
                         StreamIn { kind: "resize".into(), rows: m.rows, cols: m.cols, ..Default::default() }
                     }
                     "ping" => {
-                        let _ = sessions::count_query(&app.store, &live.id).await;
+                        let _ = sessions::count_query(&app, &live.id);
                         let _ = client.refresh_idle(&live.id).await;
                         continue;
                     }
                     "restart" => {
-                        let _ = sessions::count_query(&app.store, &live.id).await;
+                        let _ = sessions::count_query(&app, &live.id);
                         if let Err(e) = ops::restart(&app, &live).await {
                             tracing::warn!("restarting {} from its terminal: {}", live.sess_id, e.body());
                             break;
@@ -357,7 +357,7 @@ pub async fn proxy(app: Arc<App>, mut ctx: Ctx) -> Reply {
             name, port.protocol
         )));
     }
-    let _ = sessions::count_query(&app.store, &live.id).await;
+    let _ = sessions::count_query(&app, &live.id);
     let channel = client
         .connect_service(&live.id, &name)
         .await
