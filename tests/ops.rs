@@ -113,7 +113,9 @@ async fn a_database_from_an_older_release_is_backed_up_and_migrated_forward() {
         drop(store);
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.execute_batch(
-            "DROP INDEX ix_kernels_pending;
+            "CREATE INDEX ix_kernels_sess_id ON kernels (sess_id);
+             CREATE INDEX ix_kernels_status ON kernels (status);
+             CREATE INDEX ix_kernels_access_key ON kernels (access_key);
              DROP INDEX ix_kernels_live_access_key;
              DROP INDEX ix_kernels_live_group;
              DROP INDEX ix_kernels_live_domain;
@@ -131,7 +133,7 @@ async fn a_database_from_an_older_release_is_backed_up_and_migrated_forward() {
              DROP TRIGGER auth_changes_policy_delete;
              DROP TRIGGER auth_changes_policy_update;
              DROP TABLE auth_changes;
-             DELETE FROM refinery_schema_history WHERE version IN (4, 5, 6, 7);",
+             DELETE FROM refinery_schema_history WHERE version IN (4, 5, 6, 7, 8);",
         )
         .unwrap();
     }
@@ -141,18 +143,19 @@ async fn a_database_from_an_older_release_is_backed_up_and_migrated_forward() {
             && out.contains("pending:  version 4")
             && out.contains("pending:  version 5")
             && out.contains("pending:  version 6")
-            && out.contains("pending:  version 7"),
+            && out.contains("pending:  version 7")
+            && out.contains("pending:  version 8"),
         "{out}"
     );
     let (ok, out) = manager(dir.path(), &["schema", "migrate"]);
     assert!(ok, "{out}");
     assert!(
-        dir.path().join("manager.db.before-v7.bak").is_file(),
+        dir.path().join("manager.db.before-v8.bak").is_file(),
         "a backup precedes the migration"
     );
     let (ok, out) = manager(dir.path(), &["schema", "show"]);
     assert!(
-        ok && out.contains("applied:  version 7") && !out.contains("pending"),
+        ok && out.contains("applied:  version 8") && !out.contains("pending"),
         "{out}"
     );
     let (ok, out) = manager(
@@ -161,7 +164,7 @@ async fn a_database_from_an_older_release_is_backed_up_and_migrated_forward() {
             "db",
             "check",
             dir.path()
-                .join("manager.db.before-v7.bak")
+                .join("manager.db.before-v8.bak")
                 .to_str()
                 .unwrap(),
         ],

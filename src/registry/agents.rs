@@ -278,14 +278,14 @@ async fn heartbeat(app: &App, agent: &str, info: &Value) -> Result<(), StoreErro
     let agent = agent.to_owned();
     app.store
         .write(move |tx| -> Result<_, StoreError> {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO agents (id, status, region, available_slots, occupied_slots, addr, version, compute_plugins)
                  VALUES (?1, 'ALIVE', ?2, ?3, '{}', ?4, ?5, ?6)
                  ON CONFLICT (id) DO UPDATE SET status = 'ALIVE', lost_at = NULL, region = excluded.region,
                     available_slots = excluded.available_slots, addr = excluded.addr,
                     version = excluded.version, compute_plugins = excluded.compute_plugins",
-                rusqlite::params![agent, region, available, addr, version, plugins],
-            )?;
+            )?
+            .execute(rusqlite::params![agent, region, available, addr, version, plugins])?;
             Ok::<_, StoreError>(())
         })
         .await?;

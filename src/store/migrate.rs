@@ -8,7 +8,7 @@ mod embedded {
 }
 
 /// The newest schema version this binary carries.
-pub const KNOWN_SCHEMA_VERSION: i64 = 7;
+pub const KNOWN_SCHEMA_VERSION: i64 = 8;
 
 /// What `schema show` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

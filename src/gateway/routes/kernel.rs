@@ -189,21 +189,18 @@ async fn session_group(
     domain: &str,
     group: &str,
 ) -> Result<Option<String>, ApiError> {
-    let (domain, group, user, superadmin) = (
-        domain.to_owned(),
-        group.to_owned(),
-        owner.user_uuid.clone(),
-        owner.user_role == UserRole::Superadmin,
-    );
+    let superadmin = owner.user_role == UserRole::Superadmin;
     let found: Option<String> = app.store.read_now(|c| {
         use rusqlite::OptionalExtension;
         Ok::<_, crate::store::StoreError>(
-            c.query_row(
+            c.prepare_cached(
                 "SELECT g.id FROM groups g JOIN domains d ON d.name = g.domain_name
-                     WHERE g.name = ?1 AND g.domain_name = ?2 AND g.is_active AND d.is_active
-                       AND (?4 OR EXISTS (SELECT 1 FROM association_groups_users a
-                                          WHERE a.group_id = g.id AND a.user_id = ?3))",
-                rusqlite::params![group, domain, user, superadmin],
+                 WHERE g.name = ?1 AND g.domain_name = ?2 AND g.is_active AND d.is_active
+                   AND (?4 OR EXISTS (SELECT 1 FROM association_groups_users a
+                                      WHERE a.group_id = g.id AND a.user_id = ?3))",
+            )?
+            .query_row(
+                rusqlite::params![group, domain, owner.user_uuid, superadmin],
                 |r| r.get(0),
             )
             .optional()?,
