@@ -20,6 +20,7 @@ use crate::domain::ResourceSlots;
 use crate::server::App;
 use crate::store::{now_text, StoreError};
 use rusqlite::params;
+use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -48,27 +49,88 @@ pub enum Decision {
     Wait { kernel_id: String, reason: String },
 }
 
-/// How free an agent would be with `taken` more in use than `remaining` says: the mean
-/// over its slots of the free fraction (computed in place; this runs for every agent and
-/// every queued session of a pass).
-fn free_fraction(
-    available: &ResourceSlots,
-    remaining: &ResourceSlots,
-    taken: Option<&ResourceSlots>,
-) -> Decimal {
-    let mut sum = Decimal::ZERO;
-    let mut n = 0u32;
-    for (slot, cap) in available.iter() {
-        if cap > Decimal::ZERO {
-            let left = remaining.get(slot) - taken.map_or(Decimal::ZERO, |t| t.get(slot));
-            sum += left / cap;
-            n += 1;
+/// The slots of one pass as vectors over the same slot names: what `plan` compares for every
+/// agent and every queued session (map lookups and decimal division there cost more than
+/// the rest of a pass with 100 agents).
+struct Slots {
+    names: Vec<String>,
+}
+
+impl Slots {
+    fn of(queue: &[Pending], agents: &[Capacity]) -> Slots {
+        let mut names: Vec<String> = Vec::new();
+        let all = agents
+            .iter()
+            .flat_map(|a| a.available.iter().chain(a.occupied.iter()))
+            .chain(queue.iter().flat_map(|p| p.requested.iter()));
+        for (slot, _) in all {
+            if !names.iter().any(|n| n == slot) {
+                names.push(slot.to_owned());
+            }
+        }
+        Slots { names }
+    }
+
+    fn vector(&self, slots: &ResourceSlots) -> Vec<Decimal> {
+        self.names.iter().map(|n| slots.get(n)).collect()
+    }
+
+    fn map(&self, v: &[Decimal]) -> ResourceSlots {
+        let mut out = ResourceSlots::new();
+        for (n, q) in self.names.iter().zip(v) {
+            out.set(n.clone(), *q);
+        }
+        out
+    }
+}
+
+/// An agent during a pass: what is left, exactly and as floats for scoring.
+struct Room {
+    left: Vec<Decimal>,
+    left_f: Vec<f64>,
+    /// `(slot index, 1 / capacity)` of each slot the agent has some of.
+    inverse_capacity: Vec<(usize, f64)>,
+}
+
+impl Room {
+    fn new(slots: &Slots, a: &Capacity) -> Room {
+        let left = slots.vector(&a.available.sub(&a.occupied));
+        let capacity = slots.vector(&a.available);
+        Room {
+            left_f: left.iter().map(|d| d.to_f64().unwrap_or(0.0)).collect(),
+            left,
+            inverse_capacity: capacity
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c > Decimal::ZERO)
+                .map(|(j, c)| (j, 1.0 / c.to_f64().unwrap_or(f64::INFINITY)))
+                .collect(),
         }
     }
-    if n == 0 {
-        Decimal::ZERO
-    } else {
-        sum / Decimal::from(n)
+
+    fn fits(&self, wanted: &[Decimal]) -> bool {
+        wanted.iter().zip(&self.left).all(|(w, l)| w <= l)
+    }
+
+    /// How free the agent would be with `taken_f` more in use: the mean over its slots of
+    /// the free fraction.
+    fn free_fraction(&self, taken_f: &[f64]) -> f64 {
+        if self.inverse_capacity.is_empty() {
+            return 0.0;
+        }
+        let sum: f64 = self
+            .inverse_capacity
+            .iter()
+            .map(|&(j, inverse)| (self.left_f[j] - taken_f[j]) * inverse)
+            .sum();
+        sum / self.inverse_capacity.len() as f64
+    }
+
+    fn take(&mut self, wanted: &[Decimal], wanted_f: &[f64]) {
+        for j in 0..self.left.len() {
+            self.left[j] -= wanted[j];
+            self.left_f[j] -= wanted_f[j];
+        }
     }
 }
 
@@ -80,10 +142,9 @@ pub fn plan(
     strategy: Strategy,
     hold_after: Duration,
 ) -> Vec<Decision> {
-    let mut remaining: Vec<ResourceSlots> = agents
-        .iter()
-        .map(|a| a.available.sub(&a.occupied))
-        .collect();
+    let slots = Slots::of(queue, agents);
+    let mut rooms: Vec<Room> = agents.iter().map(|a| Room::new(&slots, a)).collect();
+    let nothing = vec![0.0; slots.names.len()];
     let mut out = Vec::with_capacity(queue.len());
     let mut held_by: Option<&str> = None;
     for p in queue {
@@ -94,24 +155,27 @@ pub fn plan(
             });
             continue;
         }
+        let wanted = slots.vector(&p.requested);
+        let wanted_f: Vec<f64> = wanted.iter().map(|d| d.to_f64().unwrap_or(0.0)).collect();
         // Each fitting agent scored once by how free it would be; ties go to the lower id.
-        let fitting = (0..agents.len())
-            .filter(|&i| p.requested.fits_in(&remaining[i]))
-            .map(|i| {
-                let after = free_fraction(&agents[i].available, &remaining[i], Some(&p.requested));
-                (after, i)
-            });
+        let fitting = rooms
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.fits(&wanted))
+            .map(|(i, r)| (r.free_fraction(&wanted_f), i));
         let chosen = match strategy {
             Strategy::Dispersed => fitting.max_by(|(fa, a), (fb, b)| {
-                fa.cmp(fb).then_with(|| agents[*b].id.cmp(&agents[*a].id))
+                fa.total_cmp(fb)
+                    .then_with(|| agents[*b].id.cmp(&agents[*a].id))
             }),
             Strategy::Concentrated => fitting.min_by(|(fa, a), (fb, b)| {
-                fa.cmp(fb).then_with(|| agents[*a].id.cmp(&agents[*b].id))
+                fa.total_cmp(fb)
+                    .then_with(|| agents[*a].id.cmp(&agents[*b].id))
             }),
         }
         .map(|(_, i)| i);
         if let Some(i) = chosen {
-            remaining[i] = remaining[i].sub(&p.requested);
+            rooms[i].take(&wanted, &wanted_f);
             out.push(Decision::Place {
                 kernel_id: p.kernel_id.clone(),
                 agent: agents[i].id.clone(),
@@ -128,9 +192,13 @@ pub fn plan(
                 largest(agents).humanize()
             )
         } else {
-            let best = (0..agents.len())
-                .max_by_key(|&i| free_fraction(&agents[i].available, &remaining[i], None))
-                .map(|i| remaining[i].clone())
+            let best = rooms
+                .iter()
+                .max_by(|a, b| {
+                    a.free_fraction(&nothing)
+                        .total_cmp(&b.free_fraction(&nothing))
+                })
+                .map(|r| slots.map(&r.left))
                 .unwrap_or_default();
             format!(
                 "waiting for capacity: needs {}; the freest agent has {} left",
@@ -217,6 +285,27 @@ fn age(created_at: &str) -> Duration {
         .unwrap_or_default()
 }
 
+/// [`parse_slots`], remembering what it parsed: a pass reads every ALIVE agent's slots
+/// and the whole queue's, which are mostly the same few texts from pass to pass. Passes run
+/// on the store's writer thread, so the memory is that thread's.
+fn parsed(text: &str) -> Result<ResourceSlots, StoreError> {
+    thread_local! {
+        static PARSED: std::cell::RefCell<std::collections::HashMap<String, ResourceSlots>> =
+            Default::default();
+    }
+    PARSED.with_borrow_mut(|memo| {
+        if let Some(slots) = memo.get(text) {
+            return Ok(slots.clone());
+        }
+        let slots = parse_slots(text)?;
+        if memo.len() >= 4096 {
+            memo.clear();
+        }
+        memo.insert(text.to_owned(), slots.clone());
+        Ok(slots)
+    })
+}
+
 /// One scheduling pass: decide and reserve in one transaction, then start what was placed.
 pub async fn pass(app: &Arc<App>) -> Result<usize, StoreError> {
     let strategy = app.config.scheduler.strategy;
@@ -245,7 +334,7 @@ pub async fn pass(app: &Arc<App>) -> Result<usize, StoreError> {
                 queue.push(Pending {
                     kernel_id: id,
                     sess_id,
-                    requested: parse_slots(&slots)?,
+                    requested: parsed(&slots)?,
                     waited: age(&created),
                 });
             }
@@ -270,8 +359,8 @@ pub async fn pass(app: &Arc<App>) -> Result<usize, StoreError> {
                 addrs.insert(id.clone(), addr);
                 agents.push(Capacity {
                     id,
-                    available: parse_slots(&available)?,
-                    occupied: parse_slots(&occupied)?,
+                    available: parsed(&available)?,
+                    occupied: parsed(&occupied)?,
                 });
             }
             drop(st);
