@@ -337,7 +337,10 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
         .create_initial_admin(&config.manager.bootstrap_admin_email)
         .await?;
 
-    let shared = shared_config::connect(&config, &store).await?;
+    // The server's reads of the image catalogue and slot/registry config go through a
+    // cache kept honest by watches (see shared_config::CachedConfig).
+    let shared: SharedConfigHandle =
+        shared_config::CachedConfig::new(shared_config::connect(&config, &store).await?).await;
     shared
         .put(keys::MANAGER_STATUS, ManagerStatus::Preparing.as_str())
         .await?;

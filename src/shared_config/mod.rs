@@ -7,9 +7,11 @@
 //! the keys equal to the prefix or below `prefix/`, and [`nest`] turns them into the
 //! original's nested maps (`{"": value, child: …}` where a key is both a value and a parent).
 
+mod cached;
 mod embedded;
 mod etcd;
 
+pub use cached::CachedConfig;
 pub use embedded::EmbeddedConfig;
 pub use etcd::EtcdConfig;
 
