@@ -33,6 +33,9 @@ pub const PLACED: &[&str] = &[
 /// A session to enqueue, already validated.
 #[derive(Debug, Clone)]
 pub struct NewSession {
+    /// The id the kernel gets if this is a new session (chosen by the caller, so that it
+    /// can watch the kernel before it exists).
+    pub kernel_id: String,
     pub sess_id: String,
     pub access_key: String,
     pub user_uuid: String,
@@ -262,7 +265,7 @@ pub async fn enqueue(
                     ))));
                 }
             }
-            let kernel_id = uuid::Uuid::new_v4().to_string();
+            let kernel_id = new.kernel_id.clone();
             let now = now_text();
             tx.prepare_cached("INSERT INTO kernels (id, sess_id, role, domain_name, group_id, user_uuid, access_key,
                     image, registry, tag, occupied_slots, environ, status, status_info, created_at,

@@ -357,7 +357,12 @@ pub async fn create(app: Arc<App>, ctx: Ctx) -> Reply {
     };
     let mounts = resolve_mounts(&app, &owner, &mount_names).await?;
     ensure_some_agent_fits(&app, &requested).await?;
+    // The new kernel's id is chosen here so that its watch starts before it exists: no
+    // change is missed, and the create need not read the session it has just queued.
+    let new_kernel = uuid::Uuid::new_v4().to_string();
+    let new_watch = app.registry.watch(&new_kernel);
     let new = NewSession {
+        kernel_id: new_kernel,
         sess_id: token.clone(),
         access_key: owner.access_key.clone(),
         user_uuid: owner.user_uuid.clone(),
@@ -399,25 +404,35 @@ pub async fn create(app: Arc<App>, ctx: Ctx) -> Reply {
         )
     };
     let deadline = tokio::time::Instant::now() + wait;
-    let watch = app.registry.watch(&kernel_id);
+    let watch = if created {
+        new_watch
+    } else {
+        drop(new_watch);
+        app.registry.watch(&kernel_id)
+    };
+    // A session queued just now is PENDING: the first look waits for its first change.
+    let mut look = !created || wait.is_zero();
     loop {
-        let live = sessions::kernel(&app.store, &kernel_id)
-            .await?
-            .ok_or_else(|| ApiError::internal("create", "the new session vanished"))?;
-        match live.status.as_str() {
-            "RUNNING" => return created_reply(&live, created),
-            "TERMINATED" | "ERROR" => {
-                let why = live.status_info.clone().unwrap_or_default();
-                return Err(
-                    ApiError::msg(Problem::KernelCreationFailed, live.sess_id.clone())
-                        .with_data(json!({"agent-details": why})),
-                );
+        if look {
+            let live = sessions::kernel(&app.store, &kernel_id)
+                .await?
+                .ok_or_else(|| ApiError::internal("create", "the new session vanished"))?;
+            match live.status.as_str() {
+                "RUNNING" => return created_reply(&live, created),
+                "TERMINATED" | "ERROR" => {
+                    let why = live.status_info.clone().unwrap_or_default();
+                    return Err(
+                        ApiError::msg(Problem::KernelCreationFailed, live.sess_id.clone())
+                            .with_data(json!({"agent-details": why})),
+                    );
+                }
+                _ if wait.is_zero() || tokio::time::Instant::now() >= deadline => {
+                    return created_reply(&live, created)
+                }
+                _ => {}
             }
-            _ if wait.is_zero() || tokio::time::Instant::now() >= deadline => {
-                return created_reply(&live, created)
-            }
-            _ => {}
         }
+        look = true;
         // Wait for this kernel's next change (or the deadline), then look again.
         let _ = tokio::time::timeout_at(deadline, watch.changed()).await;
     }
