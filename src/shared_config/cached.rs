@@ -130,6 +130,24 @@ impl CachedConfig {
         s.entries.insert(read, (Instant::now(), value));
     }
 
+    /// The cached answer to `read` (of `key`), else what `fetch` reads, cached when no
+    /// change was seen meanwhile. An answer is cached under the kind of its read, so it
+    /// comes back as the same kind of value.
+    async fn read_through(
+        &self,
+        read: Read,
+        key: &str,
+        fetch: impl std::future::Future<Output = Result<Value, SharedConfigError>>,
+    ) -> Result<Value, SharedConfigError> {
+        let generation = match self.lookup(&read, key) {
+            Ok(cached) => return Ok(cached),
+            Err(generation) => generation,
+        };
+        let value = fetch.await?;
+        self.remember(read, generation, value.clone());
+        Ok(value)
+    }
+
     /// Runs a write, then drops what was cached.
     async fn write(
         &self,
@@ -145,26 +163,20 @@ impl CachedConfig {
 impl SharedConfig for CachedConfig {
     async fn get(&self, key: &str) -> Result<Option<String>, SharedConfigError> {
         let read = Read::One(key.to_owned());
-        let generation = match self.lookup(&read, key) {
-            Ok(Value::One(v)) => return Ok(v),
-            Ok(Value::Prefix(_)) => None,
-            Err(generation) => generation,
-        };
-        let v = self.inner.get(key).await?;
-        self.remember(read, generation, Value::One(v.clone()));
-        Ok(v)
+        let fetch = async { Ok(Value::One(self.inner.get(key).await?)) };
+        match self.read_through(read, key, fetch).await? {
+            Value::One(v) => Ok(v),
+            Value::Prefix(_) => unreachable!("a key's read is cached as one value"),
+        }
     }
 
     async fn get_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, SharedConfigError> {
         let read = Read::Prefix(prefix.to_owned());
-        let generation = match self.lookup(&read, prefix) {
-            Ok(Value::Prefix(v)) => return Ok(v),
-            Ok(Value::One(_)) => None,
-            Err(generation) => generation,
-        };
-        let v = self.inner.get_prefix(prefix).await?;
-        self.remember(read, generation, Value::Prefix(v.clone()));
-        Ok(v)
+        let fetch = async { Ok(Value::Prefix(self.inner.get_prefix(prefix).await?)) };
+        match self.read_through(read, prefix, fetch).await? {
+            Value::Prefix(v) => Ok(v),
+            Value::One(_) => unreachable!("a prefix's read is cached as pairs"),
+        }
     }
 
     async fn put(&self, key: &str, value: &str) -> Result<(), SharedConfigError> {
