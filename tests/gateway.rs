@@ -599,4 +599,15 @@ async fn metrics_are_prometheus_text() {
         "{text}"
     );
     assert!(text.contains("backendai_active_sessions 0"));
+    // The server's own start-up wrote to its database.
+    let counter = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(text.contains("# TYPE backendai_db_commits_total counter"));
+    assert!(counter("backendai_db_commits_total") >= 1.0, "{text}");
+    assert!(counter("backendai_db_writes_total") >= counter("backendai_db_commits_total"));
 }

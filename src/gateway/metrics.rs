@@ -46,8 +46,8 @@ impl Metrics {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The exposition text; `gauges` are extra `(name, help, value)` samples.
-    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
+    /// The exposition text; `gauges` and `counters` are extra `(name, help, value)` samples.
+    pub fn render(&self, gauges: &[(&str, &str, f64)], counters: &[(&str, &str, f64)]) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -89,7 +89,7 @@ impl Metrics {
             self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
         );
         let _ = writeln!(out, "backendai_http_request_duration_seconds_count {count}");
-        for (name, help, v) in [
+        let own = [
             (
                 "backendai_auth_failures_total",
                 "Requests whose signature did not match.",
@@ -100,7 +100,8 @@ impl Metrics {
                 "Requests refused by the rate limit.",
                 self.rate_limited.load(Ordering::Relaxed) as f64,
             ),
-        ] {
+        ];
+        for (name, help, v) in own.iter().chain(counters) {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
@@ -129,7 +130,7 @@ mod tests {
         let m = Metrics::default();
         m.observe("/auth", "GET", 200, Duration::from_millis(3));
         m.observe("/auth", "GET", 200, Duration::from_millis(30));
-        let text = m.render(&[("backendai_up", "Up.", 1.0)]);
+        let text = m.render(&[("backendai_up", "Up.", 1.0)], &[]);
         assert!(text.contains(
             "backendai_http_requests_total{route=\"/auth\",method=\"GET\",status=\"200\"} 2"
         ));

@@ -11,6 +11,15 @@
 //! savepoint: a write that fails or panics is rolled back alone, the others go on, and
 //! each caller is answered only after the one commit (so an answer is never ahead of the
 //! database). Under load this turns thousands of small commits a second into a few hundred.
+//!
+//! **Batch hook.** One piece of work may be installed to run at the end of a batch, in its
+//! transaction, when a write of the batch asks for it ([`Store::write_hooked`]): the
+//! scheduler places the sessions a batch queued in the same commit that queued them.
+//!
+//! **Checkpoints.** A thread of its own copies the write-ahead log back into the database
+//! (a passive checkpoint, with its fsync) a few times a second while writes come, so the
+//! writer does not stop for it; the writer's own automatic checkpoint stays on, at a larger
+//! log, so that the log still restarts under writes that never pause.
 
 pub mod auth;
 pub mod backup;
@@ -69,8 +78,31 @@ type Job = Box<dyn FnOnce(Result<&Connection, StoreError>) -> Option<Answer> + S
 /// commit's error otherwise.
 type Answer = Box<dyn FnOnce(Option<StoreError>) + Send>;
 
+/// Work run at the end of a batch that a [`Store::write_hooked`] write was part of, inside
+/// the batch's transaction and under a savepoint of its own (on Err only the hook's changes
+/// are rolled back). It returns what to do once the outcome is known: called with `true`
+/// if the batch committed.
+pub type BatchHook =
+    Box<dyn FnMut(&Connection) -> Result<Box<dyn FnOnce(bool) + Send>, StoreError> + Send>;
+
+/// What the writer thread is sent.
+enum Msg {
+    /// A write; `hooked` asks for the batch hook before the commit.
+    Write { job: Job, hooked: bool },
+    /// Installs (or, with `None`, removes) the batch hook.
+    Hook(Option<BatchHook>),
+}
+
 /// Most writes committed together (see the module documentation).
 const WRITE_BATCH_MAX: usize = 256;
+
+/// Least time between two passive checkpoints of the checkpoint thread.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// Log pages at which the writer checkpoints itself (SQLite's default is 1000); by then the
+/// checkpoint thread has copied nearly all of them, and what is left lets the log restart.
+const WRITER_CHECKPOINT_PAGES: i64 = 8000;
+/// A restarted log file larger than this is truncated to it.
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
@@ -80,7 +112,7 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
-    writer: mpsc::UnboundedSender<Job>,
+    writer: mpsc::UnboundedSender<Msg>,
     readers: Mutex<Vec<Connection>>,
     /// One permit per read connection in use (see [`READ_POOL_KEEP`]).
     read_slots: tokio::sync::Semaphore,
@@ -89,6 +121,17 @@ struct Inner {
     auth_version: std::sync::atomic::AtomicU64,
     /// Active keypairs by access key, as read at an auth version (see [`Store::active_keypair`]).
     keypairs: Mutex<std::collections::HashMap<String, auth::CachedKeypair>>,
+    /// What the writer has committed so far.
+    stats: Arc<WriteStats>,
+}
+
+/// Counts kept by the writer thread (see [`Store::write_stats`]).
+#[derive(Debug, Default)]
+pub struct WriteStats {
+    /// Writes committed.
+    pub writes: std::sync::atomic::AtomicU64,
+    /// Transactions committed (each holds a batch of writes).
+    pub commits: std::sync::atomic::AtomicU64,
 }
 
 /// Reads run at once on the blocking pool: a read waits for a free connection rather than
@@ -141,7 +184,7 @@ impl Store {
     }
 
     fn start(path: &Path, conn: Connection) -> Store {
-        let (tx, rx) = mpsc::unbounded_channel::<Job>();
+        let (tx, rx) = mpsc::unbounded_channel::<Msg>();
         let inner = Arc::new(Inner {
             path: path.to_owned(),
             writer: tx,
@@ -149,25 +192,59 @@ impl Store {
             read_slots: tokio::sync::Semaphore::new(READ_POOL_KEEP),
             auth_version: std::sync::atomic::AtomicU64::new(0),
             keypairs: Mutex::new(std::collections::HashMap::new()),
+            stats: Arc::default(),
         });
         // The writer holds only a weak handle: dropping every Store closes the channel.
         let weak = Arc::downgrade(&inner);
+        let checkpoints = start_checkpoints(path);
+        let stats = inner.stats.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_loop(conn, rx, weak))
+            .spawn(move || write_loop(conn, rx, weak, checkpoints, stats))
             .map_err(|e| tracing::error!("cannot start the database writer thread: {e}"))
             .ok();
         Store { inner }
+    }
+
+    /// Installs the batch hook (see [`BatchHook`]), replacing any; `None` removes it. It
+    /// applies to batches the writer begins after this.
+    pub fn set_batch_hook(&self, hook: Option<BatchHook>) {
+        let _ = self.inner.writer.send(Msg::Hook(hook));
     }
 
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
 
+    /// How many writes and commits the writer has made since the store opened.
+    pub fn write_stats(&self) -> &WriteStats {
+        &self.inner.stats
+    }
+
     /// Runs `f` on the writer thread inside an IMMEDIATE transaction, under a savepoint of
     /// its own: what it did is committed if it returns Ok and rolled back if it returns Err
     /// or panics. The answer comes after the commit.
     pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        self.submit(f, false).await
+    }
+
+    /// As [`Store::write`], and the batch hook runs before the batch commits (after every
+    /// write of the batch), so it sees what `f` did.
+    pub async fn write_hooked<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        self.submit(f, true).await
+    }
+
+    async fn submit<T, E, F>(&self, f: F, hooked: bool) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
@@ -192,7 +269,7 @@ impl Store {
         });
         self.inner
             .writer
-            .send(job)
+            .send(Msg::Write { job, hooked })
             .map_err(|_| E::from(StoreError::Closed))?;
         done_rx.await.map_err(|_| E::from(StoreError::Closed))?
     }
@@ -267,19 +344,40 @@ where
 /// The writer thread: runs the waiting writes in batches until every handle is dropped.
 fn write_loop(
     mut conn: Connection,
-    mut rx: mpsc::UnboundedReceiver<Job>,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
     inner: std::sync::Weak<Inner>,
+    checkpoints: Option<std::sync::mpsc::SyncSender<()>>,
+    stats: Arc<WriteStats>,
 ) {
+    if checkpoints.is_some() {
+        let _ = conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES);
+    }
+    let _ = conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT);
     let mut auth_changes = auth_change_count(&conn);
+    let mut hook: Option<BatchHook> = None;
     let mut batch = Vec::with_capacity(WRITE_BATCH_MAX);
+    let mut hooked = false;
+    let take =
+        |msg: Msg, batch: &mut Vec<Job>, hooked: &mut bool, hook: &mut Option<BatchHook>| match msg
+        {
+            Msg::Write { job, hooked: h } => {
+                batch.push(job);
+                *hooked |= h;
+            }
+            Msg::Hook(h) => *hook = h,
+        };
     while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
+        take(first, &mut batch, &mut hooked, &mut hook);
         while batch.len() < WRITE_BATCH_MAX {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(msg) => take(msg, &mut batch, &mut hooked, &mut hook),
                 Err(_) => break,
             }
         }
+        if batch.is_empty() {
+            continue;
+        }
+        let run_hook = std::mem::take(&mut hooked);
         let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => tx,
             Err(e) => {
@@ -290,9 +388,24 @@ fn write_loop(
                 continue;
             }
         };
+        let writes = batch.len() as u64;
         let answers: Vec<Answer> = batch.drain(..).filter_map(|job| job(Ok(&*tx))).collect();
+        let after_hook = match hook.as_mut().filter(|_| run_hook) {
+            Some(h) => in_savepoint(&tx, |c| h(c))
+                .map_err(|e| {
+                    tracing::warn!("the end-of-batch work failed and was rolled back: {e}")
+                })
+                .ok(),
+            None => None,
+        };
         let committed = tx.commit().map_err(|e| e.to_string());
         if committed.is_ok() {
+            use std::sync::atomic::Ordering::Relaxed;
+            stats.writes.fetch_add(writes, Relaxed);
+            stats.commits.fetch_add(1, Relaxed);
+            if let Some(c) = &checkpoints {
+                let _ = c.try_send(());
+            }
             let now = auth_change_count(&conn);
             if now != auth_changes || now.is_none() {
                 auth_changes = now;
@@ -303,12 +416,41 @@ fn write_loop(
                 }
             }
         }
+        if let Some(after) = after_hook {
+            after(committed.is_ok());
+        }
         for answer in answers {
             answer(committed.clone().err().map(StoreError::Commit));
         }
     }
     // All handles dropped: checkpoint so the WAL does not linger.
+    drop(checkpoints);
     let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+}
+
+/// Starts the checkpoint thread (see the module documentation) on a connection of its own;
+/// it runs a passive checkpoint when told a commit happened, at most every
+/// [`CHECKPOINT_EVERY`], and ends with the writer. `None` if it could not start (the
+/// writer then checkpoints itself, as SQLite does by default).
+fn start_checkpoints(path: &Path) -> Option<std::sync::mpsc::SyncSender<()>> {
+    let conn = Connection::open(path)
+        .and_then(|c| c.busy_timeout(Duration::from_secs(5)).map(|_| c))
+        .map_err(|e| tracing::warn!("cannot open a connection for checkpoints: {e}"))
+        .ok()?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!("database checkpoint failed: {e}");
+                }
+                std::thread::sleep(CHECKPOINT_EVERY);
+            }
+        })
+        .map_err(|e| tracing::warn!("cannot start the database checkpoint thread: {e}"))
+        .ok()?;
+    Some(tx)
 }
 
 /// The count of changes to what authentication reads (`None` before migration V7, and
@@ -477,6 +619,102 @@ mod tests {
         names.sort();
         kept.sort();
         assert_eq!(names, kept);
+    }
+
+    #[tokio::test]
+    async fn the_batch_hook_runs_in_the_commit_of_the_writes_that_ask_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        let count = |c: &Connection, like: &str| -> Result<i64, StoreError> {
+            Ok(c.query_row(
+                "SELECT count(*) FROM domains WHERE name LIKE ?1",
+                [like],
+                |r| r.get(0),
+            )?)
+        };
+        // The hook copies every `d…` domain it has not seen to an `h…` one, and reports
+        // how many it added once the commit is known; on a `fail` domain it fails.
+        let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(bool, i64)>();
+        store.set_batch_hook(Some(Box::new(move |tx| {
+            let added = tx.execute(
+                "INSERT INTO domains (name) SELECT 'h' || substr(name, 2) FROM domains d
+                 WHERE name LIKE 'd%'
+                   AND NOT EXISTS (SELECT 1 FROM domains h WHERE h.name = 'h' || substr(d.name, 2))",
+                [],
+            )? as i64;
+            if tx.query_row("SELECT count(*) FROM domains WHERE name = 'fail'", [], |r| {
+                r.get::<_, i64>(0)
+            })? > 0
+            {
+                return Err(StoreError::Invalid("the hook fails".into()));
+            }
+            let seen = seen_tx.clone();
+            Ok(Box::new(move |committed: bool| {
+                let _ = seen.send((committed, added));
+            }))
+        })));
+        let write = |name: &'static str| {
+            move |tx: &Connection| -> Result<_, StoreError> {
+                tx.execute("INSERT INTO domains (name) VALUES (?1)", [name])?;
+                Ok(())
+            }
+        };
+        // A plain write does not run it.
+        store.write(write("d1")).await.unwrap();
+        let c = |like: &'static str| move |c: &Connection| count(c, like);
+        assert_eq!(store.read(c("h%")).await.unwrap(), 0);
+        // A hooked one does, after it and in its commit.
+        store.write_hooked(write("d2")).await.unwrap();
+        assert_eq!(seen_rx.recv().await, Some((true, 2)));
+        assert_eq!(store.read(c("h%")).await.unwrap(), 2);
+        // A failing hook is rolled back alone: the write that asked for it stays.
+        store.write(write("fail")).await.unwrap();
+        store.write_hooked(write("d3")).await.unwrap();
+        assert_eq!(store.read(c("d%")).await.unwrap(), 3);
+        assert_eq!(store.read(c("h%")).await.unwrap(), 2);
+        assert!(seen_rx.try_recv().is_err());
+        // Removed, it runs no more.
+        store.set_batch_hook(None);
+        store
+            .write(|tx| -> Result<_, StoreError> {
+                tx.execute("DELETE FROM domains WHERE name = 'fail'", [])?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        store.write_hooked(write("d4")).await.unwrap();
+        assert_eq!(store.read(c("h%")).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_checkpoint_thread_copies_the_log_into_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let store = Store::open(&path).unwrap();
+        let size = || std::fs::metadata(&path).unwrap().len();
+        let before = size();
+        // About 2 MiB of rows: far below the writer's own checkpoint, so only the thread
+        // moves them from the log into the database file.
+        store
+            .write(|tx| -> Result<_, StoreError> {
+                let mut st =
+                    tx.prepare("INSERT INTO domains (name, description) VALUES (?1, ?2)")?;
+                for i in 0..4000 {
+                    st.execute(rusqlite::params![format!("d{i}"), "x".repeat(500)])?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while size() < before + (1 << 20) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file did not grow: {before} -> {}",
+                size()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[tokio::test]

@@ -45,7 +45,20 @@ pub async fn metrics(app: Arc<App>, _ctx: Ctx) -> Result<Response<Body>, ApiErro
     if let Some(rss) = super::super::metrics::resident_bytes() {
         gauges.push(("process_resident_memory_bytes", "Resident memory.", rss));
     }
-    let mut resp = Response::new(Body::from(app.metrics.render(&gauges)));
+    let db = app.store.write_stats();
+    let counters = [
+        (
+            "backendai_db_writes_total",
+            "Database writes committed.",
+            db.writes.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+        (
+            "backendai_db_commits_total",
+            "Database transactions committed (writes are committed in batches).",
+            db.commits.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+    ];
+    let mut resp = Response::new(Body::from(app.metrics.render(&gauges, &counters)));
     resp.headers_mut().insert(
         "content-type",
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
