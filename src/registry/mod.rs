@@ -43,7 +43,7 @@ pub struct Registry {
     /// [`Registry::recent_capacities`]).
     capacities: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<ResourceSlots>>)>>,
     /// Create calls waiting for one kernel's next change (see [`Registry::watch`]).
-    watchers: std::sync::Mutex<HashMap<String, Vec<Arc<Notify>>>>,
+    watchers: std::sync::Mutex<HashMap<String, Vec<Arc<Watcher>>>>,
     /// Wakes the scheduler (new session, freed capacity, agent changes).
     pub wake: Notify,
     clients: Mutex<HashMap<String, AgentClient>>,
@@ -100,24 +100,27 @@ impl Registry {
     /// status after calling this, then waits. Only that kernel's changes wake it (a thousand
     /// concurrent creates do not each look at every event).
     pub fn watch(&self, kernel_id: &str) -> KernelWatch<'_> {
-        let notify = Arc::new(Notify::new());
+        let watcher = Arc::new(Watcher::default());
         if let Ok(mut w) = self.watchers.lock() {
             w.entry(kernel_id.to_owned())
                 .or_default()
-                .push(notify.clone());
+                .push(watcher.clone());
         }
         KernelWatch {
             registry: self,
             kernel_id: kernel_id.to_owned(),
-            notify,
+            watcher,
         }
     }
 
     pub(crate) fn emit(&self, ev: SessionEvent) {
         tracing::debug!(session = %ev.sess_id, kernel = %ev.kernel_id, status = %ev.status, "{}", ev.name);
         if let Ok(w) = self.watchers.lock() {
-            for n in w.get(&ev.kernel_id).into_iter().flatten() {
-                n.notify_one();
+            for watcher in w.get(&ev.kernel_id).into_iter().flatten() {
+                if let Ok(mut last) = watcher.last.lock() {
+                    last.clone_from(&ev.status);
+                }
+                watcher.notify.notify_one();
             }
         }
         let _ = self.events.send(ev);
@@ -143,18 +146,31 @@ impl Registry {
     }
 }
 
+/// One [`KernelWatch`]'s side of the registry: woken on a change, with its status.
+#[derive(Default)]
+struct Watcher {
+    notify: Notify,
+    last: std::sync::Mutex<String>,
+}
+
 /// A wait on one kernel's status changes (from [`Registry::watch`]); dropping it stops
 /// the watch.
 pub struct KernelWatch<'a> {
     registry: &'a Registry,
     kernel_id: String,
-    notify: Arc<Notify>,
+    watcher: Arc<Watcher>,
 }
 
 impl KernelWatch<'_> {
-    /// Resolves at the kernel's next change (at once if one came since the last call).
-    pub async fn changed(&self) {
-        self.notify.notified().await
+    /// Resolves at the kernel's next change (at once if one came since the last call), with
+    /// the status the latest change announced.
+    pub async fn changed(&self) -> String {
+        self.watcher.notify.notified().await;
+        self.watcher
+            .last
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -162,7 +178,7 @@ impl Drop for KernelWatch<'_> {
     fn drop(&mut self) {
         if let Ok(mut w) = self.registry.watchers.lock() {
             if let Some(list) = w.get_mut(&self.kernel_id) {
-                list.retain(|n| !Arc::ptr_eq(n, &self.notify));
+                list.retain(|n| !Arc::ptr_eq(n, &self.watcher));
                 if list.is_empty() {
                     w.remove(&self.kernel_id);
                 }

@@ -312,87 +312,112 @@ pub async fn pass(app: &Arc<App>) -> Result<usize, StoreError> {
     let hold_after = Duration::from_secs_f64(app.config.scheduler.hold_after);
     let placed = app
         .store
-        .write(move |tx| -> Result<_, StoreError> {
-            let mut st = tx.prepare_cached(
-                "SELECT id, sess_id, coalesce(access_key, ''), occupied_slots, created_at, status_info
+        .write(move |tx| decide(tx, strategy, hold_after))
+        .await?;
+    let n = placed.len();
+    launch(app, placed);
+    Ok(n)
+}
+
+/// The decisions of a pass, taken and recorded in `tx`: the placed sessions are PREPARING
+/// on their agents, with their slots counted there; those that wait say why.
+fn decide(
+    tx: &rusqlite::Connection,
+    strategy: Strategy,
+    hold_after: Duration,
+) -> Result<Vec<Placed>, StoreError> {
+    let mut st = tx.prepare_cached(
+        "SELECT id, sess_id, coalesce(access_key, ''), occupied_slots, created_at, status_info
                  FROM kernels WHERE status = 'PENDING' ORDER BY created_at, rowid LIMIT 10000",
-            )?;
-            let mut queue = Vec::new();
-            let mut info = std::collections::HashMap::new();
-            for row in st.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                ))
-            })? {
-                let (id, sess_id, ak, slots, created, status_info) = row?;
-                info.insert(id.clone(), (sess_id.clone(), ak, status_info));
-                queue.push(Pending {
-                    kernel_id: id,
-                    sess_id,
-                    requested: parsed(&slots)?,
-                    waited: age(&created),
-                });
-            }
-            drop(st);
-            if queue.is_empty() {
-                return Ok(Vec::new());
-            }
-            let mut st = tx.prepare_cached(
+    )?;
+    let mut queue = Vec::new();
+    let mut info = std::collections::HashMap::new();
+    for row in st.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, Option<String>>(5)?,
+        ))
+    })? {
+        let (id, sess_id, ak, slots, created, status_info) = row?;
+        info.insert(id.clone(), (sess_id.clone(), ak, status_info));
+        queue.push(Pending {
+            kernel_id: id,
+            sess_id,
+            requested: parsed(&slots)?,
+            waited: age(&created),
+        });
+    }
+    drop(st);
+    if queue.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut st = tx.prepare_cached(
                 "SELECT id, addr, available_slots, occupied_slots FROM agents WHERE status = 'ALIVE' ORDER BY id",
             )?;
-            let mut agents = Vec::new();
-            let mut addrs = std::collections::HashMap::new();
-            for row in st.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })? {
-                let (id, addr, available, occupied) = row?;
-                addrs.insert(id.clone(), addr);
-                agents.push(Capacity {
-                    id,
-                    available: parsed(&available)?,
-                    occupied: parsed(&occupied)?,
-                });
-            }
-            drop(st);
-            let now = now_text();
-            let mut placed = Vec::new();
-            for d in plan(&queue, &agents, strategy, hold_after) {
-                match d {
-                    Decision::Place { kernel_id, agent } => {
-                        let Some(p) = queue.iter().find(|p| p.kernel_id == kernel_id) else { continue };
-                        let addr = addrs.get(&agent).cloned().unwrap_or_default();
-                        tx.prepare_cached("UPDATE kernels SET status = 'PREPARING', status_info = NULL, status_changed = ?2,
+    let mut agents = Vec::new();
+    let mut addrs = std::collections::HashMap::new();
+    for row in st.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })? {
+        let (id, addr, available, occupied) = row?;
+        addrs.insert(id.clone(), addr);
+        agents.push(Capacity {
+            id,
+            available: parsed(&available)?,
+            occupied: parsed(&occupied)?,
+        });
+    }
+    drop(st);
+    let now = now_text();
+    let mut placed = Vec::new();
+    for d in plan(&queue, &agents, strategy, hold_after) {
+        match d {
+            Decision::Place { kernel_id, agent } => {
+                let Some(p) = queue.iter().find(|p| p.kernel_id == kernel_id) else {
+                    continue;
+                };
+                let addr = addrs.get(&agent).cloned().unwrap_or_default();
+                tx.prepare_cached("UPDATE kernels SET status = 'PREPARING', status_info = NULL, status_changed = ?2,
                                     agent = ?3, agent_addr = ?4
                              WHERE id = ?1 AND status = 'PENDING'")?.execute(params![kernel_id, now, agent, addr],
                         )?;
-                        adjust_agent(tx, &agent, &p.requested, false)?;
-                        let (sess_id, access_key, _) = info.remove(&kernel_id).unwrap_or_default();
-                        let start = start_spec(tx, &kernel_id)?;
-                        placed.push(Placed { kernel_id, sess_id, access_key, agent_addr: addr, start });
-                    }
-                    Decision::Wait { kernel_id, reason } => {
-                        let unchanged = info.get(&kernel_id).and_then(|i| i.2.as_deref()) == Some(reason.as_str());
-                        if !unchanged {
-                            tx.prepare_cached("UPDATE kernels SET status_info = ?2 WHERE id = ?1 AND status = 'PENDING'")?.execute(params![kernel_id, reason],
-                            )?;
-                        }
-                    }
+                adjust_agent(tx, &agent, &p.requested, false)?;
+                let (sess_id, access_key, _) = info.remove(&kernel_id).unwrap_or_default();
+                let start = start_spec(tx, &kernel_id)?;
+                placed.push(Placed {
+                    kernel_id,
+                    sess_id,
+                    access_key,
+                    agent_addr: addr,
+                    start,
+                });
+            }
+            Decision::Wait { kernel_id, reason } => {
+                let unchanged =
+                    info.get(&kernel_id).and_then(|i| i.2.as_deref()) == Some(reason.as_str());
+                if !unchanged {
+                    tx.prepare_cached(
+                        "UPDATE kernels SET status_info = ?2 WHERE id = ?1 AND status = 'PENDING'",
+                    )?
+                    .execute(params![kernel_id, reason])?;
                 }
             }
-            Ok(placed)
-        })
-        .await?;
-    let n = placed.len();
+        }
+    }
+    Ok(placed)
+}
+
+/// Announces the sessions a committed pass placed and starts each in a task of its own.
+fn launch(app: &Arc<App>, placed: Vec<Placed>) {
     for p in placed {
         app.registry.emit(super::SessionEvent {
             name: "session_preparing",
@@ -404,7 +429,6 @@ pub async fn pass(app: &Arc<App>) -> Result<usize, StoreError> {
         });
         tokio::spawn(start(app.clone(), p));
     }
-    Ok(n)
 }
 
 /// The create config the agent gets (the original's shape).
@@ -508,18 +532,47 @@ async fn start(app: Arc<App>, p: Placed) {
     }
 }
 
-/// The owner task: a pass on every wake-up and every sweep interval, until `stop`.
+/// The owner task, until `stop`. Sessions are placed in the commit that queues them: the
+/// store runs [`decide`] at the end of every batch with a queued session in it (see
+/// [`sessions::enqueue`]), and this task launches what that placed. It also runs a pass of
+/// its own on every wake-up (capacity freed or added) and every sweep interval, for the
+/// sessions that had to wait.
 pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let sweep = Duration::from_secs_f64(app.config.scheduler.sweep_interval);
+    let strategy = app.config.scheduler.strategy;
+    let hold_after = Duration::from_secs_f64(app.config.scheduler.hold_after);
+    let (placed_tx, mut placed_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Placed>>();
+    app.store.set_batch_hook(Some(Box::new(move |tx| {
+        let placed = decide(tx, strategy, hold_after)?;
+        let to_launch = placed_tx.clone();
+        Ok(Box::new(move |committed: bool| {
+            if committed && !placed.is_empty() {
+                let _ = to_launch.send(placed);
+            }
+        }))
+    })));
+    // Whatever was queued before the hook was in place.
+    let mut sweep =
+        tokio::time::interval(Duration::from_secs_f64(app.config.scheduler.sweep_interval));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            Some(placed) = placed_rx.recv() => {
+                launch(&app, placed);
+                continue;
+            }
             _ = app.registry.wake.notified() => {}
-            _ = tokio::time::sleep(sweep) => {}
+            _ = sweep.tick() => {}
             _ = stop.wait_for(|s| *s) => break,
         }
         if let Err(e) = pass(&app).await {
             tracing::warn!("scheduling pass failed: {e}");
         }
+    }
+    app.store.set_batch_hook(None);
+    // Sessions the last batches placed are started still (their agents are told).
+    placed_rx.close();
+    while let Some(placed) = placed_rx.recv().await {
+        launch(&app, placed);
     }
 }
 

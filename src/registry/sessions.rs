@@ -191,7 +191,8 @@ pub(crate) fn adjust_agent(
 }
 
 /// Inserts a PENDING session after the policy checks, or finds the live session with the
-/// same token.
+/// same token. The scheduler's batch hook places it in the same commit when it can (see
+/// [`super::scheduler::run`]).
 pub async fn enqueue(
     store: &Store,
     new: NewSession,
@@ -199,7 +200,7 @@ pub async fn enqueue(
 ) -> Result<Result<Enqueued, Refusal>, StoreError> {
     let policy = policy.clone();
     store
-        .write(move |tx| -> Result<_, StoreError> {
+        .write_hooked(move |tx| -> Result<_, StoreError> {
             let existing: Option<(String, Option<String>)> = tx.prepare_cached("SELECT id, image FROM kernels WHERE access_key = ?1 AND sess_id = ?2
                         AND role = 'master' AND status != 'TERMINATED'")?.query_row(params![new.access_key, new.sess_id],
                     |r| Ok((r.get(0)?, r.get(1)?)),

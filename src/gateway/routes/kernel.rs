@@ -358,8 +358,10 @@ pub async fn create(app: Arc<App>, ctx: Ctx) -> Reply {
     let mounts = resolve_mounts(&app, &owner, &mount_names).await?;
     ensure_some_agent_fits(&app, &requested).await?;
     // The new kernel's id is chosen here so that its watch starts before it exists: no
-    // change is missed, and the create need not read the session it has just queued.
-    let new_kernel = uuid::Uuid::new_v4().to_string();
+    // change is missed, and the create need not read the session it has just queued. It is
+    // time-ordered (UUID version 7), so the rows and index entries a batch of creates adds
+    // sit together at the end of the id index rather than on a random page each.
+    let new_kernel = uuid::Uuid::now_v7().to_string();
     let new_watch = app.registry.watch(&new_kernel);
     let new = NewSession {
         kernel_id: new_kernel,
@@ -390,9 +392,6 @@ pub async fn create(app: Arc<App>, ctx: Ctx) -> Reply {
         Err(Refusal::DifferentImage) => return Err(ApiError::new(Problem::KernelAlreadyExists)),
         Err(Refusal::Quota(m)) => return Err(ApiError::bad_params(m)),
     };
-    if created {
-        app.registry.wake.notify_one();
-    }
     let wait = if body.enqueue_only.unwrap_or(false) {
         Duration::ZERO
     } else {
@@ -432,9 +431,12 @@ pub async fn create(app: Arc<App>, ctx: Ctx) -> Reply {
                 _ => {}
             }
         }
-        look = true;
-        // Wait for this kernel's next change (or the deadline), then look again.
-        let _ = tokio::time::timeout_at(deadline, watch.changed()).await;
+        // Wait for this kernel's next change (or the deadline), then look again; a change
+        // to a status on the way to RUNNING needs no look.
+        look = match tokio::time::timeout_at(deadline, watch.changed()).await {
+            Ok(status) => !matches!(status.as_str(), "PENDING" | "PREPARING" | "PULLING"),
+            Err(_) => true,
+        };
     }
 }
 
