@@ -242,15 +242,23 @@ async fn unlimited(s: &TestServer) {
 struct Placements {
     /// Sessions placed on an agent per second, and the p99 from create request to placed.
     placed_rate: f64,
+    placed_p50: Duration,
     placed_p99: Duration,
     /// Create requests answered with a RUNNING session per second, and their p99.
     running_rate: f64,
     running_p99: Duration,
+    /// Database writes per commit while they ran (the writer's batches).
+    writes_per_commit: f64,
+}
+
+/// The `q`-th percentile of `v`.
+fn percentile(v: &mut [Duration], q: usize) -> Duration {
+    v.sort();
+    v[v.len() * q / 100]
 }
 
 fn p99(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() * 99 / 100]
+    percentile(&mut v, 99)
 }
 
 /// How the creates of [`creates`] arrive.
@@ -281,9 +289,22 @@ async fn create_one(
     (token, t, t.elapsed())
 }
 
-/// `n` session creates (each waiting for RUNNING) under `load`; when each was placed comes
-/// from the registry's `session_preparing` events.
-async fn creates(s: &TestServer, prefix: &str, n: usize, load: Load) -> Placements {
+/// `warm_up + n` session creates (each waiting for RUNNING) under `load`, of which the last
+/// `n` are measured: the first ones open the client's connections and the manager's to
+/// each agent, fill the caches and start the threads, and then the load goes on without a
+/// pause. When each was placed comes from the registry's `session_preparing` events.
+async fn creates(s: &TestServer, prefix: &str, warm_up: usize, n: usize, load: Load) -> Placements {
+    let store = s.app().store.clone();
+    let written = move || {
+        let w = store.write_stats();
+        (
+            w.writes.load(Ordering::Relaxed),
+            w.commits.load(Ordering::Relaxed),
+        )
+    };
+    // The database's counts when the first measured create is sent.
+    let at_start = Arc::new(std::sync::OnceLock::new());
+    let total = warm_up + n;
     let mut events = s.app().registry.subscribe();
     let listener = tokio::spawn(async move {
         let mut placed = std::collections::HashMap::new();
@@ -295,27 +316,39 @@ async fn creates(s: &TestServer, prefix: &str, n: usize, load: Load) -> Placemen
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return placed,
             }
-            if placed.len() == n {
+            if placed.len() == total {
                 return placed;
             }
         }
     });
-    let started = Instant::now();
+    // Each create: its index, token, when it was sent and how long it took.
+    let (addr, prefix, counted, count) =
+        (s.addr, prefix.to_owned(), at_start.clone(), written.clone());
+    let send = move |i: usize, client: hyper::Client<hyper::client::HttpConnector>| {
+        let token = format!("{prefix}-{i}");
+        if i == warm_up {
+            counted.get_or_init(count.clone());
+        }
+        async move {
+            let (token, t, took) = create_one(&client, addr, token).await;
+            (i, token, t, took)
+        }
+    };
     let mut tasks = Vec::new();
     match load {
         Load::Clients(workers) => {
             let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             for _ in 0..workers {
-                let (next, addr, prefix) = (next.clone(), s.addr, prefix.to_owned());
+                let (next, send) = (next.clone(), send.clone());
                 tasks.push(tokio::spawn(async move {
                     let client = hyper::Client::new();
                     let mut sent = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= n {
+                        if i >= total {
                             return sent;
                         }
-                        sent.push(create_one(&client, addr, format!("{prefix}-{i}")).await);
+                        sent.push(send(i, client.clone()).await);
                     }
                 }));
             }
@@ -323,12 +356,10 @@ async fn creates(s: &TestServer, prefix: &str, n: usize, load: Load) -> Placemen
         Load::Rate(per_second) => {
             let client = hyper::Client::new();
             let t0 = tokio::time::Instant::now();
-            for i in 0..n {
+            for i in 0..total {
                 tokio::time::sleep_until(t0 + Duration::from_secs_f64(i as f64 / per_second)).await;
-                let (client, addr, token) = (client.clone(), s.addr, format!("{prefix}-{i}"));
-                tasks.push(tokio::spawn(async move {
-                    vec![create_one(&client, addr, token).await]
-                }));
+                let create = send(i, client.clone());
+                tasks.push(tokio::spawn(async move { vec![create.await] }));
             }
         }
     }
@@ -336,33 +367,52 @@ async fn creates(s: &TestServer, prefix: &str, n: usize, load: Load) -> Placemen
     for t in tasks {
         sent.extend(t.await.unwrap());
     }
-    let secs = started.elapsed().as_secs_f64();
+    // The measured part starts with the first create sent after the warm-up ones.
+    sent.sort_by_key(|(i, ..)| *i);
+    let measured: Vec<_> = sent.split_off(warm_up);
+    let started = measured.first().expect("something was measured").2;
     let placed = tokio::time::timeout(Duration::from_secs(10), listener)
         .await
         .expect("every placement was seen")
         .unwrap();
-    let to_placed: Vec<Duration> = sent
+    let mut to_placed: Vec<Duration> = measured
         .iter()
-        .filter_map(|(token, t, _)| placed.get(token).map(|p| p.duration_since(*t)))
+        .filter_map(|(_, token, t, _)| placed.get(token).map(|p| p.duration_since(*t)))
         .collect();
-    let last = placed.values().max().copied().unwrap_or(started);
+    assert_eq!(to_placed.len(), n, "every measured create was placed");
+    let last_placed = measured
+        .iter()
+        .filter_map(|(_, token, ..)| placed.get(token))
+        .max()
+        .copied()
+        .unwrap_or(started);
+    let last_answered = measured
+        .iter()
+        .map(|(_, _, t, took)| *t + *took)
+        .max()
+        .unwrap_or(started);
+    let (writes, commits) = written();
+    let (writes_before, commits_before) = *at_start.get().expect("counted at the start");
     Placements {
-        placed_rate: n as f64 / last.duration_since(started).as_secs_f64(),
-        placed_p99: p99(to_placed),
-        running_rate: n as f64 / secs,
-        running_p99: p99(sent.into_iter().map(|(_, _, d)| d).collect()),
+        placed_rate: n as f64 / last_placed.duration_since(started).as_secs_f64(),
+        placed_p50: percentile(&mut to_placed, 50),
+        placed_p99: percentile(&mut to_placed, 99),
+        writes_per_commit: (writes - writes_before) as f64
+            / (commits - commits_before).max(1) as f64,
+        running_rate: n as f64 / last_answered.duration_since(started).as_secs_f64(),
+        running_p99: p99(measured.into_iter().map(|(.., took)| took).collect()),
     }
 }
 
-/// [`creates`] under `load` on `agents` no-op agents with room for all `n` sessions; also
+/// [`creates`] under `load` on `agents` no-op agents with room for all the sessions; also
 /// how many agents the sessions were spread over.
-async fn placements(agents: usize, n: usize, load: Load) -> (Placements, i64) {
+async fn placements(agents: usize, warm_up: usize, n: usize, load: Load) -> (Placements, i64) {
     let s = TestServer::start_with(|c| c.manager.heartbeat_timeout = 30.0).await;
     common::register_noop_image(s.app().shared.as_ref()).await;
     unlimited(&s).await;
     // Room for every session on any agent count (each takes 0.1 core and 64 MiB). The
     // agents beat at the default interval (the test kit's is shorter).
-    let per_agent = n / agents + 1;
+    let per_agent = (warm_up + n) / agents + 1;
     let default_beat = backend_ai_manager::config::ManagerConfig::default()
         .agent
         .heartbeat_interval;
@@ -374,10 +424,10 @@ async fn placements(agents: usize, n: usize, load: Load) -> (Placements, i64) {
         |c| c.agent.heartbeat_interval = default_beat,
     )
     .await;
-    let measured = creates(&s, "placed", n, load).await;
+    let measured = creates(&s, "placed", warm_up, n, load).await;
     let rows = common::session_rows(&s.app()).await;
     let running = rows.iter().filter(|r| r.1 == "RUNNING").count();
-    assert_eq!(running, n, "every session runs");
+    assert_eq!(running, warm_up + n, "every session runs");
     let used: i64 = s
         .app()
         .store
@@ -402,18 +452,22 @@ async fn placements(agents: usize, n: usize, load: Load) -> (Placements, i64) {
 /// waiting, against that on one agent.
 async fn scheduler_throughput() {
     const N: usize = 4000;
+    const WARM_UP: usize = 2000;
     const RATE: f64 = 2000.0;
-    let (at_rate, used) = placements(100, N, Load::Rate(RATE)).await;
+    let (at_rate, used) = placements(100, WARM_UP, N, Load::Rate(RATE)).await;
     println!(
-        "scheduler, 100 no-op agents, {N} creates sent at {RATE:.0}/s (spread over {used} agents): \
-         {:.0} placed per second, p99 create -> placed {} (target >= 2000/s, p99 <= 20 ms); \
-         create -> RUNNING p99 {}",
+        "scheduler, 100 no-op agents, creates sent at {RATE:.0}/s, {N} measured after {WARM_UP} \
+         (spread over {used} agents): \
+         {:.0} placed per second, p99 create -> placed {} (target >= 2000/s, p99 <= 20 ms), \
+         p50 {}; create -> RUNNING p99 {}; {:.1} database writes per commit",
         at_rate.placed_rate,
         ms(at_rate.placed_p99),
+        ms(at_rate.placed_p50),
         ms(at_rate.running_p99),
+        at_rate.writes_per_commit,
     );
-    let (one, _) = placements(1, N, Load::Clients(64)).await;
-    let (many, _) = placements(100, N, Load::Clients(64)).await;
+    let (one, _) = placements(1, WARM_UP, N, Load::Clients(64)).await;
+    let (many, _) = placements(100, WARM_UP, N, Load::Clients(64)).await;
     println!(
         "scheduler, most placed with 64 clients each waiting for RUNNING: 100 agents {:.0}/s, \
          p99 create -> placed {} (one agent: {:.0}/s, p99 {}) ratio {:.2}; \
