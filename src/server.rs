@@ -98,7 +98,7 @@ impl App {
         self.store
             .read(|c| {
                 Ok(c.prepare_cached(
-                    "SELECT count(*) FROM kernels WHERE role = 'master' AND status != 'TERMINATED'",
+                    "SELECT count(*) FROM kernels WHERE role = 'master' AND terminated_at IS NULL",
                 )?
                 .query_row([], |r| r.get(0))?)
             })

@@ -120,6 +120,9 @@ async fn a_database_from_an_older_release_is_backed_up_and_migrated_forward() {
              DROP INDEX ix_kernels_live_group;
              DROP INDEX ix_kernels_live_domain;
              DROP INDEX ix_kernels_live_agent;
+             DROP INDEX ix_kernels_unique_sess_token;
+             CREATE UNIQUE INDEX ix_kernels_unique_sess_token ON kernels (access_key, sess_id)
+                 WHERE status != 'TERMINATED' AND role = 'master';
              ALTER TABLE kernels DROP COLUMN creation_config;
              ALTER TABLE kernels DROP COLUMN status_changed;
              DROP TABLE ui_sessions;
@@ -133,7 +136,7 @@ async fn a_database_from_an_older_release_is_backed_up_and_migrated_forward() {
              DROP TRIGGER auth_changes_policy_delete;
              DROP TRIGGER auth_changes_policy_update;
              DROP TABLE auth_changes;
-             DELETE FROM refinery_schema_history WHERE version IN (4, 5, 6, 7, 8);",
+             DELETE FROM refinery_schema_history WHERE version IN (4, 5, 6, 7, 8, 9);",
         )
         .unwrap();
     }
@@ -144,18 +147,19 @@ async fn a_database_from_an_older_release_is_backed_up_and_migrated_forward() {
             && out.contains("pending:  version 5")
             && out.contains("pending:  version 6")
             && out.contains("pending:  version 7")
-            && out.contains("pending:  version 8"),
+            && out.contains("pending:  version 8")
+            && out.contains("pending:  version 9"),
         "{out}"
     );
     let (ok, out) = manager(dir.path(), &["schema", "migrate"]);
     assert!(ok, "{out}");
     assert!(
-        dir.path().join("manager.db.before-v8.bak").is_file(),
+        dir.path().join("manager.db.before-v9.bak").is_file(),
         "a backup precedes the migration"
     );
     let (ok, out) = manager(dir.path(), &["schema", "show"]);
     assert!(
-        ok && out.contains("applied:  version 8") && !out.contains("pending"),
+        ok && out.contains("applied:  version 9") && !out.contains("pending"),
         "{out}"
     );
     let (ok, out) = manager(
@@ -164,7 +168,7 @@ async fn a_database_from_an_older_release_is_backed_up_and_migrated_forward() {
             "db",
             "check",
             dir.path()
-                .join("manager.db.before-v8.bak")
+                .join("manager.db.before-v9.bak")
                 .to_str()
                 .unwrap(),
         ],

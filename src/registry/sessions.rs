@@ -98,7 +98,7 @@ pub struct Live {
 
 fn sum_occupied(tx: &Connection, column: &str, value: &str) -> Result<ResourceSlots, StoreError> {
     let mut st = tx.prepare_cached(&format!(
-        "SELECT occupied_slots FROM kernels WHERE {column} = ?1 AND status != 'TERMINATED'"
+        "SELECT occupied_slots FROM kernels WHERE {column} = ?1 AND terminated_at IS NULL"
     ))?;
     let mut total = ResourceSlots::new();
     for text in st.query_map([value], |r| r.get::<_, String>(0))? {
@@ -157,7 +157,7 @@ pub async fn recount_concurrency(store: &Store) -> Result<(), StoreError> {
             tx.execute(
                 "UPDATE keypairs SET concurrency_used = (SELECT count(*) FROM kernels
                     WHERE kernels.access_key = keypairs.access_key AND role = 'master'
-                      AND status != 'TERMINATED')",
+                      AND terminated_at IS NULL)",
                 [],
             )?;
             Ok(())
@@ -202,7 +202,7 @@ pub async fn enqueue(
     store
         .write_hooked(move |tx| -> Result<_, StoreError> {
             let existing: Option<(String, Option<String>)> = tx.prepare_cached("SELECT id, image FROM kernels WHERE access_key = ?1 AND sess_id = ?2
-                        AND role = 'master' AND status != 'TERMINATED'")?.query_row(params![new.access_key, new.sess_id],
+                        AND role = 'master' AND terminated_at IS NULL")?.query_row(params![new.access_key, new.sess_id],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
@@ -330,7 +330,7 @@ fn live_session(
 ) -> Result<Option<Live>, StoreError> {
     Ok(c.prepare_cached(&format!(
         "{LIVE_SELECT} WHERE k.sess_id = ?1 AND k.access_key = ?2 AND k.role = 'master'
-            AND k.status != 'TERMINATED'"
+            AND k.terminated_at IS NULL"
     ))?
     .query_row([sess_id, access_key], live_row)
     .optional()?)
@@ -360,7 +360,7 @@ pub async fn on_agent(store: &Store, agent: &str) -> Result<Vec<Live>, StoreErro
     store
         .read(move |c| -> Result<_, StoreError> {
             let mut st = c.prepare_cached(&format!(
-                "{LIVE_SELECT} WHERE k.agent = ?1 AND k.status != 'TERMINATED'"
+                "{LIVE_SELECT} WHERE k.agent = ?1 AND k.terminated_at IS NULL"
             ))?;
             let rows = st
                 .query_map([agent], live_row)?
@@ -389,7 +389,8 @@ pub struct Changed {
 }
 
 /// Moves a kernel from one of `from` to `to` (and records `info`); `None` when it was not in
-/// one of `from`.
+/// one of `from`. Never to TERMINATED: a session ends through [`mark_terminated`], which
+/// sets `terminated_at` with it (the live-session indexes rely on that).
 pub async fn transition(
     reg: &Registry,
     store: &Store,
@@ -398,6 +399,7 @@ pub async fn transition(
     to: &'static str,
     info: Option<String>,
 ) -> Result<Option<Changed>, StoreError> {
+    debug_assert_ne!(to, "TERMINATED", "sessions end through mark_terminated");
     let id = kernel_id.to_owned();
     let info2 = info.clone();
     let changed = store

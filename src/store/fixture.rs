@@ -389,10 +389,39 @@ fn prepare(doc: &Value) -> Result<Vec<PreparedRow>, FixtureError> {
                     )));
                 }
             }
+            if table.name == "kernels" {
+                ended_when_terminated(tname, idx, &values)?;
+            }
             rows.push(PreparedRow { table, idx, values });
         }
     }
     Ok(rows)
+}
+
+/// A session has `terminated_at` exactly when it is TERMINATED (the live-session indexes
+/// rely on it; schema V9).
+fn ended_when_terminated(
+    tname: &str,
+    idx: usize,
+    values: &[(&'static str, SqlValue)],
+) -> Result<(), FixtureError> {
+    let given = |col: &str| {
+        values
+            .iter()
+            .find(|(c, _)| *c == col)
+            .map(|(_, v)| v)
+            .filter(|v| **v != SqlValue::Null)
+    };
+    let terminated = matches!(given("status"), Some(SqlValue::Text(s)) if s == "TERMINATED");
+    match (terminated, given("terminated_at").is_some()) {
+        (true, false) => Err(FixtureError::Row(format!(
+            "{tname}[{idx}]: a TERMINATED session needs terminated_at"
+        ))),
+        (false, true) => Err(FixtureError::Row(format!(
+            "{tname}[{idx}]: only a TERMINATED session has terminated_at"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn insert(tx: &rusqlite::Connection, row: &PreparedRow) -> Result<bool, FixtureError> {
@@ -527,6 +556,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "domains[0]: unknown column 'colour'");
+        // A session's end time goes with its status.
+        let session = |status: &str, ended: Option<&str>| {
+            json!({"kernels": [{"id": "00000000-0000-0000-0000-000000000001", "sess_id": "s",
+                                "status": status, "terminated_at": ended}]})
+        };
+        for (status, ended, why) in [
+            (
+                "TERMINATED",
+                None,
+                "a TERMINATED session needs terminated_at",
+            ),
+            (
+                "RUNNING",
+                Some("2026-01-01T00:00:00Z"),
+                "only a TERMINATED session has terminated_at",
+            ),
+        ] {
+            let err = s
+                .populate_fixture(&session(status, ended))
+                .await
+                .unwrap_err();
+            assert_eq!(err.to_string(), format!("kernels[0]: {why}"));
+        }
         // A constraint the database enforces is reported with its row too.
         let err = s
             .populate_fixture(&json!({"domains": [{"name": "ok"}], "groups": [{"id": "2de2b969-1d04-48a6-af16-0bc8adb3c831", "name": "g", "domain_name": "missing"}]}))

@@ -8,7 +8,7 @@ mod embedded {
 }
 
 /// The newest schema version this binary carries.
-pub const KNOWN_SCHEMA_VERSION: i64 = 8;
+pub const KNOWN_SCHEMA_VERSION: i64 = 9;
 
 /// What `schema show` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,5 +104,70 @@ mod tests {
             matches!(err, StoreError::SchemaTooNew { found: 99, .. }),
             "{err}"
         );
+    }
+
+    /// The live-session indexes of V9 rely on `terminated_at` being set exactly when a
+    /// session is TERMINATED: the migration mends the rows that broke that rule.
+    #[test]
+    fn v9_mends_end_times_and_keeps_one_live_session_per_token() {
+        const ENDED_WITHOUT_TIME: &str = "00000000-0000-0000-0000-000000000001";
+        const RUNNING_WITH_TIME: &str = "00000000-0000-0000-0000-000000000002";
+        const ENDED: &str = "00000000-0000-0000-0000-000000000003";
+        const LIVE: &str = "00000000-0000-0000-0000-000000000004";
+        let mut conn = Connection::open_in_memory().unwrap();
+        embedded::migrations::runner()
+            .set_target(refinery::Target::Version(8))
+            .run(&mut conn)
+            .unwrap();
+        // Sessions alone, without the users, groups and domains they belong to.
+        conn.pragma_update(None, "foreign_keys", "OFF").unwrap();
+        fn insert(
+            conn: &Connection,
+            id: &str,
+            token: &str,
+            status: &str,
+            terminated_at: Option<&str>,
+        ) -> rusqlite::Result<usize> {
+            conn.execute(
+                "INSERT INTO kernels (id, sess_id, domain_name, group_id, user_uuid, access_key,
+                                      status, created_at, status_changed, terminated_at)
+                 VALUES (?1, ?2, 'd', 'g', 'u', 'AK', ?3, 'created', 'changed', ?4)",
+                rusqlite::params![id, token, status, terminated_at],
+            )
+        }
+        insert(&conn, ENDED_WITHOUT_TIME, "a", "TERMINATED", None).unwrap();
+        insert(&conn, RUNNING_WITH_TIME, "b", "RUNNING", Some("then")).unwrap();
+        insert(&conn, ENDED, "token", "TERMINATED", Some("then")).unwrap();
+        insert(&conn, LIVE, "token", "RUNNING", None).unwrap();
+        run(&mut conn).unwrap();
+        let ended = |id: &str| -> Option<String> {
+            conn.query_row(
+                "SELECT terminated_at FROM kernels WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!(ended(ENDED_WITHOUT_TIME).as_deref(), Some("changed"));
+        assert_eq!(ended(RUNNING_WITH_TIME), None);
+        assert_eq!(ended(ENDED).as_deref(), Some("then"));
+        assert_eq!(ended(LIVE), None);
+        // One live session per token: the ended one did not count, a second live one does.
+        let twice = insert(
+            &conn,
+            "00000000-0000-0000-0000-000000000005",
+            "token",
+            "PENDING",
+            None,
+        );
+        assert!(twice.is_err(), "two live sessions with one token");
+        insert(
+            &conn,
+            "00000000-0000-0000-0000-000000000006",
+            "a",
+            "PENDING",
+            None,
+        )
+        .unwrap();
     }
 }

@@ -81,7 +81,7 @@ pub async fn check_presets(app: Arc<App>, ctx: Ctx) -> Reply {
         .store
         .read(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT occupied_slots FROM kernels WHERE access_key = ?1 AND status != 'TERMINATED'",
+                "SELECT occupied_slots FROM kernels WHERE access_key = ?1 AND terminated_at IS NULL",
             )?;
             let rows = st.query_map([ak], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
             Ok::<_, crate::store::StoreError>(rows)
