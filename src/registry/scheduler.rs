@@ -328,7 +328,7 @@ fn decide(
 ) -> Result<Vec<Placed>, StoreError> {
     let mut st = tx.prepare_cached(
         "SELECT id, sess_id, coalesce(access_key, ''), occupied_slots, created_at, status_info
-                 FROM kernels WHERE status = 'PENDING' ORDER BY created_at, rowid LIMIT 10000",
+         FROM kernels WHERE status = 'PENDING' ORDER BY created_at, rowid LIMIT 10000",
     )?;
     let mut queue = Vec::new();
     let mut info = std::collections::HashMap::new();
@@ -356,8 +356,8 @@ fn decide(
         return Ok(Vec::new());
     }
     let mut st = tx.prepare_cached(
-                "SELECT id, addr, available_slots, occupied_slots FROM agents WHERE status = 'ALIVE' ORDER BY id",
-            )?;
+        "SELECT id, addr, available_slots, occupied_slots FROM agents WHERE status = 'ALIVE' ORDER BY id",
+    )?;
     let mut agents = Vec::new();
     let mut addrs = std::collections::HashMap::new();
     for row in st.query_map([], |r| {
@@ -386,10 +386,12 @@ fn decide(
                     continue;
                 };
                 let addr = addrs.get(&agent).cloned().unwrap_or_default();
-                tx.prepare_cached("UPDATE kernels SET status = 'PREPARING', status_info = NULL, status_changed = ?2,
-                                    agent = ?3, agent_addr = ?4
-                             WHERE id = ?1 AND status = 'PENDING'")?.execute(params![kernel_id, now, agent, addr],
-                        )?;
+                tx.prepare_cached(
+                    "UPDATE kernels SET status = 'PREPARING', status_info = NULL,
+                            status_changed = ?2, agent = ?3, agent_addr = ?4
+                     WHERE id = ?1 AND status = 'PENDING'",
+                )?
+                .execute(params![kernel_id, now, agent, addr])?;
                 adjust_agent(tx, &agent, &p.requested, false)?;
                 let (sess_id, access_key, _) = info.remove(&kernel_id).unwrap_or_default();
                 let start = start_spec(tx, &kernel_id)?;
