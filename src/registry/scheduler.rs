@@ -552,7 +552,8 @@ pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
             }
         }))
     })));
-    // Whatever was queued before the hook was in place.
+    // The first tick comes at once: a pass for whatever was queued before the hook was in
+    // place. Later ones also place what a failed hook left queued.
     let mut sweep =
         tokio::time::interval(Duration::from_secs_f64(app.config.scheduler.sweep_interval));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
