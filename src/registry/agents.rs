@@ -9,6 +9,7 @@ use crate::bus::{Delivery, Event};
 use crate::server::App;
 use crate::shared_config::keys;
 use crate::store::StoreError;
+use rusqlite::OptionalExtension;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,14 +45,21 @@ pub async fn handle(app: &App, seen: &LastSeen, ev: &Event) -> Result<(), StoreE
         "instance_heartbeat" => {
             let info = ev.args.first().cloned().unwrap_or(Value::Null);
             seen.touch(&ev.agent_id);
-            heartbeat(app, &ev.agent_id, &info).await?;
+            let room_changed = heartbeat(app, &ev.agent_id, &info).await?;
             reconcile(app, &ev.agent_id, &info).await?;
-            app.registry.wake.notify_one();
+            // A pass only when the heartbeat could let a waiting session in (an ended
+            // session wakes the scheduler itself): a queue that waits for room is not
+            // planned again on every beat of every agent.
+            if room_changed {
+                app.registry.wake.notify_one();
+            }
             Ok(())
         }
         "instance_started" => {
             seen.touch(&ev.agent_id);
-            set_status(app, &ev.agent_id, "ALIVE").await
+            set_status(app, &ev.agent_id, "ALIVE").await?;
+            app.registry.wake.notify_one();
+            Ok(())
         }
         "instance_terminated" => {
             let lost = ev.args.first().and_then(Value::as_str) == Some("agent-lost");
@@ -248,7 +256,8 @@ async fn set_status(app: &App, agent: &str, status: &str) -> Result<(), StoreErr
         .await
 }
 
-async fn heartbeat(app: &App, agent: &str, info: &Value) -> Result<(), StoreError> {
+/// Records a heartbeat; `true` if the agent is new, was not ALIVE, or reports other slots.
+async fn heartbeat(app: &App, agent: &str, info: &Value) -> Result<bool, StoreError> {
     // resource_slots: {slot: [unit, value]} (as the original agent sends them).
     let mut available = serde_json::Map::new();
     let mut units = Vec::new();
@@ -276,8 +285,13 @@ async fn heartbeat(app: &App, agent: &str, info: &Value) -> Result<(), StoreErro
         .unwrap_or(Value::Object(Default::default()))
         .to_string();
     let agent = agent.to_owned();
-    app.store
+    let room_changed = app
+        .store
         .write(move |tx| -> Result<_, StoreError> {
+            let before: Option<(String, String)> = tx
+                .prepare_cached("SELECT status, available_slots FROM agents WHERE id = ?1")?
+                .query_row([&agent], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
             tx.prepare_cached(
                 "INSERT INTO agents (id, status, region, available_slots, occupied_slots, addr, version, compute_plugins)
                  VALUES (?1, 'ALIVE', ?2, ?3, '{}', ?4, ?5, ?6)
@@ -286,7 +300,7 @@ async fn heartbeat(app: &App, agent: &str, info: &Value) -> Result<(), StoreErro
                     version = excluded.version, compute_plugins = excluded.compute_plugins",
             )?
             .execute(rusqlite::params![agent, region, available, addr, version, plugins])?;
-            Ok::<_, StoreError>(())
+            Ok::<_, StoreError>(before.is_none_or(|(status, was)| status != "ALIVE" || was != available))
         })
         .await?;
     if !units.is_empty() {
@@ -294,7 +308,7 @@ async fn heartbeat(app: &App, agent: &str, info: &Value) -> Result<(), StoreErro
             tracing::warn!("cannot record slot types: {e}");
         }
     }
-    Ok(())
+    Ok(room_changed)
 }
 
 /// Marks ALIVE agents not heard from within the timeout as LOST. Agents this process has
