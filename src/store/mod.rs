@@ -17,9 +17,14 @@
 //! scheduler places the sessions a batch queued in the same commit that queued them.
 //!
 //! **Checkpoints.** A thread of its own copies the write-ahead log back into the database
-//! (a passive checkpoint, with its fsync) a few times a second while writes come, so the
-//! writer does not stop for it; the writer's own automatic checkpoint stays on, at a larger
-//! log, so that the log still restarts under writes that never pause.
+//! (passive checkpoints, with their fsyncs) a few times a second while writes come, so the
+//! writer does not stop for that. Under writes that never pause such a checkpoint never
+//! catches up (the writer adds frames while it copies), and SQLite starts the log over
+//! only once every frame is copied; so after each round the thread asks the writer to
+//! copy the few frames left, between two batches, and the next batch starts the log from
+//! its beginning. The log then stays at a few tens of megabytes, and the writer stops for a
+//! millisecond or two instead of for the copy and flush of all of them (what its own
+//! automatic checkpoint would do, and still does if the thread falls far behind).
 
 pub mod auth;
 pub mod backup;
@@ -96,11 +101,14 @@ enum Msg {
 /// Most writes committed together (see the module documentation).
 const WRITE_BATCH_MAX: usize = 256;
 
-/// Least time between two passive checkpoints of the checkpoint thread.
+/// Least time between two rounds of the checkpoint thread.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
-/// Log pages at which the writer checkpoints itself (SQLite's default is 1000); by then the
-/// checkpoint thread has copied nearly all of them, and what is left lets the log restart.
-const WRITER_CHECKPOINT_PAGES: i64 = 8000;
+/// Frames a round may leave to the writer: with more left after a pass (what came while it
+/// copied), the thread runs another.
+const CATCH_UP_FRAMES: i64 = 256;
+/// Log pages at which the writer checkpoints itself (SQLite's default is 1000): only when
+/// the checkpoint thread has fallen far behind (see the module documentation).
+const WRITER_CHECKPOINT_PAGES: i64 = 32_000;
 /// A restarted log file larger than this is truncated to it.
 const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
@@ -346,7 +354,7 @@ fn write_loop(
     mut conn: Connection,
     mut rx: mpsc::UnboundedReceiver<Msg>,
     inner: std::sync::Weak<Inner>,
-    checkpoints: Option<std::sync::mpsc::SyncSender<()>>,
+    checkpoints: Option<Checkpoints>,
     stats: Arc<WriteStats>,
 ) {
     if checkpoints.is_some() {
@@ -404,7 +412,7 @@ fn write_loop(
             stats.writes.fetch_add(writes, Relaxed);
             stats.commits.fetch_add(1, Relaxed);
             if let Some(c) = &checkpoints {
-                let _ = c.try_send(());
+                let _ = c.wake.try_send(());
             }
             let now = auth_change_count(&conn);
             if now != auth_changes || now.is_none() {
@@ -422,35 +430,72 @@ fn write_loop(
         for answer in answers {
             answer(committed.clone().err().map(StoreError::Commit));
         }
+        if let Some(c) = &checkpoints {
+            if c.catch_up.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                if let Err(e) = passive_checkpoint(&conn) {
+                    tracing::warn!("database checkpoint failed: {e}");
+                }
+            }
+        }
     }
     // All handles dropped: checkpoint so the WAL does not linger.
     drop(checkpoints);
     let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
 }
 
-/// Starts the checkpoint thread (see the module documentation) on a connection of its own;
-/// it runs a passive checkpoint when told a commit happened, at most every
-/// [`CHECKPOINT_EVERY`], and ends with the writer. `None` if it could not start (the
-/// writer then checkpoints itself, as SQLite does by default).
-fn start_checkpoints(path: &Path) -> Option<std::sync::mpsc::SyncSender<()>> {
+/// The checkpoint thread's handles, held by the writer.
+struct Checkpoints {
+    /// Told after every commit; wakes the thread.
+    wake: std::sync::mpsc::SyncSender<()>,
+    /// Set by the thread after a round: the writer copies what is left.
+    catch_up: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A passive checkpoint on `conn`: the frames in the log and how many of them are now in
+/// the database.
+fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(1)?, r.get(2)?))
+    })
+}
+
+/// Starts the checkpoint thread (see the module documentation) on a connection of its own.
+/// A round runs when a commit happened, at most every [`CHECKPOINT_EVERY`]: passive
+/// checkpoints until at most [`CATCH_UP_FRAMES`] are left, then the writer is asked for
+/// the rest. The thread ends with the writer. `None` if it could not start (the writer then
+/// checkpoints itself, as SQLite does by default).
+fn start_checkpoints(path: &Path) -> Option<Checkpoints> {
     let conn = Connection::open(path)
         .and_then(|c| c.busy_timeout(Duration::from_secs(5)).map(|_| c))
         .map_err(|e| tracing::warn!("cannot open a connection for checkpoints: {e}"))
         .ok()?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let (wake, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let catch_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ask_writer = catch_up.clone();
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
             while rx.recv().is_ok() {
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!("database checkpoint failed: {e}");
+                // Each pass copies the frames that came during the one before (the log as it
+                // was when the pass began); it stops when a pass had few to copy.
+                let mut copied_to = 0;
+                for _ in 0..4 {
+                    match passive_checkpoint(&conn) {
+                        Ok((log, _)) if log - copied_to > CATCH_UP_FRAMES => copied_to = log,
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!("database checkpoint failed: {e}");
+                            break;
+                        }
+                    }
                 }
+                ask_writer.store(true, std::sync::atomic::Ordering::Release);
                 std::thread::sleep(CHECKPOINT_EVERY);
             }
         })
         .map_err(|e| tracing::warn!("cannot start the database checkpoint thread: {e}"))
         .ok()?;
-    Some(tx)
+    Some(Checkpoints { wake, catch_up })
 }
 
 /// The count of changes to what authentication reads (`None` before migration V7, and
@@ -715,6 +760,74 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn the_log_starts_over_under_writes_that_never_pause() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let store = Store::open(&path).unwrap();
+        // The log's header counts its restarts (the checkpoint sequence number).
+        let wal = dir.path().join("m.db-wal");
+        let restarts = move || {
+            let head = std::fs::read(&wal).unwrap_or_default();
+            head.get(12..16)
+                .map(|b| u32::from_be_bytes(b.try_into().unwrap()))
+                .unwrap_or(0)
+        };
+        store
+            .write(|tx| -> Result<_, StoreError> {
+                tx.execute("CREATE TABLE scratch (body BLOB NOT NULL)", [])?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        // Sixteen writers that each send their next write as soon as the last one is
+        // answered, so the writer always has one waiting, for a second: several rounds of
+        // the checkpoint thread.
+        const WRITERS: usize = 16;
+        let first = restarts();
+        let started = std::time::Instant::now();
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut written = 0;
+                    while started.elapsed() < Duration::from_secs(1) {
+                        store
+                            .write(move |tx| -> Result<_, StoreError> {
+                                tx.execute(
+                                    "INSERT INTO scratch (body) VALUES (?1)",
+                                    [vec![w as u8; 1024]],
+                                )?;
+                                Ok(())
+                            })
+                            .await
+                            .unwrap();
+                        written += 1;
+                    }
+                    written
+                })
+            })
+            .collect();
+        let mut written = 0;
+        for w in writers {
+            written += w.await.unwrap();
+        }
+        // Without the writer's catch-ups the thread's passes never reach the end of the log,
+        // and it would not start over at all (the writer's own checkpoint comes at 128 MiB).
+        let times = restarts().wrapping_sub(first);
+        assert!(
+            times >= 2,
+            "the log started over {times} times in a second of writes"
+        );
+        let rows: i64 = store
+            .read(|c| -> Result<_, StoreError> {
+                Ok(c.query_row("SELECT count(*) FROM scratch", [], |r| r.get(0))?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, written);
     }
 
     #[tokio::test]
