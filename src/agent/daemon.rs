@@ -231,6 +231,20 @@ impl AgentDaemon {
         Ok(last)
     }
 
+    /// A tick every `period`, the first within one period, at a point of it that depends on
+    /// the agent's id: agents started together (a rack powered on at once, or many agents
+    /// in one process) spread their heartbeats and statistics over the period instead of
+    /// sending them all in the same instant, every period.
+    fn periodic(&self, period: Duration) -> tokio::time::Interval {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.identity.id.hash(&mut h);
+        let phase = period.mul_f64((h.finish() % 1024) as f64 / 1024.0);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick
+    }
+
     /// Recovers kernels, announces the agent and starts its loops.
     pub async fn start(self) -> Result<RunningAgent, AgentError> {
         let daemon = Arc::new(self);
@@ -257,9 +271,12 @@ impl AgentDaemon {
         let (stop, rx) = watch::channel(false);
         let mut tasks = Vec::new();
 
+        // The first heartbeat goes at once (it registers the agent); the later ones, and the
+        // statistics, at this agent's own phase of their period.
         let (d, mut r) = (daemon.clone(), rx.clone());
         tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(d.heartbeat);
+            d.emit("instance_heartbeat", vec![d.agent_info().await]).await;
+            let mut tick = d.periodic(d.heartbeat);
             loop {
                 tokio::select! {
                     _ = tick.tick() => d.emit("instance_heartbeat", vec![d.agent_info().await]).await,
@@ -270,7 +287,7 @@ impl AgentDaemon {
 
         let (d, mut r) = (daemon.clone(), rx.clone());
         tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(d.stats);
+            let mut tick = d.periodic(d.stats);
             let mut prev_cpu = cpu_jiffies();
             let mut mem_max: HashMap<String, u64> = HashMap::new();
             loop {
