@@ -20,10 +20,3 @@ pub mod signing;
 pub mod store;
 pub mod vfolder;
 pub mod web;
-
-/// mimalloc instead of glibc's allocator: a request or a create allocates and frees many
-/// small buffers across threads, where glibc spent a quarter of the gateway's CPU time
-/// (malloc, free and their consolidation). Set here, not in `main`, so that the tests and
-/// the benchmark, which run the server in their own process, allocate as the binary does.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
