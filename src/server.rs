@@ -485,7 +485,10 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
         Err("disabled by agent.enabled = false".to_owned())
     };
     match &agent {
-        Ok(a) => tracing::info!("local agent {} running (RPC on {})", a.id(), a.rpc_addr),
+        Ok(a) => {
+            app.registry.adopt_in_process(a.id());
+            tracing::info!("local agent {} running (RPC on {})", a.id(), a.rpc_addr)
+        }
         Err(why) => tracing::warn!("no local agent: {why}"),
     }
     tracing::info!("backend-ai-manager listening on http://{addr}");

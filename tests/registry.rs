@@ -143,3 +143,87 @@ async fn kernel_terminated_closes_the_kernels_record_with_its_last_stats() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn the_agent_inside_the_process_is_not_lost_when_its_heartbeats_stall() {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = TestServer::start_with(|c| {
+        c.manager.heartbeat_timeout = 1.0;
+        c.agent.enabled = true;
+        c.agent.backend = backend_ai_manager::config::KernelBackendKind::Noop;
+        c.agent.id = "i-in-process".into();
+        c.agent.rpc_listen_addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        c.agent.scratch_root = scratch.path().to_owned();
+        // The first beat registers it; the next would come in an hour: a heartbeat task
+        // stalled by a busy machine, as far as the manager can tell.
+        c.agent.heartbeat_interval = 3600.0;
+    })
+    .await;
+    wait_for(&s, "i-in-process", "ALIVE").await;
+    // A remote agent, silent after one beat, is judged by its heartbeats: once it is LOST,
+    // the check has run past the timeout for the agent in this process too.
+    s.app().bus.publish(&heartbeat("i-remote")).await.unwrap();
+    wait_for(&s, "i-remote", "ALIVE").await;
+    wait_for(&s, "i-remote", "LOST").await;
+    assert_eq!(agent_row(&s, "i-in-process").await["status"], "ALIVE");
+}
+
+#[tokio::test]
+async fn an_agent_is_lost_in_the_same_transaction_as_its_sessions() {
+    let s = TestServer::start_with(|c| c.manager.heartbeat_timeout = 1.0).await;
+    let app = s.app();
+    let kernel = "00000000-0000-0000-0000-0000000000bb";
+    let mut beat = heartbeat("i-node2");
+    beat.args[0]["kernels"] = json!([kernel]);
+    app.bus.publish(&beat).await.unwrap();
+    wait_for(&s, "i-node2", "ALIVE").await;
+    app.store
+        .write(move |tx| -> Result<_, backend_ai_manager::store::StoreError> {
+            tx.execute(
+                "INSERT INTO kernels (id, sess_id, domain_name, group_id, user_uuid, access_key, image, status, agent)
+                 VALUES (?1, 'held', 'default', '2de2b969-1d04-48a6-af16-0bc8adb3c831',
+                         'dfa9da54-4b28-432f-be29-c0d680c7a412', ?2, 'python', 'RUNNING', 'i-node2')",
+                [kernel, USER.0],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    // Read both statuses in one snapshot, as often as the store allows, until the agent is
+    // LOST: no snapshot may show it LOST with its session still RUNNING.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let seen = loop {
+        let pair = app
+            .store
+            .read(
+                move |c| -> Result<_, backend_ai_manager::store::StoreError> {
+                    Ok(c.query_row(
+                        "SELECT a.status, k.status, k.status_info FROM agents a, kernels k
+                     WHERE a.id = 'i-node2' AND k.id = ?1",
+                        [kernel],
+                        |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, Option<String>>(2)?,
+                            ))
+                        },
+                    )?)
+                },
+            )
+            .await
+            .unwrap();
+        if pair.0 == "LOST" {
+            break pair;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never LOST: {pair:?}"
+        );
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(
+        seen,
+        ("LOST".into(), "ERROR".into(), Some("agent-lost".into()))
+    );
+}

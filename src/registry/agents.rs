@@ -1,6 +1,7 @@
 //! Agents as the manager sees them, from their events: the first heartbeat registers an
 //! agent, later ones update its slots (and revive it if it was LOST or TERMINATED), an agent
-//! silent for longer than `manager.heartbeat-timeout` becomes LOST, `instance_terminated`
+//! silent for longer than `manager.heartbeat-timeout` becomes LOST (never the agent that
+//! runs inside this process: it lives as long as the process), `instance_terminated`
 //! ends it, and `kernel_terminated` closes the kernel's record. Handlers are idempotent:
 //! events may be delivered more than once.
 
@@ -63,13 +64,11 @@ pub async fn handle(app: &App, seen: &LastSeen, ev: &Event) -> Result<(), StoreE
         }
         "instance_terminated" => {
             let lost = ev.args.first().and_then(Value::as_str) == Some("agent-lost");
-            set_status(app, &ev.agent_id, if lost { "LOST" } else { "TERMINATED" }).await?;
-            agent_gone(
-                app,
-                &ev.agent_id,
-                if lost { "agent-lost" } else { "agent-shutdown" },
-            )
-            .await
+            if lost {
+                agent_gone(app, &ev.agent_id, "LOST", "agent-lost").await
+            } else {
+                agent_gone(app, &ev.agent_id, "TERMINATED", "agent-shutdown").await
+            }
         }
         "kernel_terminated" => {
             let Some(id) = ev.args.first().and_then(Value::as_str) else {
@@ -115,29 +114,19 @@ pub async fn handle(app: &App, seen: &LastSeen, ev: &Event) -> Result<(), StoreE
 /// the agent returns with them.
 const AGENT_GONE: &[&str] = &["agent-lost", "agent-shutdown"];
 
-/// Marks the live sessions of an agent that went away: they are in ERROR with the reason
-/// (their slots stay reserved: the containers may still be running).
-async fn agent_gone(app: &App, agent: &str, why: &str) -> Result<(), StoreError> {
+/// An agent went away: it is `status` (LOST or TERMINATED) and its live sessions are in
+/// ERROR with the reason, in one transaction (their slots stay reserved: the containers
+/// may still be running).
+async fn agent_gone(
+    app: &App,
+    agent: &str,
+    status: &'static str,
+    why: &'static str,
+) -> Result<(), StoreError> {
     if let Some(addr) = app.store.agent(agent).await?.map(|a| a.addr) {
         app.registry.forget_agent(&addr).await;
     }
-    for k in sessions::on_agent(&app.store, agent).await? {
-        sessions::transition(
-            &app.registry,
-            &app.store,
-            &k.id,
-            &[
-                "PREPARING",
-                "PULLING",
-                "RUNNING",
-                "RESTARTING",
-                "TERMINATING",
-            ],
-            "ERROR",
-            Some(why.to_owned()),
-        )
-        .await?;
-    }
+    sessions::agent_down(&app.registry, &app.store, agent, status, why).await?;
     Ok(())
 }
 
@@ -288,9 +277,9 @@ async fn heartbeat(app: &App, agent: &str, info: &Value) -> Result<bool, StoreEr
     let room_changed = app
         .store
         .write(move |tx| -> Result<_, StoreError> {
-            let before: Option<(String, String)> = tx
-                .prepare_cached("SELECT status, available_slots FROM agents WHERE id = ?1")?
-                .query_row([&agent], |r| Ok((r.get(0)?, r.get(1)?)))
+            let before: Option<(String, String, Option<String>)> = tx
+                .prepare_cached("SELECT status, available_slots, lost_at FROM agents WHERE id = ?1")?
+                .query_row([&agent], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()?;
             tx.prepare_cached(
                 "INSERT INTO agents (id, status, region, available_slots, occupied_slots, addr, version, compute_plugins)
@@ -300,7 +289,13 @@ async fn heartbeat(app: &App, agent: &str, info: &Value) -> Result<bool, StoreEr
                     version = excluded.version, compute_plugins = excluded.compute_plugins",
             )?
             .execute(rusqlite::params![agent, region, available, addr, version, plugins])?;
-            Ok::<_, StoreError>(before.is_none_or(|(status, was)| status != "ALIVE" || was != available))
+            if let Some((status, _, lost_at)) = before.as_ref().filter(|b| b.0 != "ALIVE") {
+                tracing::warn!(
+                    "agent {agent} is back (it was {status} since {})",
+                    lost_at.as_deref().unwrap_or("an unknown time")
+                );
+            }
+            Ok::<_, StoreError>(before.is_none_or(|(status, was, _)| status != "ALIVE" || was != available))
         })
         .await?;
     if !units.is_empty() {
@@ -331,10 +326,14 @@ pub async fn check_lost(
         .await?;
     let mut lost = Vec::new();
     for id in alive {
+        // An agent inside this process lives as long as the process does: a busy machine
+        // that delays its heartbeat task does not make it lost.
+        if app.registry.is_in_process(&id) {
+            continue;
+        }
         let silent = seen.since(&id).unwrap_or_else(|| started.elapsed());
         if silent > timeout {
-            set_status(app, &id, "LOST").await?;
-            agent_gone(app, &id, "agent-lost").await?;
+            agent_gone(app, &id, "LOST", "agent-lost").await?;
             tracing::warn!(
                 "agent {id} is lost (no heartbeat for {:.1} s)",
                 silent.as_secs_f64()

@@ -50,6 +50,8 @@ pub struct Registry {
     rpc_token: String,
     /// Set when the server shuts down: open streams close politely.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Agents running inside this process (see [`Registry::adopt_in_process`]).
+    in_process: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Registry {
@@ -62,7 +64,20 @@ impl Registry {
             clients: Mutex::new(HashMap::new()),
             rpc_token: rpc_token.to_owned(),
             closing: tokio::sync::watch::channel(false).0,
+            in_process: Default::default(),
         }
+    }
+
+    /// Records that agent `id` runs inside this process: it is never judged lost by its
+    /// heartbeats (a loaded machine may delay them), since it lives as long as we do.
+    pub fn adopt_in_process(&self, id: &str) {
+        if let Ok(mut set) = self.in_process.lock() {
+            set.insert(id.to_owned());
+        }
+    }
+
+    pub fn is_in_process(&self, id: &str) -> bool {
+        self.in_process.lock().is_ok_and(|set| set.contains(id))
     }
 
     /// Tells open streams the server is shutting down.

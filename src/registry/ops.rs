@@ -103,8 +103,17 @@ pub async fn destroy(app: &App, live: &Live, reason: &str) -> Result<Option<Valu
                 Some(v) => Some(v),
                 None => app.bus.get_stat(&live.id).await.ok().flatten(),
             };
-            sessions::mark_terminated(reg, store, &live.id, reason, last.clone()).await?;
-            Ok(last)
+            match sessions::mark_terminated(reg, store, &live.id, reason, last.clone()).await {
+                Ok(_) => Ok(last),
+                // The container is gone; only its record could not be closed. Say so: the
+                // next heartbeat after space is freed closes it (`vanished`).
+                Err(e) if e.is_disk_full() => Err(ApiError::msg(
+                    Problem::StorageFull,
+                    "the session's container was destroyed, but its end could not be recorded \
+                     because the database's disk is full; it is recorded once space is freed",
+                )),
+                Err(e) => Err(e.into()),
+            }
         }
         Err(AgentError::NotFound(_)) => {
             sessions::mark_terminated(reg, store, &live.id, reason, None).await?;

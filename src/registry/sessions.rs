@@ -427,6 +427,76 @@ pub async fn transition(
     Ok(changed)
 }
 
+/// An agent went away (`LOST` or `TERMINATED`): its status and the ERROR status of every
+/// session it was running (with `why` as the reason) are written in one transaction, so no
+/// reader ever sees the agent gone while its sessions still look RUNNING. Slots stay
+/// reserved: the containers may still be running and come back with the agent.
+pub async fn agent_down(
+    reg: &Registry,
+    store: &Store,
+    agent: &str,
+    status: &'static str,
+    why: &'static str,
+) -> Result<usize, StoreError> {
+    const FROM: &[&str] = &[
+        "PREPARING",
+        "PULLING",
+        "RUNNING",
+        "RESTARTING",
+        "TERMINATING",
+    ];
+    let agent = agent.to_owned();
+    let changed = store
+        .write(move |tx| -> Result<_, StoreError> {
+            tx.prepare_cached(
+                "UPDATE agents SET status = ?2,
+                        lost_at = coalesce(lost_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+                 WHERE id = ?1",
+            )?
+            .execute(params![agent, status])?;
+            let mut st = tx.prepare_cached(
+                "SELECT id, status, sess_id, coalesce(access_key, '') FROM kernels
+                 WHERE agent = ?1 AND terminated_at IS NULL",
+            )?;
+            let rows = st
+                .query_map([&agent], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                    ))
+                })?
+                .collect::<Result<Vec<(String, String, String, String)>, _>>()?;
+            let now = now_text();
+            let mut changed = Vec::new();
+            for (id, previous, sess_id, access_key) in rows {
+                if !FROM.contains(&previous.as_str()) {
+                    continue;
+                }
+                tx.prepare_cached(
+                    "UPDATE kernels SET status = 'ERROR', status_info = ?2, status_changed = ?3
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, why, now])?;
+                changed.push((id, sess_id, access_key));
+            }
+            Ok(changed)
+        })
+        .await?;
+    for (kernel_id, sess_id, access_key) in &changed {
+        reg.emit(SessionEvent {
+            name: event_name("ERROR"),
+            sess_id: sess_id.clone(),
+            kernel_id: kernel_id.clone(),
+            access_key: access_key.clone(),
+            status: "ERROR".to_owned(),
+            reason: Some(why.to_owned()),
+        });
+    }
+    Ok(changed.len())
+}
+
 pub fn event_name(status: &str) -> &'static str {
     match status {
         "PENDING" => "session_pending",
