@@ -611,3 +611,100 @@ async fn redis_killed_and_restarted_the_api_answers_and_agents_come_back() {
     }
     s.stop().await;
 }
+
+/// Sends `request(i)` for i = 0, 1, … until one is not a success (at most `tries`), and
+/// returns that answer.
+async fn first_refusal<F, Fut>(tries: usize, mut request: F) -> common::Resp
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = common::Resp>,
+{
+    for i in 0..tries {
+        let r = request(i).await;
+        if !(200..300).contains(&r.status) {
+            return r;
+        }
+    }
+    panic!("{tries} writes all succeeded on a full disk");
+}
+
+#[tokio::test]
+async fn a_full_database_disk_answers_507_storage_full_everywhere_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_dir = dir.path().join("db");
+    std::fs::create_dir_all(&db_dir).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&db_dir)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "this test mounts a 2 MiB tmpfs for the database: run it as root (the test script does)"
+    );
+    let _mounted = Mounted(db_dir.clone());
+    let mut cfg = TestServer::config(dir.path());
+    cfg.db.path = db_dir.join("manager.db").to_string_lossy().into_owned();
+    let s = TestServer::start_in(dir, cfg).await;
+
+    // Fill what is left of the disk.
+    let filler = db_dir.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 << 10];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.write_all(&[0u8]);
+    }
+
+    let value = "v".repeat(64 << 10);
+    let storage_full = |r: &common::Resp| {
+        r.assert_problem(507, "storage-full");
+        assert!(
+            r.json()["title"].as_str().unwrap_or("").contains("full"),
+            "{}",
+            r.json()
+        );
+    };
+    // The shared configuration (embedded in the database) says so, not "unreachable".
+    let r = first_refusal(200, |i| {
+        s.request("POST", "/config/set")
+            .json(&json!({"key": format!("config/filler/{i}"), "value": value}))
+            .signed(&creds(common::ADMIN))
+            .send()
+    })
+    .await;
+    storage_full(&r);
+    // A REST write of the database alone: a web UI login.
+    let r = first_refusal(2000, |_| {
+        s.request("POST", "/auth/session")
+            .json(&json!({"type": "keypair", "access_key": common::ADMIN.0, "secret_key": common::ADMIN.1}))
+            .send()
+    })
+    .await;
+    storage_full(&r);
+    // A GraphQL mutation.
+    let r = first_refusal(2000, |i| {
+        let q = "mutation($name: String!, $input: CreateKeyPairResourcePolicyInput!) { create_keypair_resource_policy(name: $name, props: $input) { ok msg } }";
+        let input = json!({"default_for_unspecified": "LIMITED", "total_resource_slots": "{}", "max_concurrent_sessions": 1,
+            "max_containers_per_session": 1, "max_vfolder_count": 1, "max_vfolder_size": 1, "idle_timeout": 1, "allowed_vfolder_hosts": []});
+        s.request("POST", "/admin/graphql")
+            .json(&json!({"query": q, "variables": {"name": format!("full-{i}"), "input": input}}))
+            .signed(&creds(common::ADMIN))
+            .send()
+    })
+    .await;
+    storage_full(&r);
+
+    // Space freed: writes succeed again.
+    std::fs::remove_file(&filler).unwrap();
+    let r = s
+        .request("POST", "/config/set")
+        .json(&json!({"key": "config/after", "value": "ok"}))
+        .signed(&creds(common::ADMIN))
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    s.stop().await;
+}

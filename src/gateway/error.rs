@@ -54,6 +54,8 @@ problems! {
     KernelDestructionFailed => (StatusCode::INTERNAL_SERVER_ERROR, "kernel-destruction-failed", "Kernel destruction has failed."),
     KernelRestartFailed => (StatusCode::INTERNAL_SERVER_ERROR, "kernel-restart-failed", "Kernel restart has failed."),
     KernelExecutionFailed => (StatusCode::INTERNAL_SERVER_ERROR, "kernel-execution-failed", "Executing user code in the kernel has failed."),
+    // Not in the original, which answered a bare 500 here.
+    StorageFull => (StatusCode::INSUFFICIENT_STORAGE, "storage-full", "The server's storage is full."),
 }
 
 /// An API error: a problem, optional detail appended to the title, optional `data`.
@@ -122,7 +124,21 @@ impl ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
+        if e.is_disk_full() {
+            tracing::error!("database: {e}");
+            return ApiError::disk_full();
+        }
         ApiError::internal("database", e)
+    }
+}
+
+impl ApiError {
+    /// A write refused because the database's disk is full: nothing was changed.
+    pub fn disk_full() -> Self {
+        ApiError::msg(
+            Problem::StorageFull,
+            "the disk that holds the database is full, so nothing was changed; an operator must free space",
+        )
     }
 }
 
@@ -132,6 +148,7 @@ impl From<crate::shared_config::SharedConfigError> for ApiError {
             crate::shared_config::SharedConfigError::BadKey(_) => {
                 ApiError::bad_params(e.to_string())
             }
+            crate::shared_config::SharedConfigError::Store(e) => e.into(),
             other => {
                 tracing::error!("shared config: {other}");
                 ApiError::msg(

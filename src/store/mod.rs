@@ -67,12 +67,43 @@ pub enum StoreError {
     Closed,
     #[error("the database could not commit: {0}")]
     Commit(String),
+    #[error("the disk that holds the database is full; nothing was changed")]
+    DiskFull,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("{0}")]
     Invalid(String),
     #[error("the database {path} is in use by a running server (pid {pid}); stop it first")]
     InUse { path: PathBuf, pid: String },
+    #[error("the database {} is an empty file (a failed copy or restore?); restore a backup into it, or remove it to start with a new database on purpose", path.display())]
+    EmptyFile { path: PathBuf },
+}
+
+impl StoreError {
+    /// The write failed because the database's disk is full (SQLite's `SQLITE_FULL`, or
+    /// the operating system's `ENOSPC`): the operator must free space, the caller can do
+    /// nothing but try later.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::DiskFull => true,
+            StoreError::Sqlite(e) | StoreError::Open { source: e, .. } => sqlite_disk_full(e),
+            StoreError::DataDir { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
+            _ => false,
+        }
+    }
+}
+
+fn sqlite_disk_full(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+}
+
+/// A failed begin or commit of a batch, as every write of the batch is told.
+fn commit_error(e: &rusqlite::Error) -> StoreError {
+    if sqlite_disk_full(e) {
+        StoreError::DiskFull
+    } else {
+        StoreError::Commit(e.to_string())
+    }
 }
 
 /// A queued write. Given the batch's open transaction it runs under its own savepoint and
@@ -166,6 +197,7 @@ impl Store {
     /// Opens (creating if needed) the database, applies pending migrations and starts the
     /// writer thread. Refuses a database whose schema is newer than this binary.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        refuse_empty_file(path)?;
         let mut conn = open_writer(path)?;
         // A schema change is preceded by a backup of the database as it was.
         let before = migrate::state(&conn)?;
@@ -389,9 +421,8 @@ fn write_loop(
         let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => tx,
             Err(e) => {
-                let message = e.to_string();
                 for job in batch.drain(..) {
-                    job(Err(StoreError::Commit(message.clone())));
+                    job(Err(commit_error(&e)));
                 }
                 continue;
             }
@@ -406,7 +437,7 @@ fn write_loop(
                 .ok(),
             None => None,
         };
-        let committed = tx.commit().map_err(|e| e.to_string());
+        let committed = tx.commit();
         if committed.is_ok() {
             use std::sync::atomic::Ordering::Relaxed;
             stats.writes.fetch_add(writes, Relaxed);
@@ -428,7 +459,7 @@ fn write_loop(
             after(committed.is_ok());
         }
         for answer in answers {
-            answer(committed.clone().err().map(StoreError::Commit));
+            answer(committed.as_ref().err().map(commit_error));
         }
         if let Some(c) = &checkpoints {
             if c.catch_up.swap(false, std::sync::atomic::Ordering::AcqRel) {
@@ -534,6 +565,21 @@ impl Inner {
     }
 }
 
+/// A database file that exists with no bytes (and no write-ahead log holding its pages) is
+/// not a new database: SQLite would silently start over in it, and the data that should be
+/// there would be gone unnoticed. A new database is one whose file does not exist yet.
+fn refuse_empty_file(path: &Path) -> Result<(), StoreError> {
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    if len(path) == Some(0) && len(Path::new(&wal)).unwrap_or(0) == 0 {
+        return Err(StoreError::EmptyFile {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
@@ -574,6 +620,25 @@ pub fn time_text(t: chrono::DateTime<chrono::Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refuses_an_empty_database_file_that_is_not_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manager.db");
+        std::fs::write(&path, b"").unwrap();
+        let err = Store::open(&path).err().expect("an empty file is refused");
+        assert!(matches!(err, StoreError::EmptyFile { .. }), "{err}");
+        assert!(err
+            .to_string()
+            .contains("remove it to start with a new database"));
+        // Nothing was written into it, and no log was started beside it.
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        assert!(!dir.path().join("manager.db-wal").exists());
+        // A file that does not exist is a new database.
+        std::fs::remove_file(&path).unwrap();
+        drop(Store::open(&path).unwrap());
+        assert!(std::fs::metadata(&path).unwrap().len() > 0);
+    }
 
     #[tokio::test]
     async fn migrates_an_empty_database_and_enforces_foreign_keys() {

@@ -33,6 +33,15 @@ pub struct Context {
 impl juniper::Context for Context {}
 
 const FROZEN_MARK: &str = "server-frozen";
+const DISK_FULL_MARK: &str = "storage-full";
+
+/// A change refused because the database's disk is full; the route answers 507 for it.
+pub fn disk_full() -> FieldError {
+    FieldError::new(
+        "the disk that holds the database is full, so nothing was changed",
+        graphql_value!({"type": "https://api.backend.ai/probs/storage-full", "mark": DISK_FULL_MARK}),
+    )
+}
 
 /// A refused operation, as a GraphQL error.
 pub fn forbidden(msg: &str) -> FieldError {
@@ -245,8 +254,12 @@ pub async fn handle(app: Arc<App>, ctx: Ctx) -> Result<Response<Body>, ApiError>
         Ok((_, errors)) => {
             let list = serde_json::to_value(&errors)
                 .map_err(|e| ApiError::internal("graphql errors", e))?;
-            if list.to_string().contains(FROZEN_MARK) {
+            let text = list.to_string();
+            if text.contains(FROZEN_MARK) {
                 return Err(ApiError::new(Problem::ServerFrozen));
+            }
+            if text.contains(DISK_FULL_MARK) {
+                return Err(ApiError::disk_full());
             }
             Err(graphql_error(list))
         }

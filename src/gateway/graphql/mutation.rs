@@ -24,6 +24,7 @@ fn outcome<T>(r: Result<T, StoreError>) -> FieldResult<Outcome<T>> {
     match r {
         Ok(v) => Ok(Ok(v)),
         Err(StoreError::Invalid(msg)) => Ok(Err(msg)),
+        Err(e) if e.is_disk_full() => Err(super::disk_full()),
         Err(e) => Err(e.into()),
     }
 }
