@@ -403,3 +403,48 @@ async fn sigterm_during_fifty_requests_answers_them_and_exits_cleanly() {
     assert!(status.success(), "exit status {status}");
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+#[test]
+fn serve_refuses_an_empty_database_file_instead_of_starting_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("manager.db");
+    std::fs::write(&db, b"").unwrap(); // e.g. a copy that failed half-way
+    let port = common::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_backend-ai-manager"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--service-addr", &format!("127.0.0.1:{port}")])
+        .env_remove("BACKEND_CONFIG_FILE")
+        .env("BACKEND_AGENT__ENABLED", "false")
+        .env("BACKEND_MANAGER__LOCAL_ENGINE_IMAGES", "false")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve started on an empty database file");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!status.success(), "{text}");
+    assert!(
+        text.contains("is an empty file")
+            && text.contains("remove it to start with a new database"),
+        "{text}"
+    );
+    assert!(!text.contains("secret key"), "no new superadmin: {text}");
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0);
+}
