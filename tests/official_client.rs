@@ -464,13 +464,27 @@ fn sessions_with_the_official_client_run_start_list_files_and_remove() {
     let image = image();
     let user = common::USER;
 
-    // Query mode prints the output.
+    // Query mode prints the output, and with -s the session's last statistics (in the
+    // per-metric "version 2" shape this client prints).
     let (ok, out) = run_client(
         &s,
         user,
-        &["run", "-g", "default", "--rm", "-c", "print(6*7)", &image],
+        &[
+            "run",
+            "-g",
+            "default",
+            "--rm",
+            "-s",
+            "-c",
+            "print(6*7)",
+            &image,
+        ],
     );
     assert!(ok && out.contains("42"), "{out}");
+    assert!(
+        out.contains("cpu_used") && out.contains("msec") && !out.contains("Traceback"),
+        "{out}"
+    );
 
     // Batch mode with an uploaded file: built and executed in the container.
     let work = tempfile::tempdir().unwrap();
@@ -547,8 +561,9 @@ fn sessions_with_the_official_client_run_start_list_files_and_remove() {
     // Another user cannot see or remove it.
     let (_, out) = run_client(&s, common::DOMAIN_ADMIN, &["rm", "clientsess"]);
     assert!(!out.contains("Done"), "{out}");
-    let (ok, out) = run_client(&s, user, &["rm", "clientsess"]);
+    let (ok, out) = run_client(&s, user, &["rm", "-s", "clientsess"]);
     assert!(ok && out.contains("Done"), "{out}");
+    assert!(out.contains("mem") && !out.contains("Traceback"), "{out}");
     let (_, out) = run_client(&s, user, &["ps"]);
     assert!(!out.contains("clientsess"), "{out}");
 }

@@ -509,7 +509,22 @@ pub async fn info(app: Arc<App>, ctx: Ctx) -> Reply {
 pub async fn destroy(app: Arc<App>, ctx: Ctx) -> Reply {
     let (_, live) = session(&app, &ctx).await?;
     let stats = ops::destroy(&app, &live, "user-requested").await?;
-    ok_json(json!({"stats": stats}))
+    ok_json(json!({"stats": stats.map(versioned_stats)}))
+}
+
+/// Marks statistics in the per-metric shape (`{metric: {current, unit_hint, …}}`) as
+/// `"version": 2`, as the original agent did: clients print the old flat shape otherwise,
+/// and 19.6.0a1 fails on it (`run -s`, `rm -s`).
+fn versioned_stats(mut stats: Value) -> Value {
+    if let Value::Object(m) = &mut stats {
+        let per_metric = !m.is_empty()
+            && m.iter()
+                .all(|(k, v)| k == "version" || v.get("unit_hint").is_some());
+        if per_metric && !m.contains_key("version") {
+            m.insert("version".into(), json!(2));
+        }
+    }
+    stats
 }
 
 /// PATCH /kernel/{sess_id}
