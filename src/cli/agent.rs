@@ -45,6 +45,7 @@ pub async fn run(mut cfg: ManagerConfig, args: AgentArgs) -> anyhow::Result<Exit
     if cfg.etcd.addr.is_empty() {
         eprintln!("note: no [etcd] addr is configured, so only a manager using this data directory ({}) sees this agent", cfg.manager.data_dir.display());
     }
+    super::serve::arm_shutdown_deadline();
     let running = agent::launch::start(&cfg, events.clone()).await?;
     println!(
         "agent {} running: RPC on {}, shared config: {}, events: {}",

@@ -147,7 +147,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cfg = load_config(&cli)?;
     init_logging(&cfg);
     let rt = runtime()?;
-    match cli.command {
+    let result = match cli.command {
         Command::Serve(args) => rt.block_on(serve::run(cfg, args)),
         Command::Agent(args) => rt.block_on(agent::run(cfg, args)),
         Command::Etcd(cmd) => rt.block_on(etcd::run(cfg, cmd)),
@@ -161,7 +161,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::GenerateKeypair | Command::Completions { .. } | Command::Man => {
             Ok(ExitCode::SUCCESS)
         }
-    }
+    };
+    // Dropping a runtime waits for every blocking thread without end; the work that
+    // matters has finished (or was cut off) by now.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }
 
 /// Opens the store (migrating it) off the async threads.
