@@ -95,14 +95,7 @@ impl App {
 
     /// Sessions (master kernels) not yet terminated.
     pub async fn active_sessions(&self) -> Result<i64, StoreError> {
-        self.store
-            .read(|c| {
-                Ok(c.prepare_cached(
-                    "SELECT count(*) FROM kernels WHERE role = 'master' AND terminated_at IS NULL",
-                )?
-                .query_row([], |r| r.get(0))?)
-            })
-            .await
+        self.store.read(crate::store::sessions::live_count).await
     }
 }
 

@@ -107,6 +107,34 @@ string_enum! {
     }
 }
 
+impl KernelStatus {
+    /// Whether a kernel in this status holds slots on its agent (reserved when it is
+    /// placed, released when it becomes TERMINATED).
+    pub fn holds_slots(self) -> bool {
+        use KernelStatus::*;
+        matches!(
+            self,
+            Preparing | Pulling | Running | Restarting | Terminating | Error
+        )
+    }
+
+    /// The event announcing a change to this status (the original's names).
+    pub fn event_name(self) -> &'static str {
+        use KernelStatus::*;
+        match self {
+            Pending => "session_pending",
+            Preparing => "session_preparing",
+            Pulling => "session_pulling",
+            Running => "session_started",
+            Restarting => "session_restarting",
+            Terminating => "session_terminating",
+            Terminated => "session_terminated",
+            Error => "session_failed",
+            Building | Resizing | Suspended => "session_changed",
+        }
+    }
+}
+
 string_enum! {
     /// Permission on a shared virtual folder (stored by value); `wd` is the owner's.
     VFolderPermission as "vfolder permission" {

@@ -145,6 +145,30 @@ impl ResourceSlots {
             .join(", ")
     }
 
+    /// Whether `limit` bounds any slot these (requested) slots ask for, so that what is
+    /// in use needs counting at all. `unspecified` is the limit of slots `limit` does not
+    /// name (`None` = no limit).
+    pub fn bounded_by(&self, limit: &ResourceSlots, unspecified: Option<Decimal>) -> bool {
+        self.iter().any(|(slot, want)| {
+            want > Decimal::ZERO && limit.get_opt(slot).or(unspecified).is_some()
+        })
+    }
+
+    /// Whether these (requested) slots, added to `used`, go over `limit` in any slot.
+    /// `unspecified` is as for [`ResourceSlots::bounded_by`].
+    pub fn exceeds(
+        &self,
+        used: &ResourceSlots,
+        limit: &ResourceSlots,
+        unspecified: Option<Decimal>,
+    ) -> bool {
+        self.iter()
+            .any(|(slot, want)| match limit.get_opt(slot).or(unspecified) {
+                Some(max) => want > Decimal::ZERO && used.get(slot) + want > max,
+                None => false,
+            })
+    }
+
     /// Negative quantities (from releasing more than was recorded) become zero.
     pub fn clamp_negative(mut self) -> ResourceSlots {
         for v in self.0.values_mut() {
@@ -205,6 +229,23 @@ mod tests {
 
     fn slots(v: serde_json::Value) -> ResourceSlots {
         ResourceSlots::from_json(&v).unwrap()
+    }
+
+    #[test]
+    fn limits_count_what_is_already_used() {
+        let used = slots(json!({"cpu": 3}));
+        let limit = slots(json!({"cpu": 4}));
+        assert!(!slots(json!({"cpu": 1})).exceeds(&used, &limit, None));
+        assert!(slots(json!({"cpu": 2})).exceeds(&used, &limit, None));
+        // An unnamed slot: limited to zero under LIMITED, free under UNLIMITED.
+        let req = slots(json!({"cpu": 1, "mem": "1g"}));
+        assert!(req.exceeds(&used, &limit, Some(Decimal::ZERO)));
+        assert!(!req.exceeds(&used, &limit, None));
+        // Asking for none of a slot never goes over.
+        let req = slots(json!({"cpu": 1, "cuda.device": 0}));
+        assert!(!req.exceeds(&used, &limit, Some(Decimal::ZERO)));
+        assert!(req.bounded_by(&limit, None));
+        assert!(!slots(json!({"mem": "1g"})).bounded_by(&limit, None));
     }
 
     #[test]

@@ -7,10 +7,11 @@
 
 use super::sessions;
 use crate::bus::{Delivery, Event};
+use crate::domain::{AgentStatus, KernelStatus};
 use crate::server::App;
 use crate::shared_config::keys;
+use crate::store::agents::{self as store_agents, Beat};
 use crate::store::StoreError;
-use rusqlite::OptionalExtension;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -58,16 +59,16 @@ pub async fn handle(app: &App, seen: &LastSeen, ev: &Event) -> Result<(), StoreE
         }
         "instance_started" => {
             seen.touch(&ev.agent_id);
-            set_status(app, &ev.agent_id, "ALIVE").await?;
+            set_status(app, &ev.agent_id, AgentStatus::Alive).await?;
             app.registry.wake.notify_one();
             Ok(())
         }
         "instance_terminated" => {
             let lost = ev.args.first().and_then(Value::as_str) == Some("agent-lost");
             if lost {
-                agent_gone(app, &ev.agent_id, "LOST", "agent-lost").await
+                agent_gone(app, &ev.agent_id, AgentStatus::Lost, "agent-lost").await
             } else {
-                agent_gone(app, &ev.agent_id, "TERMINATED", "agent-shutdown").await
+                agent_gone(app, &ev.agent_id, AgentStatus::Terminated, "agent-shutdown").await
             }
         }
         "kernel_terminated" => {
@@ -81,7 +82,7 @@ pub async fn handle(app: &App, seen: &LastSeen, ev: &Event) -> Result<(), StoreE
                 .unwrap_or("self-terminated");
             // A restart replaces the container; the session goes on.
             if let Some(k) = sessions::kernel(&app.store, id).await? {
-                if k.status == "RESTARTING" {
+                if k.status == KernelStatus::Restarting {
                     return Ok(());
                 }
             }
@@ -98,8 +99,8 @@ pub async fn handle(app: &App, seen: &LastSeen, ev: &Event) -> Result<(), StoreE
                     &app.registry,
                     &app.store,
                     id,
-                    &["PREPARING"],
-                    "PULLING",
+                    &[KernelStatus::Preparing],
+                    KernelStatus::Pulling,
                     None,
                 )
                 .await?;
@@ -120,7 +121,7 @@ const AGENT_GONE: &[&str] = &["agent-lost", "agent-shutdown"];
 async fn agent_gone(
     app: &App,
     agent: &str,
-    status: &'static str,
+    status: AgentStatus,
     why: &'static str,
 ) -> Result<(), StoreError> {
     if let Some(addr) = app.store.agent(agent).await?.map(|a| a.addr) {
@@ -146,7 +147,7 @@ async fn reconcile(app: &App, agent: &str, info: &Value) -> Result<(), StoreErro
     let live = sessions::on_agent(&app.store, agent).await?;
     for k in &live {
         let here = reported.contains(k.id.as_str());
-        let gone_agent = k.status == "ERROR"
+        let gone_agent = k.status == KernelStatus::Error
             && k.status_info
                 .as_deref()
                 .is_some_and(|i| AGENT_GONE.contains(&i));
@@ -155,8 +156,8 @@ async fn reconcile(app: &App, agent: &str, info: &Value) -> Result<(), StoreErro
                 &app.registry,
                 &app.store,
                 &k.id,
-                &["ERROR"],
-                "RUNNING",
+                &[KernelStatus::Error],
+                KernelStatus::Running,
                 None,
             )
             .await?;
@@ -169,7 +170,15 @@ async fn reconcile(app: &App, agent: &str, info: &Value) -> Result<(), StoreErro
             .as_deref()
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .is_some_and(|t| now - t.with_timezone(&chrono::Utc) > grace);
-        if !here && settled && ["RUNNING", "TERMINATING", "ERROR"].contains(&k.status.as_str()) {
+        if !here
+            && settled
+            && [
+                KernelStatus::Running,
+                KernelStatus::Terminating,
+                KernelStatus::Error,
+            ]
+            .contains(&k.status)
+        {
             tracing::warn!(
                 "session {} ({}) is gone from agent {agent}",
                 k.sess_id,
@@ -187,7 +196,7 @@ async fn reconcile(app: &App, agent: &str, info: &Value) -> Result<(), StoreErro
         .map(|id| ((*id).to_owned(), None))
         .collect();
     for k in &live {
-        let stuck = k.status == "TERMINATING"
+        let stuck = k.status == KernelStatus::Terminating
             && k.status_changed
                 .as_deref()
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
@@ -229,19 +238,10 @@ async fn reconcile(app: &App, agent: &str, info: &Value) -> Result<(), StoreErro
     Ok(())
 }
 
-async fn set_status(app: &App, agent: &str, status: &str) -> Result<(), StoreError> {
-    let (agent, status) = (agent.to_owned(), status.to_owned());
+async fn set_status(app: &App, agent: &str, status: AgentStatus) -> Result<(), StoreError> {
+    let agent = agent.to_owned();
     app.store
-        .write(move |tx| -> Result<_, StoreError> {
-            tx.execute(
-                "UPDATE agents SET status = ?2,
-                        lost_at = CASE WHEN ?2 = 'ALIVE' THEN NULL
-                                       ELSE coalesce(lost_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) END
-                 WHERE id = ?1",
-                [&agent, &status],
-            )?;
-            Ok(())
-        })
+        .write(move |tx| store_agents::set_status(tx, &agent, status))
         .await
 }
 
@@ -273,37 +273,30 @@ async fn heartbeat(app: &App, agent: &str, info: &Value) -> Result<bool, StoreEr
         .cloned()
         .unwrap_or(Value::Object(Default::default()))
         .to_string();
-    let agent = agent.to_owned();
-    let room_changed = app
+    let beat = Beat {
+        region,
+        available_slots: available,
+        addr,
+        version,
+        compute_plugins: plugins,
+    };
+    let id = agent.to_owned();
+    let recorded = app
         .store
-        .write(move |tx| -> Result<_, StoreError> {
-            let before: Option<(String, String, Option<String>)> = tx
-                .prepare_cached("SELECT status, available_slots, lost_at FROM agents WHERE id = ?1")?
-                .query_row([&agent], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()?;
-            tx.prepare_cached(
-                "INSERT INTO agents (id, status, region, available_slots, occupied_slots, addr, version, compute_plugins)
-                 VALUES (?1, 'ALIVE', ?2, ?3, '{}', ?4, ?5, ?6)
-                 ON CONFLICT (id) DO UPDATE SET status = 'ALIVE', lost_at = NULL, region = excluded.region,
-                    available_slots = excluded.available_slots, addr = excluded.addr,
-                    version = excluded.version, compute_plugins = excluded.compute_plugins",
-            )?
-            .execute(rusqlite::params![agent, region, available, addr, version, plugins])?;
-            if let Some((status, _, lost_at)) = before.as_ref().filter(|b| b.0 != "ALIVE") {
-                tracing::warn!(
-                    "agent {agent} is back (it was {status} since {})",
-                    lost_at.as_deref().unwrap_or("an unknown time")
-                );
-            }
-            Ok::<_, StoreError>(before.is_none_or(|(status, was, _)| status != "ALIVE" || was != available))
-        })
+        .write(move |tx| store_agents::record_heartbeat(tx, &id, &beat))
         .await?;
+    if let Some((status, since)) = &recorded.returned_from {
+        tracing::warn!(
+            "agent {agent} is back (it was {status} since {})",
+            since.as_deref().unwrap_or("an unknown time")
+        );
+    }
     if !units.is_empty() {
         if let Err(e) = app.shared.put_many(&units).await {
             tracing::warn!("cannot record slot types: {e}");
         }
     }
-    Ok(room_changed)
+    Ok(recorded.room_changed)
 }
 
 /// Marks ALIVE agents not heard from within the timeout as LOST. Agents this process has
@@ -314,16 +307,7 @@ pub async fn check_lost(
     started: Instant,
 ) -> Result<Vec<String>, StoreError> {
     let timeout = Duration::from_secs_f64(app.config.manager.heartbeat_timeout);
-    let alive: Vec<String> = app
-        .store
-        .read(|c| -> Result<_, StoreError> {
-            let mut st = c.prepare_cached("SELECT id FROM agents WHERE status = 'ALIVE'")?;
-            let ids = st
-                .query_map([], |r| r.get(0))?
-                .collect::<Result<Vec<String>, _>>()?;
-            Ok::<_, StoreError>(ids)
-        })
-        .await?;
+    let alive = app.store.read(store_agents::alive_ids).await?;
     let mut lost = Vec::new();
     for id in alive {
         // An agent inside this process lives as long as the process does: a busy machine
@@ -333,7 +317,7 @@ pub async fn check_lost(
         }
         let silent = seen.since(&id).unwrap_or_else(|| started.elapsed());
         if silent > timeout {
-            agent_gone(app, &id, "LOST", "agent-lost").await?;
+            agent_gone(app, &id, AgentStatus::Lost, "agent-lost").await?;
             tracing::warn!(
                 "agent {id} is lost (no heartbeat for {:.1} s)",
                 silent.as_secs_f64()

@@ -10,7 +10,7 @@ pub mod scheduler;
 pub mod sessions;
 
 use crate::agent::AgentError;
-use crate::domain::ResourceSlots;
+use crate::domain::{KernelStatus, ResourceSlots};
 use crate::rpc::client::AgentClient;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ pub struct SessionEvent {
     pub kernel_id: String,
     #[serde(rename = "ownerAccessKey")]
     pub access_key: String,
-    pub status: String,
+    pub status: KernelStatus,
     pub reason: Option<String>,
 }
 
@@ -133,7 +133,7 @@ impl Registry {
         if let Ok(w) = self.watchers.lock() {
             for watcher in w.get(&ev.kernel_id).into_iter().flatten() {
                 if let Ok(mut last) = watcher.last.lock() {
-                    last.clone_from(&ev.status);
+                    *last = Some(ev.status);
                 }
                 watcher.notify.notify_one();
             }
@@ -165,7 +165,7 @@ impl Registry {
 #[derive(Default)]
 struct Watcher {
     notify: Notify,
-    last: std::sync::Mutex<String>,
+    last: std::sync::Mutex<Option<KernelStatus>>,
 }
 
 /// A wait on one kernel's status changes (from [`Registry::watch`]); dropping it stops
@@ -179,13 +179,9 @@ pub struct KernelWatch<'a> {
 impl KernelWatch<'_> {
     /// Resolves at the kernel's next change (at once if one came since the last call), with
     /// the status the latest change announced.
-    pub async fn changed(&self) -> String {
+    pub async fn changed(&self) -> Option<KernelStatus> {
         self.watcher.notify.notified().await;
-        self.watcher
-            .last
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default()
+        self.watcher.last.lock().ok().and_then(|s| *s)
     }
 }
 

@@ -4,6 +4,7 @@
 
 use super::sessions::{self, Live};
 use crate::agent::AgentError;
+use crate::domain::KernelStatus;
 use crate::gateway::error::{ApiError, Problem};
 use crate::rpc::client::AgentClient;
 use crate::server::App;
@@ -26,7 +27,7 @@ pub fn agent_error(problem: Problem, e: AgentError) -> ApiError {
 
 /// The RPC client for a RUNNING session on an ALIVE agent; a clear error otherwise.
 pub async fn client(app: &App, live: &Live) -> Result<AgentClient, ApiError> {
-    if live.status != "RUNNING" {
+    if live.status != KernelStatus::Running {
         let why = live
             .status_info
             .as_deref()
@@ -53,19 +54,19 @@ pub async fn client(app: &App, live: &Live) -> Result<AgentClient, ApiError> {
 /// Destroys a session in whatever state it is; returns its last statistics.
 pub async fn destroy(app: &App, live: &Live, reason: &str) -> Result<Option<Value>, ApiError> {
     let (reg, store) = (&app.registry, &app.store);
-    match live.status.as_str() {
-        "PENDING" => {
+    match live.status {
+        KernelStatus::Pending => {
             sessions::mark_terminated(reg, store, &live.id, reason, None).await?;
             return Ok(None);
         }
         // The starting task sees TERMINATING when the agent answers and destroys it then.
-        "PREPARING" | "PULLING" => {
+        KernelStatus::Preparing | KernelStatus::Pulling => {
             sessions::transition(
                 reg,
                 store,
                 &live.id,
-                &["PREPARING", "PULLING"],
-                "TERMINATING",
+                &[KernelStatus::Preparing, KernelStatus::Pulling],
+                KernelStatus::Terminating,
                 Some(reason.into()),
             )
             .await?;
@@ -87,8 +88,13 @@ pub async fn destroy(app: &App, live: &Live, reason: &str) -> Result<Option<Valu
         reg,
         store,
         &live.id,
-        &["RUNNING", "RESTARTING", "ERROR", "TERMINATING"],
-        "TERMINATING",
+        &[
+            KernelStatus::Running,
+            KernelStatus::Restarting,
+            KernelStatus::Error,
+            KernelStatus::Terminating,
+        ],
+        KernelStatus::Terminating,
         Some(reason.into()),
     )
     .await?;
@@ -121,8 +127,15 @@ pub async fn destroy(app: &App, live: &Live, reason: &str) -> Result<Option<Valu
         }
         Err(e) => {
             let info = format!("destruction failed: {e}");
-            sessions::transition(reg, store, &live.id, &["TERMINATING"], "ERROR", Some(info))
-                .await?;
+            sessions::transition(
+                reg,
+                store,
+                &live.id,
+                &[KernelStatus::Terminating],
+                KernelStatus::Error,
+                Some(info),
+            )
+            .await?;
             Err(agent_error(Problem::KernelDestructionFailed, e))
         }
     }
@@ -132,7 +145,15 @@ pub async fn destroy(app: &App, live: &Live, reason: &str) -> Result<Option<Valu
 pub async fn restart(app: &App, live: &Live) -> Result<(), ApiError> {
     let client = client(app, live).await?;
     let (reg, store) = (&app.registry, &app.store);
-    sessions::transition(reg, store, &live.id, &["RUNNING"], "RESTARTING", None).await?;
+    sessions::transition(
+        reg,
+        store,
+        &live.id,
+        &[KernelStatus::Running],
+        KernelStatus::Restarting,
+        None,
+    )
+    .await?;
     match client.restart_kernel(&live.id).await {
         Ok(result) => {
             let started = sessions::Started {
@@ -157,8 +178,15 @@ pub async fn restart(app: &App, live: &Live) -> Result<(), ApiError> {
         }
         Err(e) => {
             let info = format!("restart failed: {e}");
-            sessions::transition(reg, store, &live.id, &["RESTARTING"], "ERROR", Some(info))
-                .await?;
+            sessions::transition(
+                reg,
+                store,
+                &live.id,
+                &[KernelStatus::Restarting],
+                KernelStatus::Error,
+                Some(info),
+            )
+            .await?;
             Err(agent_error(Problem::KernelRestartFailed, e))
         }
     }

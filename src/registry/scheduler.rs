@@ -14,12 +14,12 @@
 //! smaller sessions that arrived later. A session larger than every ALIVE agent's whole
 //! capacity never holds the queue (nothing that ends could make room for it).
 
-use super::sessions::{self, adjust_agent, parse_slots, Started};
+use super::sessions::{self, parse_slots, Started};
 use crate::config::Strategy;
-use crate::domain::ResourceSlots;
+use crate::domain::{KernelStatus, ResourceSlots};
 use crate::server::App;
+use crate::store::scheduling::{self, StartSpec};
 use crate::store::{now_text, StoreError};
-use rusqlite::params;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
@@ -243,37 +243,6 @@ struct Placed {
     start: StartSpec,
 }
 
-/// The parts of a placed session the agent's create config needs.
-#[derive(Default)]
-struct StartSpec {
-    image: String,
-    registry: String,
-    occupied_slots: String,
-    creation_config: Option<String>,
-    idle_timeout: i64,
-}
-
-fn start_spec(tx: &rusqlite::Connection, kernel_id: &str) -> Result<StartSpec, StoreError> {
-    Ok(tx
-        .prepare_cached(
-            "SELECT coalesce(k.image, ''), coalesce(k.registry, ''), k.occupied_slots,
-                    k.creation_config, coalesce(p.idle_timeout, 0)
-             FROM kernels k
-             LEFT JOIN keypairs kp ON kp.access_key = k.access_key
-             LEFT JOIN keypair_resource_policies p ON p.name = kp.resource_policy
-             WHERE k.id = ?1",
-        )?
-        .query_row([kernel_id], |r| {
-            Ok(StartSpec {
-                image: r.get(0)?,
-                registry: r.get(1)?,
-                occupied_slots: r.get(2)?,
-                creation_config: r.get(3)?,
-                idle_timeout: r.get(4)?,
-            })
-        })?)
-}
-
 fn age(created_at: &str) -> Duration {
     chrono::DateTime::parse_from_rfc3339(created_at)
         .ok()
@@ -326,57 +295,30 @@ fn decide(
     strategy: Strategy,
     hold_after: Duration,
 ) -> Result<Vec<Placed>, StoreError> {
-    let mut st = tx.prepare_cached(
-        "SELECT id, sess_id, coalesce(access_key, ''), occupied_slots, created_at, status_info
-         FROM kernels WHERE status = 'PENDING' ORDER BY created_at, rowid LIMIT 10000",
-    )?;
     let mut queue = Vec::new();
     let mut info = std::collections::HashMap::new();
-    for row in st.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, String>(4)?,
-            r.get::<_, Option<String>>(5)?,
-        ))
-    })? {
-        let (id, sess_id, ak, slots, created, status_info) = row?;
-        info.insert(id.clone(), (sess_id.clone(), ak, status_info));
+    for row in scheduling::queue(tx)? {
         queue.push(Pending {
-            kernel_id: id,
-            sess_id,
-            requested: parsed(&slots)?,
-            waited: age(&created),
+            kernel_id: row.id.clone(),
+            sess_id: row.sess_id.clone(),
+            requested: parsed(&row.occupied_slots)?,
+            waited: age(&row.created_at),
         });
+        info.insert(row.id, (row.sess_id, row.access_key, row.status_info));
     }
-    drop(st);
     if queue.is_empty() {
         return Ok(Vec::new());
     }
-    let mut st = tx.prepare_cached(
-        "SELECT id, addr, available_slots, occupied_slots FROM agents WHERE status = 'ALIVE' ORDER BY id",
-    )?;
     let mut agents = Vec::new();
     let mut addrs = std::collections::HashMap::new();
-    for row in st.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-        ))
-    })? {
-        let (id, addr, available, occupied) = row?;
-        addrs.insert(id.clone(), addr);
+    for a in scheduling::alive_agents(tx)? {
         agents.push(Capacity {
-            id,
-            available: parsed(&available)?,
-            occupied: parsed(&occupied)?,
+            id: a.id.clone(),
+            available: parsed(&a.available_slots)?,
+            occupied: parsed(&a.occupied_slots)?,
         });
+        addrs.insert(a.id, a.addr);
     }
-    drop(st);
     let now = now_text();
     let mut placed = Vec::new();
     for d in plan(&queue, &agents, strategy, hold_after) {
@@ -386,15 +328,9 @@ fn decide(
                     continue;
                 };
                 let addr = addrs.get(&agent).cloned().unwrap_or_default();
-                tx.prepare_cached(
-                    "UPDATE kernels SET status = 'PREPARING', status_info = NULL,
-                            status_changed = ?2, agent = ?3, agent_addr = ?4
-                     WHERE id = ?1 AND status = 'PENDING'",
-                )?
-                .execute(params![kernel_id, now, agent, addr])?;
-                adjust_agent(tx, &agent, &p.requested, false)?;
+                scheduling::place(tx, &kernel_id, &agent, &addr, &p.requested, &now)?;
                 let (sess_id, access_key, _) = info.remove(&kernel_id).unwrap_or_default();
-                let start = start_spec(tx, &kernel_id)?;
+                let start = scheduling::start_spec(tx, &kernel_id)?;
                 placed.push(Placed {
                     kernel_id,
                     sess_id,
@@ -407,10 +343,7 @@ fn decide(
                 let unchanged =
                     info.get(&kernel_id).and_then(|i| i.2.as_deref()) == Some(reason.as_str());
                 if !unchanged {
-                    tx.prepare_cached(
-                        "UPDATE kernels SET status_info = ?2 WHERE id = ?1 AND status = 'PENDING'",
-                    )?
-                    .execute(params![kernel_id, reason])?;
+                    scheduling::note_wait(tx, &kernel_id, &reason)?;
                 }
             }
         }
@@ -426,7 +359,7 @@ fn launch(app: &Arc<App>, placed: Vec<Placed>) {
             sess_id: p.sess_id.clone(),
             kernel_id: p.kernel_id.clone(),
             access_key: p.access_key.clone(),
-            status: "PREPARING".into(),
+            status: KernelStatus::Preparing,
             reason: None,
         });
         tokio::spawn(start(app.clone(), p));

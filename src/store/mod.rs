@@ -26,13 +26,16 @@
 //! millisecond or two instead of for the copy and flush of all of them (what its own
 //! automatic checkpoint would do, and still does if the thread falls far behind).
 
+pub mod agents;
 pub mod auth;
 pub mod backup;
 pub mod bootstrap;
 pub mod directory;
 pub mod fixture;
+pub mod kernels;
 pub mod keypairs;
 mod migrate;
+pub mod scheduling;
 pub mod sessions;
 pub mod ui_sessions;
 pub mod vfolders;

@@ -1,4 +1,5 @@
-//! Reads of agents and kernels (compute sessions) for the admin API: bounded, paged lists.
+//! Reads of agents and kernels (compute sessions) for the admin API (bounded, paged
+//! lists), usage reports and quota checks.
 
 use super::{Store, StoreError};
 use rusqlite::{params, OptionalExtension, Row};
@@ -152,4 +153,89 @@ impl Store {
         })
         .await
     }
+}
+
+/// A session that ended within a period, with its group, for usage reports.
+#[derive(Debug, Clone)]
+pub struct EndedKernel {
+    pub group_id: String,
+    pub group_name: String,
+    pub domain_name: String,
+    pub id: String,
+    pub sess_id: String,
+    pub image: Option<String>,
+    pub occupied_slots: String,
+    pub last_stat: Option<String>,
+    pub created_at: String,
+    pub terminated_at: String,
+}
+
+/// Sessions that ended in `[from, to)` (timestamp text), by group name, then end time.
+pub fn ended_between(
+    c: &rusqlite::Connection,
+    from: &str,
+    to: &str,
+) -> Result<Vec<EndedKernel>, StoreError> {
+    let mut st = c.prepare(
+        "SELECT g.id, g.name, g.domain_name, k.id, k.sess_id, k.image, k.occupied_slots, k.last_stat,
+                k.created_at, k.terminated_at
+         FROM kernels k JOIN groups g ON g.id = k.group_id
+         WHERE k.terminated_at >= ?1 AND k.terminated_at < ?2
+         ORDER BY g.name, k.terminated_at",
+    )?;
+    let rows = st
+        .query_map([from, to], |r| {
+            Ok(EndedKernel {
+                group_id: r.get(0)?,
+                group_name: r.get(1)?,
+                domain_name: r.get(2)?,
+                id: r.get(3)?,
+                sess_id: r.get(4)?,
+                image: r.get(5)?,
+                occupied_slots: r.get(6)?,
+                last_stat: r.get(7)?,
+                created_at: r.get(8)?,
+                terminated_at: r.get(9)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// The occupied slots (as stored) of every live session of a keypair.
+pub fn occupied_by(c: &rusqlite::Connection, access_key: &str) -> Result<Vec<String>, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT occupied_slots FROM kernels WHERE access_key = ?1 AND terminated_at IS NULL",
+    )?;
+    let rows = st
+        .query_map([access_key], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(rows)
+}
+
+/// Sessions (master kernels) not yet terminated.
+pub fn live_count(c: &rusqlite::Connection) -> Result<i64, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT count(*) FROM kernels WHERE role = 'master' AND terminated_at IS NULL",
+    )?
+    .query_row([], |r| r.get(0))?)
+}
+
+/// The id of the active group `group` of active domain `domain` that a user may start
+/// sessions in (a member, or any group for a superadmin).
+pub fn session_group(
+    c: &rusqlite::Connection,
+    group: &str,
+    domain: &str,
+    user_uuid: &str,
+    superadmin: bool,
+) -> Result<Option<String>, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT g.id FROM groups g JOIN domains d ON d.name = g.domain_name
+         WHERE g.name = ?1 AND g.domain_name = ?2 AND g.is_active AND d.is_active
+           AND (?4 OR EXISTS (SELECT 1 FROM association_groups_users a
+                              WHERE a.group_id = g.id AND a.user_id = ?3))",
+    )?
+    .query_row(params![group, domain, user_uuid, superadmin], |r| r.get(0))
+    .optional()?)
 }

@@ -2,7 +2,7 @@
 //! Sessions are named by the client's session token, scoped to the caller's keypair, or to
 //! `?owner_access_key=` for admins.
 
-use crate::domain::{ResourceSlots, UserRole};
+use crate::domain::{KernelStatus, ResourceSlots, UserRole};
 use crate::gateway::error::{ApiError, Problem};
 use crate::gateway::router::{json_response, no_content, ok_json, Ctx};
 use crate::images::ImageError;
@@ -190,21 +190,8 @@ async fn session_group(
     group: &str,
 ) -> Result<Option<String>, ApiError> {
     let superadmin = owner.user_role == UserRole::Superadmin;
-    let found: Option<String> = app.store.read_now(|c| {
-        use rusqlite::OptionalExtension;
-        Ok::<_, crate::store::StoreError>(
-            c.prepare_cached(
-                "SELECT g.id FROM groups g JOIN domains d ON d.name = g.domain_name
-                 WHERE g.name = ?1 AND g.domain_name = ?2 AND g.is_active AND d.is_active
-                   AND (?4 OR EXISTS (SELECT 1 FROM association_groups_users a
-                                      WHERE a.group_id = g.id AND a.user_id = ?3))",
-            )?
-            .query_row(
-                rusqlite::params![group, domain, owner.user_uuid, superadmin],
-                |r| r.get(0),
-            )
-            .optional()?,
-        )
+    let found = app.store.read_now(|c| {
+        crate::store::sessions::session_group(c, group, domain, &owner.user_uuid, superadmin)
     })?;
     Ok(found)
 }
@@ -257,7 +244,7 @@ fn created_reply(live: &Live, created: bool) -> Reply {
         "created": created,
         "status": live.status,
     });
-    if live.status != "RUNNING" {
+    if live.status != KernelStatus::Running {
         body["statusInfo"] = json!(live.status_info);
     }
     Ok(json_response(StatusCode::CREATED, &body))
@@ -416,9 +403,9 @@ pub async fn create(app: Arc<App>, ctx: Ctx) -> Reply {
             let live = sessions::kernel(&app.store, &kernel_id)
                 .await?
                 .ok_or_else(|| ApiError::internal("create", "the new session vanished"))?;
-            match live.status.as_str() {
-                "RUNNING" => return created_reply(&live, created),
-                "TERMINATED" | "ERROR" => {
+            match live.status {
+                KernelStatus::Running => return created_reply(&live, created),
+                KernelStatus::Terminated | KernelStatus::Error => {
                     let why = live.status_info.clone().unwrap_or_default();
                     return Err(
                         ApiError::msg(Problem::KernelCreationFailed, live.sess_id.clone())
@@ -434,7 +421,10 @@ pub async fn create(app: Arc<App>, ctx: Ctx) -> Reply {
         // Wait for this kernel's next change (or the deadline), then look again; a change
         // to a status on the way to RUNNING needs no look.
         look = match tokio::time::timeout_at(deadline, watch.changed()).await {
-            Ok(status) => !matches!(status.as_str(), "PENDING" | "PREPARING" | "PULLING"),
+            Ok(status) => !matches!(
+                status,
+                Some(KernelStatus::Pending | KernelStatus::Preparing | KernelStatus::Pulling)
+            ),
             Err(_) => true,
         };
     }

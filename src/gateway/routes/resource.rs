@@ -77,15 +77,9 @@ pub async fn check_presets(app: Arc<App>, ctx: Ctx) -> Reply {
         })
         .collect();
     let ak = owner.access_key.clone();
-    let occupied: Vec<String> = app
+    let occupied = app
         .store
-        .read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT occupied_slots FROM kernels WHERE access_key = ?1 AND terminated_at IS NULL",
-            )?;
-            let rows = st.query_map([ak], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
-            Ok::<_, crate::store::StoreError>(rows)
-        })
+        .read(move |c| crate::store::sessions::occupied_by(c, &ak))
         .await?;
     let mut using = ResourceSlots::new();
     for o in &occupied {

@@ -3,6 +3,7 @@
 //! session closes when the session terminates.
 
 use super::kernel::owner;
+use crate::domain::KernelStatus;
 use crate::gateway::error::{ApiError, Problem};
 use crate::gateway::router::Ctx;
 use crate::registry::ops::{self, agent_error};
@@ -40,7 +41,7 @@ async fn open(app: &App, ctx: &mut Ctx) -> Result<(Live, AgentClient, warp::ws::
 async fn terminated(events: &mut broadcast::Receiver<SessionEvent>, kernel_id: &str) {
     loop {
         match events.recv().await {
-            Ok(ev) if ev.kernel_id == kernel_id && ev.status == "TERMINATED" => return,
+            Ok(ev) if ev.kernel_id == kernel_id && ev.status == KernelStatus::Terminated => return,
             Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
             Err(broadcast::error::RecvError::Closed) => return,
         }
@@ -197,7 +198,7 @@ pub async fn events(app: Arc<App>, ctx: Ctx) -> Reply {
             let frame = tokio::select! {
                 ev = events.recv() => match ev {
                     Ok(ev) if ev.access_key == ak && only.as_ref().is_none_or(|s| *s == ev.sess_id) => {
-                        let end = only.is_some() && ev.status == "TERMINATED";
+                        let end = only.is_some() && ev.status == KernelStatus::Terminated;
                         let data = serde_json::to_string(&ev).unwrap_or_default();
                         (format!("event: {}\ndata: {data}\n\n", ev.name), end)
                     }

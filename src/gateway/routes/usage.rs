@@ -6,7 +6,6 @@ use crate::gateway::error::ApiError;
 use crate::gateway::router::{ok_json, Ctx};
 use crate::registry::sessions::parse_slots;
 use crate::server::App;
-use crate::store::StoreError;
 use chrono::{Datelike, NaiveDate};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -96,38 +95,24 @@ async fn report(
         return Err(ApiError::bad_params("the period ends before it starts"));
     }
     let (from, to) = (format!("{start}T00:00:00Z"), format!("{end}T00:00:00Z"));
-    type Row = (
-        String,
-        String,
-        String,
-        String,
-        String,
-        Option<String>,
-        String,
-        Option<String>,
-        String,
-        String,
-    );
-    let rows: Vec<Row> = app
+    let rows = app
         .store
-        .read(move |c| -> Result<_, StoreError> {
-            let mut st = c.prepare(
-                "SELECT g.id, g.name, g.domain_name, k.id, k.sess_id, k.image, k.occupied_slots, k.last_stat,
-                        k.created_at, k.terminated_at
-                 FROM kernels k JOIN groups g ON g.id = k.group_id
-                 WHERE k.terminated_at >= ?1 AND k.terminated_at < ?2
-                 ORDER BY g.name, k.terminated_at",
-            )?;
-            let rows = st
-                .query_map([from, to], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
+        .read(move |c| crate::store::sessions::ended_between(c, &from, &to))
         .await?;
     let mut out: Vec<Value> = Vec::new();
-    for (gid, gname, domain, kid, sess, image, slots, last, created, ended) in rows {
+    for k in rows {
+        let crate::store::sessions::EndedKernel {
+            group_id: gid,
+            group_name: gname,
+            domain_name: domain,
+            id: kid,
+            sess_id: sess,
+            image,
+            occupied_slots: slots,
+            last_stat: last,
+            created_at: created,
+            terminated_at: ended,
+        } = k;
         if !groups.is_empty() && !groups.contains(&gid) {
             continue;
         }
