@@ -2,8 +2,10 @@
 //!
 //! Layout: [`domain`] plain types; [`store`] SQLite; [`shared_config`] the etcd key space
 //! (etcd or embedded); [`bus`] ephemeral state (Redis or in-process); [`gateway`] HTTP;
-//! [`server`] wiring them together; [`web`] the admin UI's files; [`signing`] the request-signing algorithm shared by
-//! server, tests and benchmark clients.
+//! [`registry`] sessions and agents; [`agent`] the agent and its kernel backends; [`rpc`]
+//! the agent RPC; [`images`] and [`vfolder`]; [`server`] wiring them together (the admin
+//! UI's files are served by [`gateway`]); [`signing`] the request-signing algorithm shared
+//! by server, tests and benchmark clients.
 
 pub mod agent;
 pub mod bus;
@@ -19,4 +21,3 @@ pub mod shared_config;
 pub mod signing;
 pub mod store;
 pub mod vfolder;
-pub mod web;

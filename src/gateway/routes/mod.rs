@@ -8,6 +8,7 @@ mod manager;
 mod resource;
 mod root;
 mod stream;
+pub mod ui;
 mod usage;
 
 use super::router::{Access, Gate, Handler, Route, Router};
@@ -53,9 +54,9 @@ pub fn route_table() -> Router {
     Router::new(table! {
         GET "" "" NONE, Public Any => root::hello;
         GET "" "/metrics" NONE, Public Any => root::metrics;
-        GET "" "/ui" NONE, Public Any => crate::web::redirect;
-        GET "" "/ui/" NONE, Public Any => crate::web::asset;
-        GET "" "/ui/{*path}" NONE, Public Any => crate::web::asset;
+        GET "" "/ui" NONE, Public Any => ui::redirect;
+        GET "" "/ui/" NONE, Public Any => ui::asset;
+        GET "" "/ui/{*path}" NONE, Public Any => ui::asset;
         POST "auth" "/session" NONE, Public Any => auth::login;
         GET "auth" "/session" NONE, User Any => auth::whoami;
         DELETE "auth" "/session" NONE, User Any => auth::logout;

@@ -17,7 +17,7 @@ pub async fn hello(_app: Arc<App>, ctx: Ctx) -> Result<Response<Body>, ApiError>
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/html"));
     if browser {
-        return Ok(crate::web::see_ui());
+        return Ok(super::ui::see_ui());
     }
     ok_json(json!({"version": LATEST_API_VERSION, "manager": MANAGER_VERSION}))
 }

@@ -1,4 +1,4 @@
-//! The admin web UI: the static files of `web/`, embedded in the binary, served under
+//! `/ui/`, the admin web UI: the static files of `web/`, embedded in the binary, served under
 //! `/ui/`. Paths that name no file get `index.html` (the page routes itself), and every
 //! answer carries a strict content security policy: the UI loads only its own files and
 //! talks only to this server.
@@ -31,8 +31,9 @@ fn content_type(path: &str) -> &'static str {
     }
 }
 
-/// The names of every embedded file (for tests and the man page of the package).
-pub fn files() -> Vec<String> {
+/// The names of every embedded file.
+#[cfg(test)]
+fn files() -> Vec<String> {
     Assets::iter().map(|f| f.into_owned()).collect()
 }
 
