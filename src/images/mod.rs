@@ -145,9 +145,10 @@ pub async fn local_images(docker: &bollard::Docker) -> Vec<ImageInfo> {
     out
 }
 
-/// Connects to the local Docker engine if one answers within two seconds.
-pub async fn local_engine() -> Option<bollard::Docker> {
-    let docker = bollard::Docker::connect_with_local_defaults().ok()?;
+/// Connects to the Docker engine at `host` (`agent.docker-host`; empty = the local default
+/// socket) if one answers within two seconds.
+pub async fn local_engine(host: &str) -> Option<bollard::Docker> {
+    let docker = crate::agent::docker::engine_client(host).ok()?;
     match tokio::time::timeout(std::time::Duration::from_secs(2), docker.ping()).await {
         Ok(Ok(_)) => Some(docker),
         _ => None,
