@@ -1,7 +1,8 @@
 //! The agent across Docker engine outages: kernels that end while the engine is away are
-//! reported when it is back, and heartbeats go on. The engine "goes away" behind a
-//! Unix-socket proxy the test controls (`agent.docker-host` points at it); the real engine
-//! is never touched, except to kill or remove a test's own container.
+//! reported when it is back, heartbeats go on, and a create while it is away says so. The
+//! engine "goes away" behind a Unix-socket proxy the test controls (`agent.docker-host`
+//! points at it); the real engine is never touched, except to kill or remove a test's own
+//! container.
 //!
 //! Needs Docker, the Python kernel image (`BAI_TEST_IMAGE`) and the static runner
 //! (`BAI_KRUNNER`); `scripts/test.sh` prepares them.
@@ -12,7 +13,7 @@ use backend_ai_manager::registry::sessions::parse_slots;
 use backend_ai_manager::server::App;
 use common::{creds, session_rows, setting, Resp, TestServer, USER};
 use rust_decimal::Decimal;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::net::{UnixListener, UnixStream};
@@ -282,6 +283,33 @@ async fn a_kernel_removed_while_the_engine_is_away_is_reported_vanished() {
     proxy.set(Mode::Up).await;
 
     assert_eq!(wait_for_end(&app, "gone").await, "vanished");
+}
+
+#[tokio::test]
+async fn creating_while_the_engine_is_away_says_so_at_once() {
+    let mut proxy = EngineProxy::start().await;
+    let (s, _c) = start(&proxy).await;
+
+    proxy.set(Mode::Down).await;
+    let asked = Instant::now();
+    let r = create(&s, "meanwhile").await;
+    r.assert_problem(503, "container-engine-unavailable");
+    let title: Value = r.json()["title"].clone();
+    assert!(
+        title.as_str().unwrap().contains("container engine"),
+        "{title}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+
+    // Back, it serves as before.
+    proxy.set(Mode::Up).await;
+    let r = create(&s, "afterwards").await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["status"], "RUNNING");
 }
 
 #[tokio::test]
