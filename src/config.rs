@@ -126,6 +126,10 @@ pub struct AgentConfig {
     pub pids_limit: i64,
     /// Seconds one run may take; 0 = no limit.
     pub exec_timeout: u64,
+    /// The Docker engine kernels run on, and whose images `manager.local-engine-images`
+    /// counts: `unix:///path/docker.sock` or `tcp://host:port`; empty = the local default
+    /// socket.
+    pub docker_host: String,
     /// CPU cores and memory bytes kept for the host.
     pub reserved_cpu: u32,
     pub reserved_mem: u64,
@@ -287,6 +291,7 @@ impl Default for ManagerConfig {
                 kernel_gid: 1000,
                 pids_limit: 1024,
                 exec_timeout: 0,
+                docker_host: String::new(),
                 reserved_cpu: 0,
                 reserved_mem: 1 << 30,
                 mock_cuda_devices: 0,
@@ -419,6 +424,17 @@ impl ManagerConfig {
             ));
         }
         self.agent.offered_slots()?;
+        let host = &self.agent.docker_host;
+        if !(host.is_empty()
+            || ["unix://", "tcp://", "http://"]
+                .iter()
+                .any(|s| host.starts_with(s)))
+        {
+            return Err(ConfigError::Invalid(
+                "agent.docker-host: must be empty, unix:///path/to/docker.sock or tcp://host:port"
+                    .into(),
+            ));
+        }
         if self.agent.network_mode.is_empty() {
             return Err(ConfigError::Invalid(
                 "agent.network-mode: must be none, host or a network name".into(),

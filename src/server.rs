@@ -345,7 +345,7 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
     );
 
     let docker = if config.manager.local_engine_images {
-        crate::images::local_engine().await
+        crate::images::local_engine(&config.agent.docker_host).await
     } else {
         None
     };

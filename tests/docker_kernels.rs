@@ -32,6 +32,7 @@ fn config(agent_id: &str, scratch: &std::path::Path) -> DockerConfig {
         kernel_gid: 1000,
         pids_limit: 256,
         exec_timeout: 0,
+        docker_host: String::new(),
     }
 }
 
@@ -1194,7 +1195,7 @@ async fn kernel_images_on_the_local_engine_are_known_and_installed() {
     let dir = tempfile::tempdir().unwrap();
     let store = backend_ai_manager::store::Store::open(&dir.path().join("m.db")).unwrap();
     let shared = EmbeddedConfig::new(store, "local");
-    let docker = local_engine().await.expect("Docker answers");
+    let docker = local_engine("").await.expect("Docker answers");
     let catalog = Catalog {
         shared: &shared,
         docker: Some(&docker),

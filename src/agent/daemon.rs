@@ -127,7 +127,15 @@ impl AgentDaemon {
                 )
             })
             .collect();
-        let images = self.backend.images().await.unwrap_or_default();
+        // An engine that does not answer must not hold up the heartbeat (the agent would
+        // look lost): it waits for the images no longer than one period (a second at
+        // most), and reports none without them.
+        let wait = self.heartbeat.min(Duration::from_secs(1));
+        let images = tokio::time::timeout(wait, self.backend.images())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
         let devices = self
             .backend
             .devices()

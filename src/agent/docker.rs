@@ -6,6 +6,12 @@
 //! Containers run without capabilities, with `no-new-privileges`, memory (no swap), CPU and
 //! pids limits, and network mode `none` unless configured otherwise. Labels carry the kernel
 //! and agent ids, so a restarted agent recovers its kernels.
+//!
+//! Kernel ends come from the engine's event stream and, as a check on it, from comparing
+//! the kernels the agent believes alive with the engine's containers ("reconciling"): at
+//! every (re)connection and every [`RECONCILE_PERIOD`]. When the engine goes away (a restart,
+//! a dropped connection) the stream is subscribed to again with a bounded back-off; each end
+//! is reported once, whichever source sees it first.
 
 pub use super::backend::{
     KernelBackend, KernelInfo, KernelSpec, MountSpec, RegistryCredentials, ServicePort, Termination,
@@ -23,10 +29,10 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 pub const LABEL_KERNEL_ID: &str = "ai.backend.kernel-id";
@@ -49,6 +55,9 @@ pub struct DockerConfig {
     pub pids_limit: i64,
     /// Seconds a single run may take (0 = unlimited).
     pub exec_timeout: u64,
+    /// The engine: `unix:///path/to/docker.sock`, `tcp://host:port`; empty = the local
+    /// default socket.
+    pub docker_host: String,
 }
 
 struct Kernel {
@@ -67,16 +76,118 @@ pub struct DockerBackend {
     cfg: DockerConfig,
     kernels: Mutex<HashMap<String, Arc<Kernel>>>,
     devices: Option<Arc<DeviceAllocMap>>,
-    /// Kernels being destroyed on request, with the reason their end is reported with.
-    destroying: std::sync::Mutex<HashMap<String, String>>,
-    /// Kernels being restarted: their container's end is not the kernel's.
-    restarting: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// What tells kernel ends apart and keeps them from being reported twice; one lock, so
+    /// the event stream and a reconcile never both report an end.
+    ends: std::sync::Mutex<Ends>,
 }
+
+#[derive(Default)]
+struct Ends {
+    /// Kernels being destroyed on request, with the reason their end is reported with.
+    destroying: HashMap<String, String>,
+    /// Kernels being restarted: their container's end is not the kernel's.
+    restarting: HashSet<String>,
+    /// Containers whose end was reported (by the event stream or a reconcile), and when.
+    /// Kept for [`REPORTED_TTL`]: a re-subscription replays events of the last second or
+    /// so, and an end reported once must not be reported again.
+    reported: HashMap<String, Instant>,
+}
+
+/// How long a reported container end is remembered (far longer than any replay reaches).
+const REPORTED_TTL: Duration = Duration::from_secs(600);
+/// Back-off between attempts to reach the engine again: from the first to the last,
+/// doubling. Short at first (a dropped connection is usually back at once), bounded so a
+/// restarted engine is noticed within seconds.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_LAST: Duration = Duration::from_secs(5);
+/// Reconciling also runs this often while the event stream looks healthy. The stream can
+/// lose ends without ending itself (the engine drops events for a slow subscriber; a
+/// connection to a remote engine can go half-open), and this bounds how long such a kernel
+/// keeps its session and slots. A pass is one filtered container list (plus an inspect per
+/// ended kernel), so 15 s costs next to nothing and is well under the minute a user would
+/// otherwise wait on a dead session.
+pub const RECONCILE_PERIOD: Duration = Duration::from_secs(15);
+/// How long a reconcile may take before the engine counts as unreachable.
+const RECONCILE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Events are asked for from this long before a (re)subscription, so that an end between
+/// the reconcile and the moment the engine takes the subscription is not missed.
+const REPLAY: Duration = Duration::from_secs(1);
 
 const LABEL_DEVICES: &str = "ai.backend.devices";
 
 fn docker_err(what: &str, e: bollard::errors::Error) -> AgentError {
+    if engine_unreachable(&e) {
+        return AgentError::Failure(format!("{what}: the container engine is unavailable: {e}"));
+    }
     AgentError::Failure(format!("{what}: {e}"))
+}
+
+/// A client for the engine at `host` (`unix:///…`, `tcp://…` or `http://…`; empty = the
+/// local default socket). A socket must exist; nothing is sent until the first request.
+pub fn engine_client(host: &str) -> Result<Docker, bollard::errors::Error> {
+    const TIMEOUT_SECS: u64 = 120;
+    if host.is_empty() {
+        Docker::connect_with_local_defaults()
+    } else if host.starts_with("unix://") {
+        Docker::connect_with_unix(host, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+    } else if host.starts_with("tcp://") || host.starts_with("http://") {
+        Docker::connect_with_http(host, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+    } else {
+        Err(bollard::errors::Error::UnsupportedURISchemeError {
+            uri: host.to_owned(),
+        })
+    }
+}
+
+/// Whether an engine call failed because the engine could not be reached (as opposed to
+/// the engine answering with an error).
+pub fn engine_unreachable(e: &bollard::errors::Error) -> bool {
+    use bollard::errors::Error as E;
+    matches!(
+        e,
+        E::IOError { .. }
+            | E::HyperResponseError { .. }
+            | E::HyperLegacyError { .. }
+            | E::RequestTimeoutError
+            | E::SocketNotFoundError(_)
+    )
+}
+
+/// The reason a container's end is reported with, from its exit code and whether the
+/// kernel ran out of memory: ended by a signal (128 + n) or the OOM killer is `killed`.
+fn end_reason(exit_code: Option<i64>, oom_killed: bool) -> &'static str {
+    if oom_killed || exit_code.is_some_and(|c| c > 128) {
+        "killed"
+    } else {
+        "self-terminated"
+    }
+}
+
+/// Docker's `since` for events from [`REPLAY`] before now (seconds.nanoseconds).
+fn replay_since() -> String {
+    let t = std::time::SystemTime::now()
+        .checked_sub(REPLAY)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .unwrap_or_default();
+    format!("{}.{:09}", t.as_secs(), t.subsec_nanos())
+}
+
+/// Waits `d`, or until nobody receives kernel ends any more (then false).
+async fn pause(tx: &tokio::sync::mpsc::Sender<Termination>, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = tx.closed() => false,
+    }
+}
+
+/// Sends every end; false when nobody receives them any more.
+async fn send_all(tx: &tokio::sync::mpsc::Sender<Termination>, ended: Vec<Termination>) -> bool {
+    for t in ended {
+        if tx.send(t).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 fn is_not_found(e: &bollard::errors::Error) -> bool {
@@ -110,8 +221,8 @@ pub fn parse_service_ports(label: &str) -> Vec<ServicePort> {
 impl DockerBackend {
     /// Connects to the local Docker engine and checks that it answers.
     pub async fn connect(mut cfg: DockerConfig) -> Result<Self, AgentError> {
-        let docker = Docker::connect_with_local_defaults()
-            .map_err(|e| docker_err("cannot reach Docker", e))?;
+        let docker =
+            engine_client(&cfg.docker_host).map_err(|e| docker_err("cannot reach Docker", e))?;
         docker
             .ping()
             .await
@@ -136,8 +247,7 @@ impl DockerBackend {
             cfg,
             kernels: Mutex::new(HashMap::new()),
             devices: None,
-            destroying: std::sync::Mutex::new(HashMap::new()),
-            restarting: std::sync::Mutex::new(std::collections::HashSet::new()),
+            ends: std::sync::Mutex::new(Ends::default()),
         })
     }
 
@@ -426,6 +536,220 @@ impl DockerBackend {
         .await
         .map_err(|e| AgentError::Failure(e.to_string()))
     }
+
+    fn ends(&self) -> std::sync::MutexGuard<'_, Ends> {
+        self.ends.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The end a `die` event tells of, unless it was reported already.
+    fn end_from_event(&self, ev: bollard::models::EventMessage) -> Option<Termination> {
+        let actor = ev.actor?;
+        let attrs = actor.attributes.unwrap_or_default();
+        let kernel_id = attrs.get(LABEL_KERNEL_ID)?.clone();
+        let exit_code = attrs.get("exitCode").and_then(|c| c.parse::<i64>().ok());
+        let mut ends = self.ends();
+        if let Some(container) = actor.id.filter(|c| !c.is_empty()) {
+            if ends.reported.insert(container, Instant::now()).is_some() {
+                return None;
+            }
+        }
+        let restarting = ends.restarting.remove(&kernel_id);
+        let requested = ends.destroying.remove(&kernel_id);
+        let reason = match requested {
+            _ if restarting => "restarting".to_owned(),
+            Some(why) => why,
+            None => end_reason(exit_code, false).to_owned(),
+        };
+        Some(Termination {
+            kernel_id,
+            exit_code,
+            reason,
+        })
+    }
+
+    /// Compares the kernels this agent believes alive with the engine's containers and
+    /// returns the ends not reported yet, marking them reported: a container that exited
+    /// (`killed` or `self-terminated`, by its exit code) or no longer exists (`vanished`).
+    /// An error: the engine did not answer.
+    async fn reconcile(&self) -> Result<Vec<Termination>, bollard::errors::Error> {
+        // Listed after this snapshot: each of its containers existed before the list.
+        let believed: Vec<Arc<Kernel>> = self.kernels.lock().await.values().cloned().collect();
+        let mut filters = HashMap::new();
+        filters.insert(
+            "label".to_owned(),
+            vec![format!("{LABEL_AGENT_ID}={}", self.cfg.agent_id)],
+        );
+        let listed = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await?;
+        let states: HashMap<String, String> = listed
+            .into_iter()
+            .filter_map(|c| Some((c.id?, c.state.map(|s| s.to_string()).unwrap_or_default())))
+            .collect();
+        let mut out = Vec::new();
+        for k in believed {
+            let container = &k.info.container_id;
+            let (exit_code, reason) = match states.get(container).map(String::as_str) {
+                None => (None, "vanished"),
+                Some("exited" | "dead" | "removing") => match self
+                    .docker
+                    .inspect_container(
+                        container,
+                        None::<bollard::query_parameters::InspectContainerOptions>,
+                    )
+                    .await
+                {
+                    Ok(c) => {
+                        let state = c.state.unwrap_or_default();
+                        let oom = state.oom_killed.unwrap_or(false);
+                        (state.exit_code, end_reason(state.exit_code, oom))
+                    }
+                    Err(e) if is_not_found(&e) => (None, "vanished"),
+                    Err(e) => return Err(e),
+                },
+                Some(_) => continue,
+            };
+            // Destroyed, restarted or forgotten since the snapshot: not this pass's to report.
+            let current = self.kernels.lock().await.get(&k.info.id).cloned();
+            if !current.is_some_and(|c| Arc::ptr_eq(&c, &k)) {
+                continue;
+            }
+            let mut ends = self.ends();
+            if ends.restarting.contains(&k.info.id) || ends.reported.contains_key(container) {
+                continue;
+            }
+            ends.reported.insert(container.clone(), Instant::now());
+            let reason = ends
+                .destroying
+                .remove(&k.info.id)
+                .unwrap_or_else(|| reason.to_owned());
+            out.push(Termination {
+                kernel_id: k.info.id.clone(),
+                exit_code,
+                reason,
+            });
+        }
+        self.ends()
+            .reported
+            .retain(|_, at| at.elapsed() < REPORTED_TTL);
+        Ok(out)
+    }
+
+    /// [`Self::reconcile`] within [`RECONCILE_TIMEOUT`]; an error says why the engine
+    /// counts as unreachable.
+    async fn reconcile_bounded(&self) -> Result<Vec<Termination>, String> {
+        match tokio::time::timeout(RECONCILE_TIMEOUT, self.reconcile()).await {
+            Ok(Ok(ended)) => Ok(ended),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "no answer within {} s",
+                RECONCILE_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    /// Reports kernel ends on `tx` until it closes: follows the engine's `die` events,
+    /// reconciles at every (re)subscription and every [`RECONCILE_PERIOD`], and when the
+    /// engine goes away tries again with a back-off from [`BACKOFF_FIRST`] to
+    /// [`BACKOFF_LAST`].
+    async fn watch_ends(self: Arc<Self>, tx: tokio::sync::mpsc::Sender<Termination>) {
+        let mut filters = HashMap::new();
+        filters.insert("type".to_owned(), vec!["container".to_owned()]);
+        filters.insert("event".to_owned(), vec!["die".to_owned()]);
+        filters.insert(
+            "label".to_owned(),
+            vec![format!("{LABEL_AGENT_ID}={}", self.cfg.agent_id)],
+        );
+        let mut backoff = BACKOFF_FIRST;
+        // When the engine was lost; `connect` has just heard it.
+        let mut lost: Option<Instant> = None;
+        loop {
+            // The subscription reaches the engine only when the stream is first polled,
+            // after the reconcile below: events from just before it are asked for too (an
+            // end the reconcile reported already is not reported again).
+            let mut events = self.docker.events(Some(EventsOptions {
+                since: Some(replay_since()),
+                filters: Some(filters.clone()),
+                ..Default::default()
+            }));
+            match self.reconcile_bounded().await {
+                Ok(ended) => {
+                    if let Some(at) = lost.take() {
+                        tracing::info!(
+                            "the container engine answers again after {:.1} s; {} kernel(s) ended meanwhile",
+                            at.elapsed().as_secs_f64(),
+                            ended.len()
+                        );
+                    }
+                    if !send_all(&tx, ended).await {
+                        return;
+                    }
+                }
+                Err(why) => {
+                    match lost {
+                        None => {
+                            tracing::warn!("the container engine is unreachable: {why}; retrying");
+                            lost = Some(Instant::now());
+                        }
+                        Some(_) => {
+                            tracing::debug!("the container engine is still unreachable: {why}")
+                        }
+                    }
+                    if !pause(&tx, backoff).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_LAST);
+                    continue;
+                }
+            }
+            let subscribed = Instant::now();
+            let mut tick = tokio::time::interval_at(
+                tokio::time::Instant::now() + RECONCILE_PERIOD,
+                RECONCILE_PERIOD,
+            );
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let why = loop {
+                tokio::select! {
+                    ev = events.next() => match ev {
+                        Some(Ok(ev)) => {
+                            if let Some(t) = self.end_from_event(ev) {
+                                if tx.send(t).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Some(Err(e)) => break format!("its event stream failed: {e}"),
+                        None => break "its event stream ended".to_owned(),
+                    },
+                    _ = tick.tick() => match self.reconcile_bounded().await {
+                        Ok(ended) => {
+                            if !send_all(&tx, ended).await {
+                                return;
+                            }
+                        }
+                        Err(why) => break why,
+                    },
+                    _ = tx.closed() => return,
+                }
+            };
+            tracing::warn!("lost the container engine: {why}; reconnecting");
+            lost = Some(Instant::now());
+            // A subscription that held a while was a working connection: this is a new
+            // outage, tried again soon.
+            if subscribed.elapsed() >= BACKOFF_LAST {
+                backoff = BACKOFF_FIRST;
+            }
+            if !pause(&tx, backoff).await {
+                return;
+            }
+            backoff = (backoff * 2).min(BACKOFF_LAST);
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -459,8 +783,15 @@ impl KernelBackend for DockerBackend {
         });
         let mut pull = self.docker.create_image(Some(opts), None, auth);
         while let Some(step) = pull.next().await {
-            let info =
-                step.map_err(|e| AgentError::InvalidInput(format!("cannot pull {image}: {e}")))?;
+            let info = step.map_err(|e| {
+                if engine_unreachable(&e) {
+                    AgentError::Failure(format!(
+                        "cannot pull {image}: the container engine is unavailable: {e}"
+                    ))
+                } else {
+                    AgentError::InvalidInput(format!("cannot pull {image}: {e}"))
+                }
+            })?;
             let line = [info.status, info.progress]
                 .into_iter()
                 .flatten()
@@ -705,9 +1036,8 @@ impl KernelBackend for DockerBackend {
     /// As [`KernelBackend::destroy_kernel`], reporting the end with `reason` (e.g. `idle-timeout`).
     async fn destroy_kernel_because(&self, id: &str, reason: &str) -> Result<(), AgentError> {
         let kernel = self.kernel(id).await?;
-        self.destroying
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.ends()
+            .destroying
             .insert(id.to_owned(), reason.to_owned());
         match self
             .docker
@@ -734,13 +1064,12 @@ impl KernelBackend for DockerBackend {
     /// `/home/work`; the interpreter starts afresh.
     async fn restart_kernel(&self, id: &str) -> Result<KernelInfo, AgentError> {
         let kernel = self.kernel(id).await?;
-        self.restarting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_owned());
-        self.remove_container(&kernel.info.container_id)
-            .await
-            .map_err(|e| docker_err("cannot stop the old container", e))?;
+        self.ends().restarting.insert(id.to_owned());
+        if let Err(e) = self.remove_container(&kernel.info.container_id).await {
+            // The kernel goes on in its old container: its end is its own again.
+            self.ends().restarting.remove(id);
+            return Err(docker_err("cannot stop the old container", e));
+        }
         self.kernels.lock().await.remove(id);
         let labels = self.ensure_image(&kernel.spec.image).await?;
         match self
@@ -834,6 +1163,10 @@ impl KernelBackend for DockerBackend {
             if c.state.as_ref().map(|s| s.to_string()) == Some("running".into()) {
                 recovered.push(id);
             } else {
+                // Reported by the daemon now; a replayed event must not report it again.
+                self.ends()
+                    .reported
+                    .insert(c.id.clone().unwrap_or_default(), Instant::now());
                 self.remove(&id).await?;
                 ended.push(id);
             }
@@ -931,69 +1264,13 @@ impl KernelBackend for DockerBackend {
         }))
     }
 
-    /// Kernel containers of this agent that stop, as they stop (from Docker's event stream).
+    /// Kernel containers of this agent that stop, as they stop: from the engine's event
+    /// stream, and from reconciling with the engine's containers at every (re)connection
+    /// and every [`RECONCILE_PERIOD`]. Runs until the receiver is dropped, through any
+    /// number of engine restarts.
     fn terminations(self: Arc<Self>) -> tokio::sync::mpsc::Receiver<Termination> {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let me = self;
-        tokio::spawn(async move {
-            let mut filters = HashMap::new();
-            filters.insert("type".to_owned(), vec!["container".to_owned()]);
-            filters.insert("event".to_owned(), vec!["die".to_owned()]);
-            filters.insert(
-                "label".to_owned(),
-                vec![format!("{LABEL_AGENT_ID}={}", me.cfg.agent_id)],
-            );
-            let mut events = me.docker.events(Some(EventsOptions {
-                filters: Some(filters),
-                ..Default::default()
-            }));
-            loop {
-                let ev = tokio::select! {
-                    ev = events.next() => ev,
-                    _ = tx.closed() => return,
-                };
-                let Some(ev) = ev else { return };
-                let ev = match ev {
-                    Ok(e) => e,
-                    Err(e) => {
-                        tracing::warn!("Docker events: {e}");
-                        continue;
-                    }
-                };
-                let attrs = ev.actor.and_then(|a| a.attributes).unwrap_or_default();
-                let Some(kernel_id) = attrs.get(LABEL_KERNEL_ID).cloned() else {
-                    continue;
-                };
-                let exit_code = attrs.get("exitCode").and_then(|c| c.parse::<i64>().ok());
-                let requested = me
-                    .destroying
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&kernel_id);
-                let restarting = me
-                    .restarting
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&kernel_id);
-                let reason = match (requested, exit_code) {
-                    _ if restarting => "restarting".to_owned(),
-                    (Some(why), _) => why,
-                    (None, Some(c)) if c > 128 => "killed".to_owned(),
-                    _ => "self-terminated".to_owned(),
-                };
-                if tx
-                    .send(Termination {
-                        kernel_id,
-                        exit_code,
-                        reason,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
+        tokio::spawn(self.watch_ends(tx));
         rx
     }
 }
@@ -1001,6 +1278,96 @@ impl KernelBackend for DockerBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A backend whose engine is never asked (nothing is sent before the first request).
+    fn offline_backend() -> DockerBackend {
+        DockerBackend {
+            docker: engine_client("tcp://127.0.0.1:9").unwrap(),
+            cfg: DockerConfig {
+                agent_id: "i-test".into(),
+                scratch_root: PathBuf::from("/nonexistent"),
+                krunner_path: PathBuf::from("/nonexistent"),
+                network_mode: "none".into(),
+                kernel_uid: 1000,
+                kernel_gid: 1000,
+                pids_limit: 16,
+                exec_timeout: 0,
+                docker_host: String::new(),
+            },
+            kernels: Mutex::new(HashMap::new()),
+            devices: None,
+            ends: std::sync::Mutex::new(Ends::default()),
+        }
+    }
+
+    fn die(container: &str, kernel: &str, exit_code: &str) -> bollard::models::EventMessage {
+        bollard::models::EventMessage {
+            action: Some("die".into()),
+            actor: Some(bollard::models::EventActor {
+                id: Some(container.into()),
+                attributes: Some(
+                    [
+                        (LABEL_KERNEL_ID.to_owned(), kernel.to_owned()),
+                        ("exitCode".to_owned(), exit_code.to_owned()),
+                    ]
+                    .into_iter()
+                    .collect(),
+                ),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn each_container_end_is_reported_once_whichever_source_sees_it_first() {
+        let b = offline_backend();
+        let killed = b.end_from_event(die("c1", "k1", "137")).unwrap();
+        assert_eq!(
+            (killed.reason.as_str(), killed.exit_code),
+            ("killed", Some(137))
+        );
+        // The same event again (a replay after a re-subscription) is not reported again.
+        assert_eq!(b.end_from_event(die("c1", "k1", "137")), None);
+        // Nor one a reconcile reported already.
+        b.ends().reported.insert("c2".into(), Instant::now());
+        assert_eq!(b.end_from_event(die("c2", "k2", "0")), None);
+        // Requested ends keep their reason; a restart's old container is not the kernel's end.
+        b.ends()
+            .destroying
+            .insert("k3".into(), "idle-timeout".into());
+        assert_eq!(
+            b.end_from_event(die("c3", "k3", "137")).unwrap().reason,
+            "idle-timeout"
+        );
+        b.ends().restarting.insert("k4".into());
+        assert_eq!(
+            b.end_from_event(die("c4", "k4", "137")).unwrap().reason,
+            "restarting"
+        );
+        let clean = b.end_from_event(die("c5", "k5", "0")).unwrap();
+        assert_eq!(
+            (clean.reason.as_str(), clean.exit_code),
+            ("self-terminated", Some(0))
+        );
+    }
+
+    #[test]
+    fn a_signal_or_the_oom_killer_is_killed_else_self_terminated() {
+        assert_eq!(end_reason(Some(137), false), "killed");
+        assert_eq!(end_reason(Some(0), true), "killed");
+        assert_eq!(end_reason(Some(1), false), "self-terminated");
+        assert_eq!(end_reason(None, false), "self-terminated");
+    }
+
+    #[test]
+    fn engine_hosts_are_sockets_or_tcp() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("docker.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        assert!(engine_client(&format!("unix://{}", sock.display())).is_ok());
+        assert!(engine_client("tcp://127.0.0.1:2375").is_ok());
+        assert!(engine_client("ftp://nowhere").is_err());
+    }
 
     #[test]
     fn service_port_labels_are_parsed_strictly() {

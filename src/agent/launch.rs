@@ -134,6 +134,7 @@ async fn start_daemon(
                 kernel_gid: a.kernel_gid,
                 pids_limit: a.pids_limit,
                 exec_timeout: a.exec_timeout,
+                docker_host: a.docker_host.clone(),
             })
             .await?;
             if let Some(d) = devices {

@@ -48,7 +48,7 @@ pub async fn run_with(
 ) -> anyhow::Result<ExitCode> {
     // The local Docker engine's kernel images count too, when one answers.
     let docker = if cfg.manager.local_engine_images {
-        images::local_engine().await
+        images::local_engine(&cfg.agent.docker_host).await
     } else {
         None
     };

@@ -49,6 +49,8 @@ problems! {
     QuotaExceeded => (StatusCode::PRECONDITION_FAILED, "quota-exceeded", "You have reached your resource limit."),
     RateLimitExceeded => (StatusCode::TOO_MANY_REQUESTS, "rate-limit-exceeded", "You have reached your API query rate limit."),
     InstanceNotAvailable => (StatusCode::SERVICE_UNAVAILABLE, "instance-not-available", "There is no available instance."),
+    // Not in the original (its agents failed differently): the Docker engine does not answer.
+    ContainerEngineUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "container-engine-unavailable", "The container engine is unavailable."),
     ServerFrozen => (StatusCode::SERVICE_UNAVAILABLE, "server-frozen", "The server is frozen due to maintenance. Please try again later."),
     KernelCreationFailed => (StatusCode::INTERNAL_SERVER_ERROR, "kernel-creation-failed", "Kernel creation has failed."),
     KernelDestructionFailed => (StatusCode::INTERNAL_SERVER_ERROR, "kernel-destruction-failed", "Kernel destruction has failed."),

@@ -86,21 +86,18 @@ async fn scanned(
     Ok((images.into_values().collect(), aliases))
 }
 
-/// Kernel images (with `ai.backend.kernelspec`) on a Docker engine, as installed images.
-pub async fn local_images(docker: &bollard::Docker) -> Vec<ImageInfo> {
+/// Kernel images (with `ai.backend.kernelspec`) on a Docker engine, as installed images;
+/// an error when the engine cannot be asked.
+pub async fn local_images(
+    docker: &bollard::Docker,
+) -> Result<Vec<ImageInfo>, bollard::errors::Error> {
     let mut filters = std::collections::HashMap::new();
     filters.insert("label".to_owned(), vec!["ai.backend.kernelspec".to_owned()]);
     let opts = bollard::query_parameters::ListImagesOptions {
         filters: Some(filters),
         ..Default::default()
     };
-    let summaries = match docker.list_images(Some(opts)).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot list the Docker engine's images: {e}");
-            return Vec::new();
-        }
-    };
+    let summaries = docker.list_images(Some(opts)).await?;
     let mut out = Vec::new();
     for summary in summaries {
         let labels: BTreeMap<String, String> = summary.labels.clone().into_iter().collect();
@@ -142,12 +139,13 @@ pub async fn local_images(docker: &bollard::Docker) -> Vec<ImageInfo> {
             });
         }
     }
-    out
+    Ok(out)
 }
 
-/// Connects to the local Docker engine if one answers within two seconds.
-pub async fn local_engine() -> Option<bollard::Docker> {
-    let docker = bollard::Docker::connect_with_local_defaults().ok()?;
+/// Connects to the Docker engine at `host` (`agent.docker-host`; empty = the local default
+/// socket) if one answers within two seconds.
+pub async fn local_engine(host: &str) -> Option<bollard::Docker> {
+    let docker = crate::agent::docker::engine_client(host).ok()?;
     match tokio::time::timeout(std::time::Duration::from_secs(2), docker.ping()).await {
         Ok(Ok(_)) => Some(docker),
         _ => None,
@@ -163,10 +161,27 @@ pub struct Catalog<'a> {
 
 impl Catalog<'_> {
     /// Every image, sorted by reference, with its aliases and whether it is installed.
+    /// When the engine does not answer, the scanned images alone (and a warning).
     pub async fn list(&self) -> Result<Vec<ImageInfo>, SharedConfigError> {
+        let (images, engine) = self.list_noting_engine().await?;
+        if let Some(e) = engine {
+            tracing::warn!("cannot list the Docker engine's images: {e}");
+        }
+        Ok(images)
+    }
+
+    /// As [`Self::list`], with the engine's error when it did not answer.
+    async fn list_noting_engine(
+        &self,
+    ) -> Result<(Vec<ImageInfo>, Option<bollard::errors::Error>), SharedConfigError> {
         let (mut images, aliases) = scanned(self.shared).await?;
+        let mut engine_error = None;
         if let Some(docker) = self.docker {
-            for local in local_images(docker).await {
+            let locals = local_images(docker).await.unwrap_or_else(|e| {
+                engine_error = Some(e);
+                Vec::new()
+            });
+            for local in locals {
                 match images
                     .iter_mut()
                     .find(|i| i.canonical() == local.canonical())
@@ -197,7 +212,7 @@ impl Catalog<'_> {
             }
         }
         images.sort_by_key(|i| i.canonical());
-        Ok(images)
+        Ok((images, engine_error))
     }
 
     pub async fn resolve(&self, reference: &str) -> Result<ImageInfo, ImageError> {
@@ -244,6 +259,10 @@ pub enum ImageError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
+    /// The image is not among the scanned ones and the container engine, which may have
+    /// it, does not answer.
+    #[error("the container engine is unavailable: {0}")]
+    EngineUnavailable(String),
     #[error(transparent)]
     Config(#[from] SharedConfigError),
 }
@@ -326,12 +345,18 @@ async fn resolve_in(catalog: &Catalog<'_>, reference: &str) -> Result<ImageInfo,
         }
     }
     let wanted = ImageRef::parse(&current)?;
-    catalog
-        .list()
-        .await?
+    let (images, engine_error) = catalog.list_noting_engine().await?;
+    match images
         .into_iter()
         .find(|i| i.registry == wanted.registry && i.name == wanted.name && i.tag == wanted.tag)
-        .ok_or_else(|| ImageError::NotFound(reference.to_owned()))
+    {
+        Some(found) => Ok(found),
+        // The engine may well have it: saying it does not exist would mislead.
+        None => Err(match engine_error {
+            Some(e) => ImageError::EngineUnavailable(e.to_string()),
+            None => ImageError::NotFound(reference.to_owned()),
+        }),
+    }
 }
 
 /// Points `alias` (any text, `:` and `/` included) at `target`, which must be a known

@@ -275,6 +275,13 @@ pub async fn create(app: Arc<App>, ctx: Ctx) -> Reply {
                 format!("Unknown image reference: {reference}"),
             ),
             ImageError::Invalid(m) => ApiError::bad_params(m),
+            ImageError::EngineUnavailable(m) => {
+                tracing::warn!("creating {token}: {m}");
+                ApiError::msg(
+                    Problem::ContainerEngineUnavailable,
+                    "the image cannot be looked up; try again later",
+                )
+            }
             ImageError::Config(e) => e.into(),
         })?;
     let domain = body.domain.unwrap_or_else(|| "default".into());
