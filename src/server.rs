@@ -93,6 +93,17 @@ impl App {
         }
     }
 
+    /// Counts a query against a session (`num_queries`; written with the next usage flush).
+    pub fn count_query(&self, kernel_id: &str) -> Result<(), StoreError> {
+        let stored = self
+            .store
+            .read_now(|c| crate::store::kernels::num_queries(c, kernel_id))?;
+        if let Some(stored) = stored {
+            self.usage.count_query(kernel_id, stored);
+        }
+        Ok(())
+    }
+
     /// Sessions (master kernels) not yet terminated.
     pub async fn active_sessions(&self) -> Result<i64, StoreError> {
         self.store.read(crate::store::sessions::live_count).await
@@ -360,7 +371,12 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
     } else {
         None
     };
-    let config_token = config.agent.rpc_token.clone();
+    let registry = Arc::new(crate::registry::Registry::new(
+        config.clone(),
+        store.clone(),
+        shared.clone(),
+        bus.clone(),
+    ));
     let app = Arc::new(App {
         status: StatusCache::new(shared.clone(), ManagerStatus::Preparing),
         config,
@@ -373,7 +389,7 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
         graphql: crate::gateway::graphql::Schemas::new(),
         docker,
         started: Instant::now(),
-        registry: Arc::new(crate::registry::Registry::new(&config_token)),
+        registry,
         tls,
     });
 
@@ -432,7 +448,7 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
         .subscribe(crate::registry::agents::GROUP, &instance_id())
         .await?;
     tasks.push(tokio::spawn(crate::registry::agents::run(
-        app.clone(),
+        app.registry.clone(),
         events,
         shutdown_rx.clone(),
     )));
@@ -444,7 +460,7 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
     }
     crate::registry::sessions::recount_concurrency(&app.store).await?;
     tasks.push(tokio::spawn(crate::registry::scheduler::run(
-        app.clone(),
+        app.registry.clone(),
         shutdown_rx.clone(),
     )));
 

@@ -144,6 +144,46 @@ impl ApiError {
     }
 }
 
+/// An agent error as the API reports it for operation `problem`.
+pub fn agent_error(problem: Problem, e: crate::agent::AgentError) -> ApiError {
+    use crate::agent::AgentError;
+    match e {
+        AgentError::NotFound(_) => ApiError::new(Problem::KernelNotFound),
+        AgentError::InvalidInput(m) => ApiError::bad_params(m),
+        AgentError::Timeout(m) => {
+            ApiError::msg(problem, "TIMEOUT").with_data(json!({"agent-details": m}))
+        }
+        AgentError::Failure(m) => {
+            ApiError::msg(problem, "FAILURE").with_data(json!({"agent-details": m}))
+        }
+    }
+}
+
+/// The registry's errors, as the API reports them.
+impl From<crate::registry::RegistryError> for ApiError {
+    fn from(e: crate::registry::RegistryError) -> Self {
+        use crate::registry::{Operation, RegistryError};
+        match e {
+            RegistryError::Store(e) => e.into(),
+            e @ RegistryError::NotRunning { .. } => {
+                ApiError::bad_params(e.to_string()).with_status(StatusCode::CONFLICT)
+            }
+            e @ RegistryError::AgentUnreachable(_) => {
+                ApiError::msg(Problem::InstanceNotAvailable, e.to_string())
+            }
+            RegistryError::Agent { op, source } => agent_error(
+                match op {
+                    Operation::Destroy => Problem::KernelDestructionFailed,
+                    Operation::Restart => Problem::KernelRestartFailed,
+                    Operation::Execute => Problem::KernelExecutionFailed,
+                },
+                source,
+            ),
+            e @ RegistryError::EndNotRecorded => ApiError::msg(Problem::StorageFull, e.to_string()),
+        }
+    }
+}
+
 impl From<crate::shared_config::SharedConfigError> for ApiError {
     fn from(e: crate::shared_config::SharedConfigError) -> Self {
         match e {

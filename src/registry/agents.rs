@@ -6,9 +6,9 @@
 //! events may be delivered more than once.
 
 use super::sessions;
+use super::Registry;
 use crate::bus::{Delivery, Event};
 use crate::domain::{AgentStatus, KernelStatus};
-use crate::server::App;
 use crate::shared_config::keys;
 use crate::store::agents::{self as store_agents, Beat};
 use crate::store::StoreError;
@@ -42,33 +42,33 @@ impl LastSeen {
 }
 
 /// Applies one event to the database.
-pub async fn handle(app: &App, seen: &LastSeen, ev: &Event) -> Result<(), StoreError> {
+pub async fn handle(reg: &Arc<Registry>, seen: &LastSeen, ev: &Event) -> Result<(), StoreError> {
     match ev.name.as_str() {
         "instance_heartbeat" => {
             let info = ev.args.first().cloned().unwrap_or(Value::Null);
             seen.touch(&ev.agent_id);
-            let room_changed = heartbeat(app, &ev.agent_id, &info).await?;
-            reconcile(app, &ev.agent_id, &info).await?;
+            let room_changed = heartbeat(reg, &ev.agent_id, &info).await?;
+            reconcile(reg, &ev.agent_id, &info).await?;
             // A pass only when the heartbeat could let a waiting session in (an ended
             // session wakes the scheduler itself): a queue that waits for room is not
             // planned again on every beat of every agent.
             if room_changed {
-                app.registry.wake.notify_one();
+                reg.wake.notify_one();
             }
             Ok(())
         }
         "instance_started" => {
             seen.touch(&ev.agent_id);
-            set_status(app, &ev.agent_id, AgentStatus::Alive).await?;
-            app.registry.wake.notify_one();
+            set_status(reg, &ev.agent_id, AgentStatus::Alive).await?;
+            reg.wake.notify_one();
             Ok(())
         }
         "instance_terminated" => {
             let lost = ev.args.first().and_then(Value::as_str) == Some("agent-lost");
             if lost {
-                agent_gone(app, &ev.agent_id, AgentStatus::Lost, "agent-lost").await
+                agent_gone(reg, &ev.agent_id, AgentStatus::Lost, "agent-lost").await
             } else {
-                agent_gone(app, &ev.agent_id, AgentStatus::Terminated, "agent-shutdown").await
+                agent_gone(reg, &ev.agent_id, AgentStatus::Terminated, "agent-shutdown").await
             }
         }
         "kernel_terminated" => {
@@ -81,23 +81,23 @@ pub async fn handle(app: &App, seen: &LastSeen, ev: &Event) -> Result<(), StoreE
                 .and_then(Value::as_str)
                 .unwrap_or("self-terminated");
             // A restart replaces the container; the session goes on.
-            if let Some(k) = sessions::kernel(&app.store, id).await? {
+            if let Some(k) = sessions::kernel(&reg.store, id).await? {
                 if k.status == KernelStatus::Restarting {
                     return Ok(());
                 }
             }
             let mut last = ev.args.get(3).cloned().filter(|v| !v.is_null());
             if last.is_none() {
-                last = app.bus.get_stat(id).await.ok().flatten();
+                last = reg.bus.get_stat(id).await.ok().flatten();
             }
-            sessions::mark_terminated(&app.registry, &app.store, id, reason, last).await?;
+            sessions::mark_terminated(reg, &reg.store, id, reason, last).await?;
             Ok(())
         }
         "kernel_pulling" => {
             if let Some(id) = ev.args.first().and_then(Value::as_str) {
                 sessions::transition(
-                    &app.registry,
-                    &app.store,
+                    reg,
+                    &reg.store,
                     id,
                     &[KernelStatus::Preparing],
                     KernelStatus::Pulling,
@@ -119,32 +119,32 @@ const AGENT_GONE: &[&str] = &["agent-lost", "agent-shutdown"];
 /// ERROR with the reason, in one transaction (their slots stay reserved: the containers
 /// may still be running).
 async fn agent_gone(
-    app: &App,
+    reg: &Registry,
     agent: &str,
     status: AgentStatus,
     why: &'static str,
 ) -> Result<(), StoreError> {
-    if let Some(addr) = app.store.agent(agent).await?.map(|a| a.addr) {
-        app.registry.forget_agent(&addr).await;
+    if let Some(addr) = reg.store.agent(agent).await?.map(|a| a.addr) {
+        reg.forget_agent(&addr).await;
     }
-    sessions::agent_down(&app.registry, &app.store, agent, status, why).await?;
+    sessions::agent_down(reg, &reg.store, agent, status, why).await?;
     Ok(())
 }
 
 /// Compares what an agent reports running with the database: sessions it brought back are
 /// RUNNING again, sessions it no longer has are closed (`vanished`), and containers
 /// nobody has a live record of are destroyed.
-async fn reconcile(app: &App, agent: &str, info: &Value) -> Result<(), StoreError> {
+async fn reconcile(reg: &Arc<Registry>, agent: &str, info: &Value) -> Result<(), StoreError> {
     let Some(reported) = info.get("kernels").and_then(Value::as_array) else {
         return Ok(());
     };
     let reported: std::collections::HashSet<&str> =
         reported.iter().filter_map(Value::as_str).collect();
     let grace = chrono::Duration::milliseconds(
-        (app.config.manager.heartbeat_timeout * 1000.0) as i64 + 5000,
+        (reg.config.manager.heartbeat_timeout * 1000.0) as i64 + 5000,
     );
     let now = chrono::Utc::now();
-    let live = sessions::on_agent(&app.store, agent).await?;
+    let live = sessions::on_agent(&reg.store, agent).await?;
     for k in &live {
         let here = reported.contains(k.id.as_str());
         let gone_agent = k.status == KernelStatus::Error
@@ -153,8 +153,8 @@ async fn reconcile(app: &App, agent: &str, info: &Value) -> Result<(), StoreErro
                 .is_some_and(|i| AGENT_GONE.contains(&i));
         if here && gone_agent {
             sessions::transition(
-                &app.registry,
-                &app.store,
+                reg,
+                &reg.store,
                 &k.id,
                 &[KernelStatus::Error],
                 KernelStatus::Running,
@@ -184,7 +184,7 @@ async fn reconcile(app: &App, agent: &str, info: &Value) -> Result<(), StoreErro
                 k.sess_id,
                 k.id
             );
-            sessions::mark_terminated(&app.registry, &app.store, &k.id, "vanished", None).await?;
+            sessions::mark_terminated(reg, &reg.store, &k.id, "vanished", None).await?;
         }
     }
     // Containers with no live record, and destructions that were cut short (a manager
@@ -216,7 +216,7 @@ async fn reconcile(app: &App, agent: &str, info: &Value) -> Result<(), StoreErro
         return Ok(());
     }
     let addr = info["addr"].as_str().unwrap_or_default().to_owned();
-    let (reg, store) = (app.registry.clone(), app.store.clone());
+    let (reg, store) = (reg.clone(), reg.store.clone());
     tokio::spawn(async move {
         let Ok(client) = reg.agent(&addr).await else {
             return;
@@ -238,15 +238,15 @@ async fn reconcile(app: &App, agent: &str, info: &Value) -> Result<(), StoreErro
     Ok(())
 }
 
-async fn set_status(app: &App, agent: &str, status: AgentStatus) -> Result<(), StoreError> {
+async fn set_status(reg: &Registry, agent: &str, status: AgentStatus) -> Result<(), StoreError> {
     let agent = agent.to_owned();
-    app.store
+    reg.store
         .write(move |tx| store_agents::set_status(tx, &agent, status))
         .await
 }
 
 /// Records a heartbeat; `true` if the agent is new, was not ALIVE, or reports other slots.
-async fn heartbeat(app: &App, agent: &str, info: &Value) -> Result<bool, StoreError> {
+async fn heartbeat(reg: &Registry, agent: &str, info: &Value) -> Result<bool, StoreError> {
     // resource_slots: {slot: [unit, value]} (as the original agent sends them).
     let mut available = serde_json::Map::new();
     let mut units = Vec::new();
@@ -281,7 +281,7 @@ async fn heartbeat(app: &App, agent: &str, info: &Value) -> Result<bool, StoreEr
         compute_plugins: plugins,
     };
     let id = agent.to_owned();
-    let recorded = app
+    let recorded = reg
         .store
         .write(move |tx| store_agents::record_heartbeat(tx, &id, &beat))
         .await?;
@@ -292,7 +292,7 @@ async fn heartbeat(app: &App, agent: &str, info: &Value) -> Result<bool, StoreEr
         );
     }
     if !units.is_empty() {
-        if let Err(e) = app.shared.put_many(&units).await {
+        if let Err(e) = reg.shared.put_many(&units).await {
             tracing::warn!("cannot record slot types: {e}");
         }
     }
@@ -302,22 +302,22 @@ async fn heartbeat(app: &App, agent: &str, info: &Value) -> Result<bool, StoreEr
 /// Marks ALIVE agents not heard from within the timeout as LOST. Agents this process has
 /// never heard from get the timeout counted from `started`.
 pub async fn check_lost(
-    app: &App,
+    reg: &Registry,
     seen: &LastSeen,
     started: Instant,
 ) -> Result<Vec<String>, StoreError> {
-    let timeout = Duration::from_secs_f64(app.config.manager.heartbeat_timeout);
-    let alive = app.store.read(store_agents::alive_ids).await?;
+    let timeout = Duration::from_secs_f64(reg.config.manager.heartbeat_timeout);
+    let alive = reg.store.read(store_agents::alive_ids).await?;
     let mut lost = Vec::new();
     for id in alive {
         // An agent inside this process lives as long as the process does: a busy machine
         // that delays its heartbeat task does not make it lost.
-        if app.registry.is_in_process(&id) {
+        if reg.is_in_process(&id) {
             continue;
         }
         let silent = seen.since(&id).unwrap_or_else(|| started.elapsed());
         if silent > timeout {
-            agent_gone(app, &id, AgentStatus::Lost, "agent-lost").await?;
+            agent_gone(reg, &id, AgentStatus::Lost, "agent-lost").await?;
             tracing::warn!(
                 "agent {id} is lost (no heartbeat for {:.1} s)",
                 silent.as_secs_f64()
@@ -336,7 +336,7 @@ async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
 /// after start-up is missed) until `stop` resolves: handles and acknowledges each delivery,
 /// and checks for lost agents every second.
 pub async fn run(
-    app: Arc<App>,
+    reg: Arc<Registry>,
     mut events: tokio::sync::mpsc::Receiver<Delivery>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -347,9 +347,9 @@ pub async fn run(
         tokio::select! {
             d = events.recv() => {
                 let Some(Delivery { id, event }) = d else { break };
-                match handle(&app, &seen, &event).await {
+                match handle(&reg, &seen, &event).await {
                     Ok(()) => {
-                        if let Err(e) = app.bus.ack(GROUP, &id).await {
+                        if let Err(e) = reg.bus.ack(GROUP, &id).await {
                             tracing::warn!("cannot acknowledge event {id}: {e}");
                         }
                     }
@@ -358,7 +358,7 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {
-                if let Err(e) = check_lost(&app, &seen, started).await {
+                if let Err(e) = check_lost(&reg, &seen, started).await {
                     tracing::warn!("checking for lost agents: {e}");
                 }
             }

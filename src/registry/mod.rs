@@ -1,8 +1,13 @@
 //! The registry: what the manager knows about agents and sessions, and what it does with
 //! them. [`agents`] follows the agents' events (registration, heartbeats, LOST detection,
-//! ended kernels, reconciliation); [`sessions`] owns every status change of a session in
-//! one write transaction each; [`scheduler`] places pending sessions on agents and starts
-//! them; [`ops`] runs the operations on a running session over the agent RPC.
+//! ended kernels, reconciliation); [`sessions`] makes every status change of a session (one
+//! write transaction each, the SQL in [`crate::store::kernels`]) and announces it;
+//! [`scheduler`] places pending sessions on agents and starts them; [`ops`] runs the
+//! operations on a running session over the agent RPC.
+//!
+//! It depends on the store, the shared config, the event bus and the agents only: never
+//! on the gateway or the HTTP types. Its failures are [`RegistryError`]s, which the gateway
+//! maps to the API's problems in one place.
 
 pub mod agents;
 pub mod ops;
@@ -10,8 +15,12 @@ pub mod scheduler;
 pub mod sessions;
 
 use crate::agent::AgentError;
+use crate::bus::EphemeralHandle;
+use crate::config::ManagerConfig;
 use crate::domain::{KernelStatus, ResourceSlots};
 use crate::rpc::client::AgentClient;
+use crate::shared_config::SharedConfigHandle;
+use crate::store::{Store, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{broadcast, Mutex, Notify};
@@ -36,8 +45,64 @@ pub struct SessionEvent {
 /// How long a read of the agents' capacities is reused by [`Registry::recent_capacities`].
 pub const CAPACITIES_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// An operation on a session over its agent's RPC (what a failure of it is reported as).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Destroy,
+    Restart,
+    Execute,
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Operation::Destroy => "destroy",
+            Operation::Restart => "restart",
+            Operation::Execute => "execute",
+        })
+    }
+}
+
+/// Why the registry could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The operation needs a RUNNING session.
+    #[error("the session {sess_id} is {status}{why}, not RUNNING")]
+    NotRunning {
+        sess_id: String,
+        status: KernelStatus,
+        /// ` (its status info)`, or empty.
+        why: String,
+    },
+    #[error("the agent of session {0} is not reachable")]
+    AgentUnreachable(String),
+    /// The agent refused or failed the operation.
+    #[error("{op} failed: {source}")]
+    Agent {
+        op: Operation,
+        #[source]
+        source: AgentError,
+    },
+    /// The container is gone, but the database's disk is full, so its end is not recorded
+    /// yet (the next heartbeat after space is freed closes it as `vanished`).
+    #[error("the session's container was destroyed, but its end could not be recorded because the database's disk is full; it is recorded once space is freed")]
+    EndNotRecorded,
+}
+
+impl RegistryError {
+    pub fn agent(op: Operation, source: AgentError) -> Self {
+        RegistryError::Agent { op, source }
+    }
+}
+
 /// The registry's process-wide state.
 pub struct Registry {
+    pub store: Store,
+    pub shared: SharedConfigHandle,
+    pub bus: EphemeralHandle,
+    pub config: ManagerConfig,
     events: broadcast::Sender<SessionEvent>,
     /// The ALIVE agents' capacities as last read, and when (see
     /// [`Registry::recent_capacities`]).
@@ -55,8 +120,18 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(rpc_token: &str) -> Self {
+    pub fn new(
+        config: ManagerConfig,
+        store: Store,
+        shared: SharedConfigHandle,
+        bus: EphemeralHandle,
+    ) -> Self {
+        let rpc_token = config.agent.rpc_token.clone();
         Registry {
+            store,
+            shared,
+            bus,
+            config,
             events: broadcast::channel(4096).0,
             watchers: std::sync::Mutex::new(HashMap::new()),
             capacities: std::sync::Mutex::new(None),

@@ -1,59 +1,45 @@
-//! Operations on a session over its agent's RPC, with the original's error mapping:
-//! a timeout or agent failure becomes the operation's `…-failed` problem (with the agent's
-//! words), a kernel the agent does not know is `kernel-not-found`.
+//! Operations on a session over its agent's RPC. A failure is a [`RegistryError`]: the
+//! session not RUNNING, its agent unreachable, or the agent's own error for the operation
+//! (the gateway reports these as the original did: a timeout or agent failure becomes the
+//! operation's `…-failed` problem with the agent's words, a kernel the agent does not know
+//! is `kernel-not-found`).
 
 use super::sessions::{self, Live};
+use super::{Operation, Registry, RegistryError};
 use crate::agent::AgentError;
-use crate::domain::KernelStatus;
-use crate::gateway::error::{ApiError, Problem};
+use crate::domain::{AgentStatus, KernelStatus};
 use crate::rpc::client::AgentClient;
-use crate::server::App;
 use serde_json::{json, Value};
-use warp::http::StatusCode;
-
-/// An agent error as the API reports it for operation `problem`.
-pub fn agent_error(problem: Problem, e: AgentError) -> ApiError {
-    match e {
-        AgentError::NotFound(_) => ApiError::new(Problem::KernelNotFound),
-        AgentError::InvalidInput(m) => ApiError::bad_params(m),
-        AgentError::Timeout(m) => {
-            ApiError::msg(problem, "TIMEOUT").with_data(json!({"agent-details": m}))
-        }
-        AgentError::Failure(m) => {
-            ApiError::msg(problem, "FAILURE").with_data(json!({"agent-details": m}))
-        }
-    }
-}
 
 /// The RPC client for a RUNNING session on an ALIVE agent; a clear error otherwise.
-pub async fn client(app: &App, live: &Live) -> Result<AgentClient, ApiError> {
+pub async fn client(reg: &Registry, live: &Live) -> Result<AgentClient, RegistryError> {
     if live.status != KernelStatus::Running {
         let why = live
             .status_info
             .as_deref()
             .map(|i| format!(" ({i})"))
             .unwrap_or_default();
-        return Err(ApiError::bad_params(format!(
-            "the session {} is {}{why}, not RUNNING",
-            live.sess_id, live.status
-        ))
-        .with_status(StatusCode::CONFLICT));
+        return Err(RegistryError::NotRunning {
+            sess_id: live.sess_id.clone(),
+            status: live.status,
+            why,
+        });
     }
-    if live.agent_status.as_deref() != Some("ALIVE") {
-        return Err(ApiError::msg(
-            Problem::InstanceNotAvailable,
-            format!("the agent of session {} is not reachable", live.sess_id),
-        ));
+    if live.agent_status != Some(AgentStatus::Alive) {
+        return Err(RegistryError::AgentUnreachable(live.sess_id.clone()));
     }
-    app.registry
-        .agent(&live.agent_addr)
+    reg.agent(&live.agent_addr)
         .await
-        .map_err(|e| agent_error(Problem::KernelExecutionFailed, e))
+        .map_err(|e| RegistryError::agent(Operation::Execute, e))
 }
 
 /// Destroys a session in whatever state it is; returns its last statistics.
-pub async fn destroy(app: &App, live: &Live, reason: &str) -> Result<Option<Value>, ApiError> {
-    let (reg, store) = (&app.registry, &app.store);
+pub async fn destroy(
+    reg: &Registry,
+    live: &Live,
+    reason: &str,
+) -> Result<Option<Value>, RegistryError> {
+    let store = &reg.store;
     match live.status {
         KernelStatus::Pending => {
             sessions::mark_terminated(reg, store, &live.id, reason, None).await?;
@@ -74,7 +60,7 @@ pub async fn destroy(app: &App, live: &Live, reason: &str) -> Result<Option<Valu
         }
         _ => {}
     }
-    if live.agent_status.as_deref() != Some("ALIVE") {
+    if live.agent_status != Some(AgentStatus::Alive) {
         // Nothing can be asked of a lost agent: the record ends here, and if the agent comes
         // back its orphaned container is destroyed then.
         let why = format!(
@@ -98,26 +84,21 @@ pub async fn destroy(app: &App, live: &Live, reason: &str) -> Result<Option<Valu
         Some(reason.into()),
     )
     .await?;
-    let client = app
-        .registry
+    let client = reg
         .agent(&live.agent_addr)
         .await
-        .map_err(|e| agent_error(Problem::KernelDestructionFailed, e))?;
+        .map_err(|e| RegistryError::agent(Operation::Destroy, e))?;
     match client.destroy_kernel(&live.id, reason).await {
         Ok(last) => {
             let last = match last {
                 Some(v) => Some(v),
-                None => app.bus.get_stat(&live.id).await.ok().flatten(),
+                None => reg.bus.get_stat(&live.id).await.ok().flatten(),
             };
             match sessions::mark_terminated(reg, store, &live.id, reason, last.clone()).await {
                 Ok(_) => Ok(last),
                 // The container is gone; only its record could not be closed. Say so: the
                 // next heartbeat after space is freed closes it (`vanished`).
-                Err(e) if e.is_disk_full() => Err(ApiError::msg(
-                    Problem::StorageFull,
-                    "the session's container was destroyed, but its end could not be recorded \
-                     because the database's disk is full; it is recorded once space is freed",
-                )),
+                Err(e) if e.is_disk_full() => Err(RegistryError::EndNotRecorded),
                 Err(e) => Err(e.into()),
             }
         }
@@ -136,15 +117,15 @@ pub async fn destroy(app: &App, live: &Live, reason: &str) -> Result<Option<Valu
                 Some(info),
             )
             .await?;
-            Err(agent_error(Problem::KernelDestructionFailed, e))
+            Err(RegistryError::agent(Operation::Destroy, e))
         }
     }
 }
 
 /// Recreates the session's container (same id, resources and files).
-pub async fn restart(app: &App, live: &Live) -> Result<(), ApiError> {
-    let client = client(app, live).await?;
-    let (reg, store) = (&app.registry, &app.store);
+pub async fn restart(reg: &Registry, live: &Live) -> Result<(), RegistryError> {
+    let client = client(reg, live).await?;
+    let store = &reg.store;
     sessions::transition(
         reg,
         store,
@@ -187,7 +168,7 @@ pub async fn restart(app: &App, live: &Live) -> Result<(), ApiError> {
                 Some(info),
             )
             .await?;
-            Err(agent_error(Problem::KernelRestartFailed, e))
+            Err(RegistryError::agent(Operation::Restart, e))
         }
     }
 }

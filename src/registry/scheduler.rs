@@ -15,9 +15,9 @@
 //! capacity never holds the queue (nothing that ends could make room for it).
 
 use super::sessions::{self, parse_slots, Started};
+use super::Registry;
 use crate::config::Strategy;
 use crate::domain::{KernelStatus, ResourceSlots};
-use crate::server::App;
 use crate::store::scheduling::{self, StartSpec};
 use crate::store::{now_text, StoreError};
 use rust_decimal::prelude::ToPrimitive;
@@ -276,15 +276,15 @@ fn parsed(text: &str) -> Result<ResourceSlots, StoreError> {
 }
 
 /// One scheduling pass: decide and reserve in one transaction, then start what was placed.
-pub async fn pass(app: &Arc<App>) -> Result<usize, StoreError> {
-    let strategy = app.config.scheduler.strategy;
-    let hold_after = Duration::from_secs_f64(app.config.scheduler.hold_after);
-    let placed = app
+pub async fn pass(reg: &Arc<Registry>) -> Result<usize, StoreError> {
+    let strategy = reg.config.scheduler.strategy;
+    let hold_after = Duration::from_secs_f64(reg.config.scheduler.hold_after);
+    let placed = reg
         .store
         .write(move |tx| decide(tx, strategy, hold_after))
         .await?;
     let n = placed.len();
-    launch(app, placed);
+    launch(reg, placed);
     Ok(n)
 }
 
@@ -352,9 +352,9 @@ fn decide(
 }
 
 /// Announces the sessions a committed pass placed and starts each in a task of its own.
-fn launch(app: &Arc<App>, placed: Vec<Placed>) {
+fn launch(reg: &Arc<Registry>, placed: Vec<Placed>) {
     for p in placed {
-        app.registry.emit(super::SessionEvent {
+        reg.emit(super::SessionEvent {
             name: "session_preparing",
             sess_id: p.sess_id.clone(),
             kernel_id: p.kernel_id.clone(),
@@ -362,18 +362,18 @@ fn launch(app: &Arc<App>, placed: Vec<Placed>) {
             status: KernelStatus::Preparing,
             reason: None,
         });
-        tokio::spawn(start(app.clone(), p));
+        tokio::spawn(start(reg.clone(), p));
     }
 }
 
 /// The create config the agent gets (the original's shape).
-async fn agent_config(app: &App, spec: &StartSpec) -> Result<Value, String> {
+async fn agent_config(reg: &Registry, spec: &StartSpec) -> Result<Value, String> {
     let creation: Value = spec
         .creation_config
         .as_deref()
         .and_then(|c| serde_json::from_str(c).ok())
         .unwrap_or_else(|| json!({}));
-    let registries = crate::images::scan::registries(app.shared.as_ref())
+    let registries = crate::images::scan::registries(reg.shared.as_ref())
         .await
         .map_err(|e| e.to_string())?;
     let reg = registries.iter().find(|r| r.name == spec.registry);
@@ -404,16 +404,16 @@ fn host_of(addr: &str) -> String {
 }
 
 /// Starts a placed session on its agent and records the outcome.
-async fn start(app: Arc<App>, p: Placed) {
-    let reg = &app.registry;
+async fn start(owner: Arc<Registry>, p: Placed) {
+    let reg = &*owner;
     let outcome = async {
-        let config = agent_config(&app, &p.start).await?;
+        let config = agent_config(&reg, &p.start).await?;
         let client = reg.agent(&p.agent_addr).await.map_err(|e| e.to_string())?;
         let result = client
             .create_kernel_within(
                 &p.kernel_id,
                 &config,
-                Duration::from_secs_f64(app.config.scheduler.agent_create_timeout),
+                Duration::from_secs_f64(reg.config.scheduler.agent_create_timeout),
             )
             .await
             .map_err(|e| e.to_string())?;
@@ -433,7 +433,7 @@ async fn start(app: Arc<App>, p: Placed) {
                     .cloned()
                     .unwrap_or_else(|| json!([])),
             };
-            match sessions::mark_running(reg, &app.store, &p.kernel_id, started).await {
+            match sessions::mark_running(reg, &reg.store, &p.kernel_id, started).await {
                 Ok(true) => {}
                 Ok(false) => {
                     // Destroyed (or failed) while it was being created.
@@ -444,7 +444,7 @@ async fn start(app: Arc<App>, p: Placed) {
                         .flatten();
                     let _ = sessions::mark_terminated(
                         reg,
-                        &app.store,
+                        &reg.store,
                         &p.kernel_id,
                         "user-requested",
                         last,
@@ -459,7 +459,7 @@ async fn start(app: Arc<App>, p: Placed) {
             let mut reason = format!("creation-failed: {e}");
             reason.truncate(1000);
             if let Err(e) =
-                sessions::mark_terminated(reg, &app.store, &p.kernel_id, &reason, None).await
+                sessions::mark_terminated(reg, &reg.store, &p.kernel_id, &reason, None).await
             {
                 tracing::error!("cannot record that {} failed: {e}", p.sess_id);
             }
@@ -472,11 +472,11 @@ async fn start(app: Arc<App>, p: Placed) {
 /// [`sessions::enqueue`]), and this task launches what that placed. It also runs a pass of
 /// its own on every wake-up (capacity freed or added) and every sweep interval, for the
 /// sessions that had to wait.
-pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let strategy = app.config.scheduler.strategy;
-    let hold_after = Duration::from_secs_f64(app.config.scheduler.hold_after);
+pub async fn run(reg: Arc<Registry>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let strategy = reg.config.scheduler.strategy;
+    let hold_after = Duration::from_secs_f64(reg.config.scheduler.hold_after);
     let (placed_tx, mut placed_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Placed>>();
-    app.store.set_batch_hook(Some(Box::new(move |tx| {
+    reg.store.set_batch_hook(Some(Box::new(move |tx| {
         let placed = decide(tx, strategy, hold_after)?;
         let to_launch = placed_tx.clone();
         Ok(Box::new(move |committed: bool| {
@@ -488,27 +488,27 @@ pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
     // The first tick comes at once: a pass for whatever was queued before the hook was in
     // place. Later ones also place what a failed hook left queued.
     let mut sweep =
-        tokio::time::interval(Duration::from_secs_f64(app.config.scheduler.sweep_interval));
+        tokio::time::interval(Duration::from_secs_f64(reg.config.scheduler.sweep_interval));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             Some(placed) = placed_rx.recv() => {
-                launch(&app, placed);
+                launch(&reg, placed);
                 continue;
             }
-            _ = app.registry.wake.notified() => {}
+            _ = reg.wake.notified() => {}
             _ = sweep.tick() => {}
             _ = stop.wait_for(|s| *s) => break,
         }
-        if let Err(e) = pass(&app).await {
+        if let Err(e) = pass(&reg).await {
             tracing::warn!("scheduling pass failed: {e}");
         }
     }
-    app.store.set_batch_hook(None);
+    reg.store.set_batch_hook(None);
     // Sessions the last batches placed are started still (their agents are told).
     placed_rx.close();
     while let Some(placed) = placed_rx.recv().await {
-        launch(&app, placed);
+        launch(&reg, placed);
     }
 }
 

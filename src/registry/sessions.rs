@@ -200,12 +200,3 @@ pub async fn settle_interrupted(reg: &Registry, store: &Store) -> Result<usize, 
     }
     Ok(ids.len())
 }
-
-/// Counts a query against the session (`num_queries`; written with the next usage flush).
-pub fn count_query(app: &crate::server::App, kernel_id: &str) -> Result<(), StoreError> {
-    let stored = app.store.read_now(|c| kernels::num_queries(c, kernel_id))?;
-    if let Some(stored) = stored {
-        app.usage.count_query(kernel_id, stored);
-    }
-    Ok(())
-}

@@ -31,6 +31,15 @@ impl FromSql for KernelStatus {
     }
 }
 
+impl FromSql for AgentStatus {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        value
+            .as_str()?
+            .parse()
+            .map_err(|e| FromSqlError::Other(Box::new(e)))
+    }
+}
+
 impl ToSql for AgentStatus {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(ToSqlOutput::from(self.as_str()))
@@ -91,7 +100,7 @@ pub struct Live {
     pub status_info: Option<String>,
     pub agent: Option<String>,
     pub agent_addr: String,
-    pub agent_status: Option<String>,
+    pub agent_status: Option<AgentStatus>,
     pub image: String,
     pub registry: String,
     pub tag: Option<String>,

@@ -2,11 +2,12 @@
 //! Sessions are named by the client's session token, scoped to the caller's keypair, or to
 //! `?owner_access_key=` for admins.
 
-use crate::domain::{KernelStatus, ResourceSlots, UserRole};
+use crate::domain::{AgentStatus, KernelStatus, ResourceSlots, UserRole};
+use crate::gateway::error::agent_error;
 use crate::gateway::error::{ApiError, Problem};
 use crate::gateway::router::{json_response, no_content, ok_json, Ctx};
 use crate::images::ImageError;
-use crate::registry::ops::{self, agent_error};
+use crate::registry::ops;
 use crate::registry::sessions::{self, Enqueued, Live, NewSession, Refusal};
 use crate::rpc::client::Execute;
 use crate::server::App;
@@ -446,7 +447,10 @@ async fn ensure_some_agent_fits(app: &App, requested: &ResourceSlots) -> Result<
     if app.registry.recent_capacities().is_some_and(|c| fits(&c)) {
         return Ok(());
     }
-    let (agents, _) = app.store.agents(Some("ALIVE".into()), 10_000, 0).await?;
+    let (agents, _) = app
+        .store
+        .agents(Some(AgentStatus::Alive.to_string()), 10_000, 0)
+        .await?;
     let capacities: Vec<ResourceSlots> = agents
         .iter()
         .filter_map(|a| sessions::parse_slots(&a.available_slots).ok())
@@ -505,7 +509,7 @@ pub async fn info(app: Arc<App>, ctx: Ctx) -> Reply {
 /// DELETE /kernel/{sess_id}
 pub async fn destroy(app: Arc<App>, ctx: Ctx) -> Reply {
     let (_, live) = session(&app, &ctx).await?;
-    let stats = ops::destroy(&app, &live, "user-requested").await?;
+    let stats = ops::destroy(&app.registry, &live, "user-requested").await?;
     ok_json(json!({"stats": stats.map(versioned_stats)}))
 }
 
@@ -527,7 +531,7 @@ fn versioned_stats(mut stats: Value) -> Value {
 /// PATCH /kernel/{sess_id}
 pub async fn restart(app: Arc<App>, ctx: Ctx) -> Reply {
     let live = counted_session(&app, &ctx).await?;
-    ops::restart(&app, &live).await?;
+    ops::restart(&app.registry, &live).await?;
     no_content()
 }
 
@@ -571,7 +575,7 @@ pub async fn execute(app: Arc<App>, ctx: Ctx) -> Reply {
         .cloned()
         .filter(|o| !o.is_null())
         .unwrap_or_else(|| json!({}));
-    let client = ops::client(&app, &live).await?;
+    let client = ops::client(&app.registry, &live).await?;
     if mode == "complete" {
         let items = client
             .get_completions(&live.id, &code, &opts)
@@ -629,7 +633,7 @@ fn v1_result(mut r: Value) -> Value {
 /// POST /kernel/{sess_id}/interrupt
 pub async fn interrupt(app: Arc<App>, ctx: Ctx) -> Reply {
     let live = counted_session(&app, &ctx).await?;
-    ops::client(&app, &live)
+    ops::client(&app.registry, &live)
         .await?
         .interrupt_kernel(&live.id)
         .await
@@ -650,7 +654,7 @@ pub async fn complete(app: Arc<App>, ctx: Ctx) -> Reply {
     let body: CompleteBody = ctx.json()?;
     let live = counted_session(&app, &ctx).await?;
     let opts = body.options.unwrap_or_else(|| json!({}));
-    let items = ops::client(&app, &live)
+    let items = ops::client(&app.registry, &live)
         .await?
         .get_completions(&live.id, &body.code, &opts)
         .await
@@ -661,7 +665,7 @@ pub async fn complete(app: Arc<App>, ctx: Ctx) -> Reply {
 /// GET /kernel/{sess_id}/logs
 pub async fn logs(app: Arc<App>, ctx: Ctx) -> Reply {
     let live = counted_session(&app, &ctx).await?;
-    let logs = ops::client(&app, &live)
+    let logs = ops::client(&app.registry, &live)
         .await?
         .get_logs(&live.id)
         .await
@@ -683,7 +687,7 @@ fn dot() -> String {
 pub async fn list_files(app: Arc<App>, ctx: Ctx) -> Reply {
     let body: FilesBody = ctx.json()?;
     let live = counted_session(&app, &ctx).await?;
-    let result = ops::client(&app, &live)
+    let result = ops::client(&app.registry, &live)
         .await?
         .list_files(&live.id, &body.path)
         .await
@@ -700,7 +704,7 @@ pub async fn upload(app: Arc<App>, ctx: Ctx) -> Reply {
     let live = counted_session(&app, &ctx).await?;
     let files =
         crate::gateway::multipart::small_files(&ctx, MAX_UPLOAD_FILES, MAX_UPLOAD_FILE).await?;
-    let client = ops::client(&app, &live).await?;
+    let client = ops::client(&app.registry, &live).await?;
     for (name, data) in files {
         client
             .upload_file(&live.id, &name, data)
@@ -736,8 +740,8 @@ pub async fn download(app: Arc<App>, ctx: Ctx) -> Reply {
     if body.files.is_empty() || body.files.len() > 5 {
         return Err(ApiError::bad_params("download 1 to 5 files at a time"));
     }
-    sessions::count_query(&app, &live.id)?;
-    let client = ops::client(&app, &live).await?;
+    app.count_query(&live.id)?;
+    let client = ops::client(&app.registry, &live).await?;
     let boundary = hex::encode(rand::random::<[u8; 16]>());
     let mut out = Vec::new();
     for path in &body.files {

@@ -1,7 +1,7 @@
 //! `/resource`: resource presets, and what the caller can still allocate.
 
 use super::config::known_slots;
-use crate::domain::{DefaultForUnspecified, ResourceSlots};
+use crate::domain::{AgentStatus, DefaultForUnspecified, ResourceSlots};
 use crate::gateway::error::ApiError;
 use crate::gateway::router::{ok_json, Ctx};
 use crate::registry::sessions::parse_slots;
@@ -89,7 +89,10 @@ pub async fn check_presets(app: Arc<App>, ctx: Ctx) -> Reply {
         .iter()
         .map(|(k, l)| (k.clone(), l.map(|l| (l - using.get(k)).max(Decimal::ZERO))))
         .collect();
-    let (agents, _) = app.store.agents(Some("ALIVE".into()), 100_000, 0).await?;
+    let (agents, _) = app
+        .store
+        .agents(Some(AgentStatus::Alive.to_string()), 100_000, 0)
+        .await?;
     let mut per_agent = Vec::new();
     let mut total = ResourceSlots::new();
     for a in &agents {

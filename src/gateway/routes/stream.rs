@@ -4,9 +4,10 @@
 
 use super::kernel::owner;
 use crate::domain::KernelStatus;
+use crate::gateway::error::agent_error;
 use crate::gateway::error::{ApiError, Problem};
 use crate::gateway::router::Ctx;
-use crate::registry::ops::{self, agent_error};
+use crate::registry::ops;
 use crate::registry::sessions::{self, Live};
 use crate::registry::SessionEvent;
 use crate::rpc::client::{AgentClient, Execute};
@@ -30,7 +31,7 @@ async fn open(app: &App, ctx: &mut Ctx) -> Result<(Live, AgentClient, warp::ws::
     let live = sessions::find(&app.store, ctx.param("sess_id"), &owner.access_key)
         .await?
         .ok_or_else(|| ApiError::new(Problem::KernelNotFound))?;
-    let client = ops::client(app, &live).await?;
+    let client = ops::client(&app.registry, &live).await?;
     let ws = ctx.ws.take().ok_or_else(|| {
         ApiError::bad_params("this is a WebSocket endpoint: send an upgrade request")
     })?;
@@ -111,7 +112,7 @@ async fn run_execute(
             .filter(|o| o.is_object())
             .unwrap_or_else(|| json!({}));
         let run_id = hex::encode(rand::random::<[u8; 8]>());
-        let _ = sessions::count_query(&app, &kernel_id);
+        let _ = app.count_query(&kernel_id);
         loop {
             let call = Execute {
                 run_id: Some(run_id.clone()),
@@ -291,18 +292,18 @@ async fn run_pty(
                         Err(_) => continue,
                     },
                     "resize" => {
-                        let _ = sessions::count_query(&app, &live.id);
+                        let _ = app.count_query(&live.id);
                         StreamIn { kind: "resize".into(), rows: m.rows, cols: m.cols, ..Default::default() }
                     }
                     "ping" => {
-                        let _ = sessions::count_query(&app, &live.id);
+                        let _ = app.count_query(&live.id);
                         let _ = client.refresh_idle(&live.id).await;
                         continue;
                     }
                     "restart" => {
-                        let _ = sessions::count_query(&app, &live.id);
-                        if let Err(e) = ops::restart(&app, &live).await {
-                            tracing::warn!("restarting {} from its terminal: {}", live.sess_id, e.body());
+                        let _ = app.count_query(&live.id);
+                        if let Err(e) = ops::restart(&app.registry, &live).await {
+                            tracing::warn!("restarting {} from its terminal: {}", live.sess_id, e);
                             break;
                         }
                         match client.pty(&live.id, 24, 80).await {
@@ -358,7 +359,7 @@ pub async fn proxy(app: Arc<App>, mut ctx: Ctx) -> Reply {
             name, port.protocol
         )));
     }
-    let _ = sessions::count_query(&app, &live.id);
+    let _ = app.count_query(&live.id);
     let channel = client
         .connect_service(&live.id, &name)
         .await
