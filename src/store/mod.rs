@@ -34,6 +34,7 @@ pub mod directory;
 pub mod fixture;
 pub mod kernels;
 pub mod keypairs;
+pub mod kv;
 mod migrate;
 pub mod scheduling;
 pub mod sessions;
