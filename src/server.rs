@@ -328,10 +328,45 @@ fn instance_id() -> String {
 }
 
 /// Opens the store (migrating it), bootstraps defaults, connects the shared config and
-/// the event bus, and starts serving.
+/// the event bus, and starts serving: the gateway, the registry's tasks, the usage flush
+/// and the local agent, each a step below.
 pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
+    let (lock, store, initial_admin) = open_database(&config).await?;
+    let app = build_app(config, store).await?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let addr = serve_gateway(&app, &shutdown_rx, &mut tasks)?;
+    follow_manager_status(&app, &shutdown_rx, &mut tasks).await?;
+    start_registry(&app, &shutdown_rx, &mut tasks).await?;
+    tasks.push(tokio::spawn(flush_usage(app.clone(), shutdown_rx.clone())));
+    announce_running(&app).await?;
+    let agent = launch_local_agent(&app).await;
+    tracing::info!("backend-ai-manager listening on http://{addr}");
+    Ok(Running {
+        app,
+        addr,
+        initial_admin,
+        agent,
+        shutdown: shutdown_tx,
+        tasks,
+        _lock: lock,
+    })
+}
+
+/// Takes the database's server lock (one server per database; `db restore` checks the
+/// same lock), opens and migrates it off the async threads, and bootstraps its defaults
+/// and, on an empty database, the first superadmin.
+async fn open_database(
+    config: &ManagerConfig,
+) -> Result<
+    (
+        crate::store::backup::ServerLock,
+        Store,
+        Option<InitialAdmin>,
+    ),
+    StartError,
+> {
     let db_path = config.db_path();
-    // One server per database; `db restore` checks the same lock.
     let lock = crate::store::backup::ServerLock::acquire(&db_path)?;
     let store = tokio::task::spawn_blocking(move || Store::open(&db_path))
         .await
@@ -340,7 +375,11 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
     let initial_admin = store
         .create_initial_admin(&config.manager.bootstrap_admin_email)
         .await?;
+    Ok((lock, store, initial_admin))
+}
 
+/// Connects the shared config and the event bus and assembles the application state.
+async fn build_app(config: ManagerConfig, store: Store) -> Result<Arc<App>, StartError> {
     // The server's reads of the image catalogue and slot/registry config go through a
     // cache kept honest by watches (see shared_config::CachedConfig).
     let shared: SharedConfigHandle =
@@ -354,7 +393,6 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
         shared.describe(),
         bus.describe()
     );
-
     let docker = if config.manager.local_engine_images {
         crate::images::local_engine(&config.agent.docker_host).await
     } else {
@@ -377,7 +415,7 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
         shared.clone(),
         bus.clone(),
     ));
-    let app = Arc::new(App {
+    Ok(Arc::new(App {
         status: StatusCache::new(shared.clone(), ManagerStatus::Preparing),
         config,
         store,
@@ -391,12 +429,17 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
         started: Instant::now(),
         registry,
         tls,
-    });
+    }))
+}
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-
-    let mut rx = shutdown_rx.clone();
+/// Binds the gateway on `service-addr` and serves it until shutdown; with TLS, SIGHUP reads
+/// the certificate again. Returns the bound address.
+fn serve_gateway(
+    app: &Arc<App>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<SocketAddr, StartError> {
+    let mut rx = shutdown.clone();
     let signal = async move { stopped(&mut rx).await };
     let (addr, server) = crate::gateway::bind(app.clone(), app.config.manager.service_addr, signal)
         .map_err(|msg| StartError::Bind {
@@ -404,9 +447,8 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
             msg,
         })?;
     tasks.push(tokio::spawn(server));
-    // SIGHUP reads the TLS certificate again.
     if let Some(certs) = app.tls.clone() {
-        let mut rx = shutdown_rx.clone();
+        let mut rx = shutdown.clone();
         if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         {
             tasks.push(tokio::spawn(async move {
@@ -425,24 +467,39 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
             }));
         }
     }
+    Ok(addr)
+}
 
-    // Follow status changes made elsewhere (another manager process, the etcd CLI).
+/// Follows status changes made elsewhere (another manager process, the etcd CLI).
+async fn follow_manager_status(
+    app: &Arc<App>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<(), StartError> {
     let mut watch = app.shared.watch(keys::MANAGER_STATUS, false).await?;
-    let (watch_app, mut rx) = (app.clone(), shutdown_rx.clone());
+    let (app, mut rx) = (app.clone(), shutdown.clone());
     tasks.push(tokio::spawn(async move {
         loop {
             tokio::select! {
                 ev = watch.recv() => match ev {
-                    Some(WatchEvent::Put { value, .. }) => watch_app.status.store_local(StatusCache::parse(Some(value))),
-                    Some(WatchEvent::Delete { .. }) => watch_app.status.store_local(ManagerStatus::Running),
+                    Some(WatchEvent::Put { value, .. }) => app.status.store_local(StatusCache::parse(Some(value))),
+                    Some(WatchEvent::Delete { .. }) => app.status.store_local(ManagerStatus::Running),
                     None => break,
                 },
                 _ = stopped(&mut rx) => break,
             }
         }
     }));
+    Ok(())
+}
 
-    // Agent events: registration, heartbeats, lost agents, ended kernels.
+/// The registry's tasks: agent events (registration, heartbeats, lost agents, ended
+/// kernels), then, once what a previous run left half-done is settled, the scheduler.
+async fn start_registry(
+    app: &Arc<App>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<(), StartError> {
     let events = app
         .bus
         .subscribe(crate::registry::agents::GROUP, &instance_id())
@@ -450,10 +507,8 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
     tasks.push(tokio::spawn(crate::registry::agents::run(
         app.registry.clone(),
         events,
-        shutdown_rx.clone(),
+        shutdown.clone(),
     )));
-
-    // Sessions: settle what a previous run left half-done, then schedule.
     let settled = crate::registry::sessions::settle_interrupted(&app.registry, &app.store).await?;
     if settled > 0 {
         tracing::warn!("{settled} session(s) were being started when the manager last stopped");
@@ -461,20 +516,24 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
     crate::registry::sessions::recount_concurrency(&app.store).await?;
     tasks.push(tokio::spawn(crate::registry::scheduler::run(
         app.registry.clone(),
-        shutdown_rx.clone(),
+        shutdown.clone(),
     )));
+    Ok(())
+}
 
-    let (usage_app, mut rx) = (app.clone(), shutdown_rx.clone());
-    tasks.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => usage_app.usage.flush(&usage_app.store).await,
-                _ = stopped(&mut rx) => break,
-            }
+/// Writes the batched keypair usage and query counts every second until shutdown.
+async fn flush_usage(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => app.usage.flush(&app.store).await,
+            _ = stopped(&mut shutdown) => break,
         }
-    }));
+    }
+}
 
+/// Marks this manager RUNNING in the shared config and writes the pid file.
+async fn announce_running(app: &App) -> Result<(), StartError> {
     app.shared.put(keys::MANAGER_NODE, &instance_id()).await?;
     app.status.set(ManagerStatus::Running).await?;
     let pid = &app.config.manager.pid_file;
@@ -486,6 +545,11 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
             }
         })?;
     }
+    Ok(())
+}
+
+/// Starts the agent inside this process, or says why there is none.
+async fn launch_local_agent(app: &App) -> Result<crate::agent::launch::LaunchedAgent, String> {
     let agent = if app.config.agent.enabled {
         crate::agent::launch::start(&app.config, app.bus.clone())
             .await
@@ -500,14 +564,5 @@ pub async fn start(config: ManagerConfig) -> Result<Running, StartError> {
         }
         Err(why) => tracing::warn!("no local agent: {why}"),
     }
-    tracing::info!("backend-ai-manager listening on http://{addr}");
-    Ok(Running {
-        app,
-        addr,
-        initial_admin,
-        agent,
-        shutdown: shutdown_tx,
-        tasks,
-        _lock: lock,
-    })
+    agent
 }
