@@ -227,3 +227,47 @@ async fn an_agent_is_lost_in_the_same_transaction_as_its_sessions() {
         ("LOST".into(), "ERROR".into(), Some("agent-lost".into()))
     );
 }
+
+#[tokio::test]
+async fn a_freeze_with_force_kill_terminates_every_live_session_and_frees_their_slots() {
+    let s = TestServer::start().await;
+    let app = s.app();
+    register_noop_image(app.shared.as_ref()).await;
+    let _agents = noop_agents(&s, 1, "4", "4g", |_| {}).await;
+    for token in ["first", "second"] {
+        let r = s
+            .request("POST", "/kernel")
+            .json(&noop_session(token, "1"))
+            .signed(&creds(USER))
+            .send()
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json());
+    }
+    let r = s
+        .request("PUT", "/manager/status")
+        .json(&json!({"status": "frozen", "force_kill": true}))
+        .signed(&creds(ADMIN))
+        .send()
+        .await;
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    let rows = session_rows(&app).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for (token, status, info) in &rows {
+        assert_eq!(
+            (status.as_str(), info.as_deref()),
+            ("TERMINATED", Some("force-terminated")),
+            "{token}"
+        );
+    }
+    let (agents, _) = app.store.agents(None, 10, 0).await.unwrap();
+    let occupied =
+        backend_ai_manager::registry::sessions::parse_slots(&agents[0].occupied_slots).unwrap();
+    assert!(occupied.iter().all(|(_, v)| v.is_zero()), "{occupied:?}");
+    // Frozen: nothing new starts.
+    s.request("POST", "/kernel")
+        .json(&noop_session("third", "1"))
+        .signed(&creds(USER))
+        .send()
+        .await
+        .assert_problem(503, "server-frozen");
+}

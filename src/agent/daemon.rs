@@ -227,11 +227,21 @@ impl AgentDaemon {
 
     /// Destroys a kernel on request; returns its last statistics (also in the event).
     pub async fn destroy_kernel(&self, id: &str) -> Result<Option<Value>, AgentError> {
+        self.destroy_kernel_because(id, "user-requested").await
+    }
+
+    /// Destroys a kernel whose end is reported with `reason` (the manager's: a forced
+    /// termination, an idle timeout, …).
+    pub async fn destroy_kernel_because(
+        &self,
+        id: &str,
+        reason: &str,
+    ) -> Result<Option<Value>, AgentError> {
         let last = self.backend.kernel_stat(id).await.ok();
         if let Some(stat) = &last {
             let _ = self.bus.put_stat(id, stat, STAT_TTL_SECS).await;
         }
-        self.backend.destroy_kernel(id).await?;
+        self.backend.destroy_kernel_because(id, reason).await?;
         self.idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -122,6 +122,30 @@ pub async fn destroy(
     }
 }
 
+/// Destroys every live session (a freeze with `force_kill`), a few at a time, with
+/// `reason`. Returns how many were ended and the failures, each as `(session, error)`.
+pub async fn destroy_all(
+    reg: &Registry,
+    reason: &str,
+) -> Result<(usize, Vec<(String, RegistryError)>), RegistryError> {
+    use futures_util::StreamExt;
+    let live = reg.store.read(crate::store::kernels::all_live).await?;
+    let outcomes: Vec<_> = futures_util::stream::iter(live)
+        .map(|k| async move { (k.sess_id.clone(), destroy(reg, &k, reason).await) })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut ended = 0;
+    let mut failed = Vec::new();
+    for (sess_id, outcome) in outcomes {
+        match outcome {
+            Ok(_) => ended += 1,
+            Err(e) => failed.push((sess_id, e)),
+        }
+    }
+    Ok((ended, failed))
+}
+
 /// Recreates the session's container (same id, resources and files).
 pub async fn restart(reg: &Registry, live: &Live) -> Result<(), RegistryError> {
     let client = client(reg, live).await?;

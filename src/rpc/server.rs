@@ -136,9 +136,13 @@ impl Agent for AgentService {
     }
 
     async fn destroy_kernel(&self, req: Request<KernelRef>) -> Result<Response<JsonReply>, Status> {
+        let req = req.into_inner();
+        let reason = Some(req.reason.as_str())
+            .filter(|r| !r.is_empty())
+            .unwrap_or("user-requested");
         let last = self
             .daemon
-            .destroy_kernel(&req.into_inner().kernel_id)
+            .destroy_kernel_because(&req.kernel_id, reason)
             .await?;
         reply(&last)
     }

@@ -356,6 +356,15 @@ pub fn on_agent(c: &Connection, agent: &str) -> Result<Vec<Live>, StoreError> {
     Ok(rows)
 }
 
+/// Every live (not TERMINATED) kernel, oldest first.
+pub fn all_live(c: &Connection) -> Result<Vec<Live>, StoreError> {
+    let mut st = c.prepare_cached(&format!(
+        "{LIVE_SELECT} WHERE k.terminated_at IS NULL ORDER BY k.created_at"
+    ))?;
+    let rows = st.query_map([], live_row)?.collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
 /// `(status, sess_id, access_key)` of a kernel.
 fn status_row(
     tx: &Connection,

@@ -1,8 +1,10 @@
-//! `GET/PUT /manager/status`: the running/frozen switch.
+//! `GET/PUT /manager/status`: the running/frozen switch (a freeze with `force_kill`
+//! terminates every live session).
 
 use crate::domain::ManagerStatus;
-use crate::gateway::error::ApiError;
+use crate::gateway::error::{ApiError, Problem};
 use crate::gateway::router::{no_content, ok_json, Ctx};
+use crate::registry::ops;
 use crate::server::App;
 use serde::Deserialize;
 use serde_json::json;
@@ -28,19 +30,27 @@ pub async fn put_status(app: Arc<App>, ctx: Ctx) -> Result<Response<Body>, ApiEr
         return Err(ApiError::bad_params("No request body!"));
     }
     let body: PutStatus = ctx.json()?;
-    if body.force_kill == Some(true) && body.status == ManagerStatus::Frozen {
-        // Sessions are only ever created through the registry; with none running there is
-        // nothing to kill. Terminating live ones arrives with the session registry.
-        let active = app.active_sessions().await?;
-        if active > 0 {
-            tracing::warn!("freeze with force_kill: {active} session(s) left running (no registry to stop them yet)");
-        }
-    }
     app.status.set(body.status).await?;
     tracing::info!(
         "manager status set to {} by {}",
         body.status,
         ctx.caller()?.keypair.access_key
     );
+    // Frozen first, so nothing new starts while the running sessions are ended.
+    if body.force_kill == Some(true) && body.status == ManagerStatus::Frozen {
+        let (ended, failed) = ops::destroy_all(&app.registry, "force-terminated").await?;
+        tracing::warn!("freeze with force_kill: {ended} session(s) terminated");
+        if !failed.is_empty() {
+            let list: Vec<String> = failed.iter().map(|(s, e)| format!("{s}: {e}")).collect();
+            return Err(ApiError::msg(
+                Problem::KernelDestructionFailed,
+                format!(
+                    "frozen; {ended} session(s) terminated, {} could not be: {}",
+                    failed.len(),
+                    list.join("; ")
+                ),
+            ));
+        }
+    }
     no_content()
 }
