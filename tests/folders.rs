@@ -423,6 +423,100 @@ async fn a_session_sees_and_writes_its_mounted_folders() {
     )
     .await;
     assert_eq!(d.body, b"42");
+
+    // The session's file API writes into the mounted folder: the container and the
+    // folder both see the bytes (not a copy hidden under the mount point).
+    let (body, ct) = multipart(&[("work-data/probe.txt", b"uploaded probe")]);
+    let r = s
+        .request("POST", "/kernel/mounter/upload")
+        .raw_body(body, "multipart/form-data")
+        .header("Content-Type", &ct)
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    let run = call(
+        &s,
+        USER,
+        "POST",
+        "/kernel/mounter",
+        json!({"mode": "query", "runId": null,
+               "code": "print('seen:', open('work-data/probe.txt').read())"}),
+    )
+    .await;
+    assert!(
+        run.json()["result"]["console"]
+            .to_string()
+            .contains("seen: uploaded probe"),
+        "{}",
+        run.json()
+    );
+    let d = call(
+        &s,
+        USER,
+        "GET",
+        "/folders/work-data/download_single",
+        json!({"file": "probe.txt"}),
+    )
+    .await;
+    assert_eq!(d.body, b"uploaded probe");
+    let l = call(
+        &s,
+        USER,
+        "GET",
+        "/kernel/mounter/files",
+        json!({"path": "work-data"}),
+    )
+    .await;
+    assert!(listed(&l.json(), "probe.txt").is_some(), "{}", l.json());
+
+    // FIFOs made by user code, in the work directory and in the folder: refused at once.
+    let run = call(
+        &s,
+        USER,
+        "POST",
+        "/kernel/mounter",
+        json!({"mode": "query", "runId": null,
+               "code": "import os\nos.mkfifo('pipe')\nos.mkfifo('work-data/pipe')\nprint('made')"}),
+    )
+    .await;
+    assert!(run.json()["result"]["console"].to_string().contains("made"));
+    for (path, body) in [
+        ("/kernel/mounter/download", json!({"files": ["pipe"]})),
+        (
+            "/kernel/mounter/download",
+            json!({"files": ["work-data/pipe"]}),
+        ),
+        (
+            "/folders/work-data/download_single",
+            json!({"file": "pipe"}),
+        ),
+        ("/folders/work-data/download", json!({"files": ["pipe"]})),
+    ] {
+        let started = std::time::Instant::now();
+        let req = s.request("GET", path).json(&body).signed(&creds(USER));
+        let r = tokio::time::timeout(std::time::Duration::from_secs(20), req.send())
+            .await
+            .unwrap_or_else(|_| panic!("{path} {body}: no answer"));
+        r.assert_problem(400, "invalid-api-params");
+        assert!(r.json()["title"]
+            .as_str()
+            .unwrap()
+            .contains("not a regular file"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+    let l = call(
+        &s,
+        USER,
+        "GET",
+        "/kernel/mounter/files",
+        json!({"path": "."}),
+    )
+    .await;
+    assert_eq!(
+        listed(&l.json(), "pipe").unwrap()["mode"].as_str().unwrap()[..1],
+        *"p"
+    );
     // A folder the owner cannot reach is not mounted.
     let r = call(
         &s,

@@ -576,4 +576,43 @@ mod tests {
         std::os::unix::fs::symlink("/etc", folder.path().join("etc")).unwrap();
         assert!(read(w, &mounts, "thesis-data/etc/passwd", 100_000).is_err());
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn file_jobs_wait_for_a_turn_beyond_the_bound() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        // Every turn taken by a job that blocks until the sender goes.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut stuck = Vec::new();
+        for _ in 0..MAX_FILE_JOBS {
+            let rx = rx.clone();
+            stuck.push(tokio::spawn(job(move || {
+                let _ = rx.lock().unwrap().recv();
+                Ok(())
+            })));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while FILE_JOBS.available_permits() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the jobs did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let ran = Arc::new(AtomicBool::new(false));
+        let r = ran.clone();
+        let extra = tokio::spawn(job(move || {
+            r.store(true, Ordering::SeqCst);
+            Ok(())
+        }));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!ran.load(Ordering::SeqCst), "a job ran beyond the bound");
+        drop(tx);
+        for j in stuck {
+            j.await.unwrap().unwrap();
+        }
+        extra.await.unwrap().unwrap();
+        assert!(ran.load(Ordering::SeqCst));
+    }
 }

@@ -2,6 +2,9 @@
 //! caller's accessible folders (owned: `wd`; group: `wd` for group admins, `rw` otherwise;
 //! shared: the granted permission), and every operation needs its permission
 //! (`ro` ⊂ `rw` ⊂ `wd`); otherwise it does not exist for the caller (404).
+//!
+//! File work runs in bounded blocking jobs ([`files::job`]); only regular files are read
+//! or written (a FIFO, socket or device in a folder is listed, and refused with a 400).
 
 use crate::agent::{files, AgentError};
 use crate::domain::UserRole;
@@ -480,7 +483,9 @@ where
 const CHUNK: usize = 64 << 10;
 
 /// GET /folders/{name}/download: `multipart/mixed`, one gzip-compressed part per file,
-/// with the total of the file sizes in `X-TOTAL-PAYLOADS-LENGTH`.
+/// with the total of the file sizes in `X-TOTAL-PAYLOADS-LENGTH`. Every file is opened
+/// before the answer starts, so one that is not a regular file refuses the whole request
+/// (400 naming it) rather than cutting the archive short.
 pub async fn download(app: Arc<App>, ctx: Ctx) -> Reply {
     let body: DownloadBody = ctx.json()?;
     let (_, dir) = folder(&app, &ctx, "ro").await?;
