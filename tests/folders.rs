@@ -423,6 +423,100 @@ async fn a_session_sees_and_writes_its_mounted_folders() {
     )
     .await;
     assert_eq!(d.body, b"42");
+
+    // The session's file API writes into the mounted folder: the container and the
+    // folder both see the bytes (not a copy hidden under the mount point).
+    let (body, ct) = multipart(&[("work-data/probe.txt", b"uploaded probe")]);
+    let r = s
+        .request("POST", "/kernel/mounter/upload")
+        .raw_body(body, "multipart/form-data")
+        .header("Content-Type", &ct)
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    let run = call(
+        &s,
+        USER,
+        "POST",
+        "/kernel/mounter",
+        json!({"mode": "query", "runId": null,
+               "code": "print('seen:', open('work-data/probe.txt').read())"}),
+    )
+    .await;
+    assert!(
+        run.json()["result"]["console"]
+            .to_string()
+            .contains("seen: uploaded probe"),
+        "{}",
+        run.json()
+    );
+    let d = call(
+        &s,
+        USER,
+        "GET",
+        "/folders/work-data/download_single",
+        json!({"file": "probe.txt"}),
+    )
+    .await;
+    assert_eq!(d.body, b"uploaded probe");
+    let l = call(
+        &s,
+        USER,
+        "GET",
+        "/kernel/mounter/files",
+        json!({"path": "work-data"}),
+    )
+    .await;
+    assert!(listed(&l.json(), "probe.txt").is_some(), "{}", l.json());
+
+    // FIFOs made by user code, in the work directory and in the folder: refused at once.
+    let run = call(
+        &s,
+        USER,
+        "POST",
+        "/kernel/mounter",
+        json!({"mode": "query", "runId": null,
+               "code": "import os\nos.mkfifo('pipe')\nos.mkfifo('work-data/pipe')\nprint('made')"}),
+    )
+    .await;
+    assert!(run.json()["result"]["console"].to_string().contains("made"));
+    for (path, body) in [
+        ("/kernel/mounter/download", json!({"files": ["pipe"]})),
+        (
+            "/kernel/mounter/download",
+            json!({"files": ["work-data/pipe"]}),
+        ),
+        (
+            "/folders/work-data/download_single",
+            json!({"file": "pipe"}),
+        ),
+        ("/folders/work-data/download", json!({"files": ["pipe"]})),
+    ] {
+        let started = std::time::Instant::now();
+        let req = s.request("GET", path).json(&body).signed(&creds(USER));
+        let r = tokio::time::timeout(std::time::Duration::from_secs(20), req.send())
+            .await
+            .unwrap_or_else(|_| panic!("{path} {body}: no answer"));
+        r.assert_problem(400, "invalid-api-params");
+        assert!(r.json()["title"]
+            .as_str()
+            .unwrap()
+            .contains("not a regular file"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+    let l = call(
+        &s,
+        USER,
+        "GET",
+        "/kernel/mounter/files",
+        json!({"path": "."}),
+    )
+    .await;
+    assert_eq!(
+        listed(&l.json(), "pipe").unwrap()["mode"].as_str().unwrap()[..1],
+        *"p"
+    );
     // A folder the owner cannot reach is not mounted.
     let r = call(
         &s,
@@ -437,5 +531,336 @@ async fn a_session_sees_and_writes_its_mounted_folders() {
     r.assert_problem(404, "vfolder-not-found");
     let d = call(&s, USER, "DELETE", "/kernel/mounter", json!({})).await;
     assert_eq!(d.status, 200);
+    s.stop().await;
+}
+
+/// Makes a FIFO at `path`, as `os.mkfifo` in a session would.
+fn mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+}
+
+/// `name`, made by USER and shared read-only with DOMAIN_ADMIN (invited and accepted).
+async fn share_read_only(s: &TestServer, name: &str) {
+    let r = call(s, USER, "POST", "/folders", json!({"name": name})).await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let path = format!("/folders/{name}/invite");
+    let body = json!({"perm": "ro", "user_ids": ["domain-admin@lablup.com"]});
+    assert_eq!(call(s, USER, "POST", &path, body).await.status, 201);
+    let inv = call(
+        s,
+        DOMAIN_ADMIN,
+        "GET",
+        "/folders/invitations/list",
+        json!({}),
+    )
+    .await;
+    let inv_id = inv.json()["invitations"][0]["id"].clone();
+    let body = json!({"inv_id": inv_id});
+    let r = call(s, DOMAIN_ADMIN, "POST", "/folders/invitations/accept", body).await;
+    assert_eq!(r.status, 201, "{}", r.json());
+}
+
+/// A session on a no-op agent (its files in a scratch directory, as with Docker).
+async fn noop_session_with(s: &TestServer, who: (&str, &str), token: &str, mounts: &[&str]) {
+    let mut body = common::noop_session(token, "0.5");
+    body["config"]["mounts"] = json!(mounts);
+    let r = call(s, who, "POST", "/kernel", body).await;
+    assert_eq!(r.status, 201, "{}", r.json());
+}
+
+/// The entry `name` of a listing's `files` (a JSON string).
+fn listed(listing: &Value, name: &str) -> Option<Value> {
+    let files: Vec<Value> = serde_json::from_str(listing["files"].as_str()?).ok()?;
+    files.into_iter().find(|f| f["filename"] == name)
+}
+
+#[tokio::test]
+async fn special_files_are_refused_at_once_and_the_server_keeps_answering() {
+    let s = TestServer::start().await;
+    let app = s.app();
+    common::register_noop_image(app.shared.as_ref()).await;
+    let agents = common::noop_agents(&s, 1, "4", "8g", |_| {}).await;
+    let r = call(&s, USER, "POST", "/folders", json!({"name": "box"})).await;
+    let dir = folder_dir(&s, r.json()["id"].as_str().unwrap());
+    mkfifo(&dir.join("pipe"));
+    let _sock = std::os::unix::net::UnixListener::bind(dir.join("sock")).unwrap();
+    noop_session_with(&s, USER, "fifo", &[]).await;
+    let kernel = agents[0].agent.daemon.backend.kernel_ids().await[0].clone();
+    let work = s.dir.path().join("noop-scratch").join(kernel).join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    mkfifo(&work.join("pipe"));
+
+    // 50 downloads of the FIFOs at once, through every route that reads files: each is a
+    // clear 400 at once (not an open() blocked until someone writes to the pipe).
+    let routes = [
+        ("/folders/box/download_single", json!({"file": "pipe"})),
+        ("/folders/box/download", json!({"files": ["pipe"]})),
+        ("/kernel/fifo/download", json!({"files": ["pipe"]})),
+    ];
+    let mut downloads = Vec::new();
+    for i in 0..50 {
+        let (path, body) = routes[i % routes.len()].clone();
+        let req = s.request("GET", path).json(&body).signed(&creds(USER));
+        downloads.push(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let r = tokio::time::timeout(std::time::Duration::from_secs(20), req.send())
+                .await
+                .unwrap_or_else(|_| panic!("{path}: no answer in 20 s"));
+            (path, r, started.elapsed())
+        }));
+    }
+    // Meanwhile the server answers, unsigned and signed.
+    for (path, signed) in [("/", false), ("/folders", true)] {
+        let mut req = s.request("GET", path);
+        if signed {
+            req = req.json(&json!({})).signed(&creds(USER));
+        }
+        let started = std::time::Instant::now();
+        let r = tokio::time::timeout(std::time::Duration::from_secs(1), req.send())
+            .await
+            .unwrap_or_else(|_| panic!("GET {path} took over a second"));
+        assert_eq!(r.status, 200, "GET {path}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+    for d in downloads {
+        let (path, r, took) = d.await.unwrap();
+        r.assert_problem(400, "invalid-api-params");
+        let title = r.json()["title"].as_str().unwrap().to_owned();
+        assert!(
+            title.contains("'pipe' is a FIFO") && title.contains("not a regular file"),
+            "{path}: {title}"
+        );
+        assert!(took < std::time::Duration::from_secs(5), "{path}: {took:?}");
+    }
+    // Writing is refused as clearly (opening a FIFO for writing blocks too).
+    let (body, ct) = multipart(&[("pipe", b"x")]);
+    let r = s
+        .request("POST", "/kernel/fifo/upload")
+        .raw_body(body, "multipart/form-data")
+        .header("Content-Type", &ct)
+        .signed(&creds(USER))
+        .send()
+        .await;
+    r.assert_problem(400, "invalid-api-params");
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        upload(&s, USER, "box", &[("pipe", b"x")]),
+    )
+    .await
+    .expect("the folder upload answers");
+    r.assert_problem(400, "invalid-api-params");
+
+    // They are listed, with their type letter.
+    let l = call(&s, USER, "GET", "/folders/box/files", json!({})).await;
+    assert_eq!(
+        listed(&l.json(), "pipe").unwrap()["mode"].as_str().unwrap()[..1],
+        *"p"
+    );
+    assert_eq!(
+        listed(&l.json(), "sock").unwrap()["mode"].as_str().unwrap()[..1],
+        *"s"
+    );
+    let l = call(&s, USER, "GET", "/kernel/fifo/files", json!({"path": "."})).await;
+    assert_eq!(l.status, 200, "{}", l.json());
+    assert_eq!(
+        listed(&l.json(), "pipe").unwrap()["mode"].as_str().unwrap()[..1],
+        *"p"
+    );
+    for a in agents {
+        a.stop().await;
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_session_file_api_reaches_mounted_folders() {
+    let s = TestServer::start().await;
+    let app = s.app();
+    common::register_noop_image(app.shared.as_ref()).await;
+    let agents = common::noop_agents(&s, 1, "4", "8g", |_| {}).await;
+    let r = call(&s, USER, "POST", "/folders", json!({"name": "thesis-data"})).await;
+    let folder = folder_dir(&s, r.json()["id"].as_str().unwrap());
+    share_read_only(&s, "shared").await;
+    assert_eq!(
+        upload(&s, USER, "shared", &[("a.txt", b"shared bytes")])
+            .await
+            .status,
+        201
+    );
+    noop_session_with(&s, USER, "writer", &["thesis-data"]).await;
+    let kupload = |who, token: &str, files: &[(&str, &[u8])]| {
+        let (body, ct) = multipart(files);
+        s.request("POST", &format!("/kernel/{token}/upload"))
+            .raw_body(body, "multipart/form-data")
+            .header("Content-Type", &ct)
+            .signed(&creds(who))
+            .send()
+    };
+
+    // A path under the mount lands in the folder, not under the mount point.
+    let r = kupload(USER, "writer", &[("thesis-data/probe.txt", b"probe bytes")]).await;
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        std::fs::read(folder.join("probe.txt")).unwrap(),
+        b"probe bytes"
+    );
+    let l = call(&s, USER, "GET", "/folders/thesis-data/files", json!({})).await;
+    assert!(listed(&l.json(), "probe.txt").is_some(), "{}", l.json());
+    let d = call(
+        &s,
+        USER,
+        "GET",
+        "/folders/thesis-data/download_single",
+        json!({"file": "probe.txt"}),
+    )
+    .await;
+    assert_eq!(d.body, b"probe bytes");
+    // And the session's own API sees the folder there too.
+    let l = call(
+        &s,
+        USER,
+        "GET",
+        "/kernel/writer/files",
+        json!({"path": "thesis-data"}),
+    )
+    .await;
+    assert!(listed(&l.json(), "probe.txt").is_some(), "{}", l.json());
+    assert_eq!(l.json()["abspath"], "/home/work/thesis-data");
+    let l = call(
+        &s,
+        USER,
+        "GET",
+        "/kernel/writer/files",
+        json!({"path": "."}),
+    )
+    .await;
+    assert_eq!(
+        listed(&l.json(), "thesis-data").unwrap()["mode"]
+            .as_str()
+            .unwrap()[..1],
+        *"d"
+    );
+    std::fs::write(folder.join("from-folder.txt"), "folder side").unwrap();
+    let d = call(
+        &s,
+        USER,
+        "GET",
+        "/kernel/writer/download",
+        json!({"files": ["thesis-data/from-folder.txt"]}),
+    )
+    .await;
+    assert_eq!(d.status, 200);
+    assert!(String::from_utf8_lossy(&d.body).contains("folder side"));
+
+    // Percent-encoded names (as client 19.6.0a1 sends nested paths) land nested, and stay
+    // confined after decoding.
+    let r = kupload(
+        USER,
+        "writer",
+        &[
+            ("sub%2Fa.txt", b"nested"),
+            ("thesis-data%2Fdeep%2Fb.txt", b"deep"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    let l = call(
+        &s,
+        USER,
+        "GET",
+        "/kernel/writer/files",
+        json!({"path": "sub"}),
+    )
+    .await;
+    assert!(listed(&l.json(), "a.txt").is_some(), "{}", l.json());
+    assert_eq!(std::fs::read(folder.join("deep/b.txt")).unwrap(), b"deep");
+    for bad in ["%2E%2E%2Fescape.txt", "thesis-data%2F..%2F..%2Fescape.txt"] {
+        kupload(USER, "writer", &[(bad, b"x")])
+            .await
+            .assert_problem(400, "invalid-api-params");
+    }
+    let u = upload(
+        &s,
+        USER,
+        "thesis-data",
+        &[("dir%2Fc.txt", b"folder upload")],
+    )
+    .await;
+    assert_eq!(u.status, 201);
+    assert_eq!(
+        std::fs::read(folder.join("dir/c.txt")).unwrap(),
+        b"folder upload"
+    );
+
+    // A read-only mount is read, never written.
+    noop_session_with(&s, DOMAIN_ADMIN, "reader", &["shared"]).await;
+    let d = call(
+        &s,
+        DOMAIN_ADMIN,
+        "GET",
+        "/kernel/reader/download",
+        json!({"files": ["shared/a.txt"]}),
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&d.body).contains("shared bytes"));
+    let r = kupload(DOMAIN_ADMIN, "reader", &[("shared/new.txt", b"x")]).await;
+    r.assert_problem(400, "invalid-api-params");
+    assert!(r.json()["title"]
+        .as_str()
+        .unwrap()
+        .contains("mounted read-only"));
+    let l = call(&s, USER, "GET", "/folders/shared/files", json!({})).await;
+    assert!(listed(&l.json(), "new.txt").is_none(), "{}", l.json());
+    for a in agents {
+        a.stop().await;
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_upload_reaches_a_client_still_sending_its_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start().await;
+    share_read_only(&s, "shared").await;
+    let boundary = "----bai-refused";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"src\"; filename=\"big.bin\"\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend(std::iter::repeat_n(b'x', 8 << 20));
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    // The read-only folder (no write permission: 404) and one that does not exist: both
+    // are refused before the body is read, and the answer must still arrive.
+    for i in 0..20 {
+        let folder = if i % 2 == 0 { "shared" } else { "nowhere" };
+        let path = format!("/folders/{folder}/upload");
+        let signed = s
+            .request("POST", &path)
+            .raw_body(Vec::new(), "multipart/form-data")
+            .signed(&creds(DOMAIN_ADMIN));
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\nDate: {}\r\nAuthorization: {}\r\nX-BackendAI-Version: {}\r\nConnection: close\r\n\r\n",
+            s.host(),
+            body.len(),
+            signed.header_value("Date"),
+            signed.header_value("Authorization"),
+            signed.header_value("X-BackendAI-Version"),
+        );
+        let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        // As aiohttp does: the whole request is written before the answer is read.
+        conn.write_all(head.as_bytes()).await.unwrap();
+        if let Err(e) = conn.write_all(&body).await {
+            panic!("try {i}: sending the body failed: {e}");
+        }
+        let mut answer = Vec::new();
+        if let Err(e) = conn.read_to_end(&mut answer).await {
+            panic!("try {i}: reading the answer failed: {e}");
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 404"), "try {i}: {answer}");
+        assert!(answer.contains("vfolder-not-found"), "try {i}: {answer}");
+    }
     s.stop().await;
 }

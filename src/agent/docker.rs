@@ -973,30 +973,27 @@ impl KernelBackend for DockerBackend {
             )));
         }
         let kernel = self.kernel(id).await?;
-        let (root, uid_gid) = (
+        let (root, mounts, uid_gid) = (
             kernel.dir.join("work"),
+            kernel.spec.mounts.clone(),
             (self.cfg.kernel_uid, self.cfg.kernel_gid),
         );
         let (path, data) = (path.to_owned(), data.to_vec());
-        tokio::task::spawn_blocking(move || files::write(&root, &path, &data, Some(uid_gid)))
-            .await
-            .map_err(|e| AgentError::Failure(e.to_string()))?
+        files::job(move || files::write(&root, &mounts, &path, &data, Some(uid_gid))).await
     }
 
     async fn download_file(&self, id: &str, path: &str) -> Result<Vec<u8>, AgentError> {
         let kernel = self.kernel(id).await?;
-        let (root, path) = (kernel.dir.join("work"), path.to_owned());
-        tokio::task::spawn_blocking(move || files::read(&root, &path, MAX_FILE_BYTES))
-            .await
-            .map_err(|e| AgentError::Failure(e.to_string()))?
+        let (root, mounts) = (kernel.dir.join("work"), kernel.spec.mounts.clone());
+        let path = path.to_owned();
+        files::job(move || files::read(&root, &mounts, &path, MAX_FILE_BYTES)).await
     }
 
     async fn list_files(&self, id: &str, path: &str) -> Result<Value, AgentError> {
         let kernel = self.kernel(id).await?;
-        let (root, path) = (kernel.dir.join("work"), path.to_owned());
-        tokio::task::spawn_blocking(move || files::list(&root, &path))
-            .await
-            .map_err(|e| AgentError::Failure(e.to_string()))?
+        let (root, mounts) = (kernel.dir.join("work"), kernel.spec.mounts.clone());
+        let path = path.to_owned();
+        files::job(move || files::list(&root, &mounts, &path)).await
     }
 
     /// The container's own log (the runner's messages).

@@ -79,6 +79,14 @@ impl NoopBackend {
         }
     }
 
+    /// The folders mounted into a kernel (its file API reaches them as the container would).
+    fn mounts(&self, id: &str) -> Result<Vec<super::backend::MountSpec>, AgentError> {
+        self.kernels()
+            .get(id)
+            .map(|k| k.spec.mounts.clone())
+            .ok_or_else(|| AgentError::NotFound(id.to_owned()))
+    }
+
     /// Forgets a kernel and its files and devices; whether it existed.
     async fn remove(&self, id: &str) -> bool {
         let existed = self.kernels().remove(id).is_some();
@@ -95,14 +103,6 @@ impl NoopBackend {
         })
         .await;
         existed
-    }
-
-    async fn blocking<T: Send + 'static>(
-        f: impl FnOnce() -> Result<T, AgentError> + Send + 'static,
-    ) -> Result<T, AgentError> {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| AgentError::Failure(e.to_string()))?
     }
 }
 
@@ -232,31 +232,31 @@ impl KernelBackend for NoopBackend {
                 "files must be smaller than {MAX_FILE_BYTES} bytes"
             )));
         }
-        self.known(id)?;
+        let mounts = self.mounts(id)?;
         let (root, path, data) = (self.work_dir(id), path.to_owned(), data.to_vec());
-        Self::blocking(move || {
+        files::job(move || {
             Self::work_dir_made(&root)?;
-            files::write(&root, &path, &data, None)
+            files::write(&root, &mounts, &path, &data, None)
         })
         .await
     }
 
     async fn download_file(&self, id: &str, path: &str) -> Result<Vec<u8>, AgentError> {
-        self.known(id)?;
+        let mounts = self.mounts(id)?;
         let (root, path) = (self.work_dir(id), path.to_owned());
-        Self::blocking(move || {
+        files::job(move || {
             Self::work_dir_made(&root)?;
-            files::read(&root, &path, MAX_FILE_BYTES)
+            files::read(&root, &mounts, &path, MAX_FILE_BYTES)
         })
         .await
     }
 
     async fn list_files(&self, id: &str, path: &str) -> Result<Value, AgentError> {
-        self.known(id)?;
+        let mounts = self.mounts(id)?;
         let (root, path) = (self.work_dir(id), path.to_owned());
-        Self::blocking(move || {
+        files::job(move || {
             Self::work_dir_made(&root)?;
-            files::list(&root, &path)
+            files::list(&root, &mounts, &path)
         })
         .await
     }

@@ -4,7 +4,8 @@
 //!
 //! Every path a user names is resolved inside its folder by the same rules as kernel files
 //! ([`crate::agent::files`]): no `..`, nothing absolute, no NUL bytes, no over-long names,
-//! and no symbolic link is followed. Files are streamed to and from disk.
+//! no symbolic link is followed, and only regular files are opened for their bytes.
+//! Files are streamed to and from disk.
 
 use crate::agent::files::{open_regular, parts, walk};
 use crate::agent::AgentError;

@@ -2,15 +2,21 @@
 //! caller's accessible folders (owned: `wd`; group: `wd` for group admins, `rw` otherwise;
 //! shared: the granted permission), and every operation needs its permission
 //! (`ro` ⊂ `rw` ⊂ `wd`); otherwise it does not exist for the caller (404).
+//!
+//! File work runs in bounded blocking jobs ([`files::job`]); only regular files are read
+//! or written (a FIFO, socket or device in a folder is listed, and refused with a 400).
 
+use crate::agent::{files, AgentError};
 use crate::domain::UserRole;
 use crate::gateway::error::{ApiError, Problem};
+use crate::gateway::multipart::{part_file_name, SharedBody};
 use crate::gateway::router::{json_response, no_content, ok_json, Ctx};
 use crate::server::App;
 use crate::store::auth::KeypairRecord;
 use crate::store::vfolders::{Accessible, NewVFolder, VFolderRefusal};
 use crate::vfolder::{self, Hosts, Owner};
 use bytes::Bytes;
+use flate2::{write::GzEncoder, Compression};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -36,21 +42,20 @@ fn owner_of_files(app: &App) -> Owner {
     Owner::kernels(app.config.agent.kernel_uid, app.config.agent.kernel_gid)
 }
 
-fn fs_error(e: crate::agent::AgentError) -> ApiError {
+fn fs_error(e: AgentError) -> ApiError {
     match e {
-        crate::agent::AgentError::InvalidInput(m) => ApiError::bad_params(m),
+        AgentError::InvalidInput(m) => ApiError::bad_params(m),
+        // Too much file work under way, or a job that did not end in time.
+        AgentError::Timeout(m) => ApiError::msg(Problem::ServiceUnavailable, m),
         other => ApiError::internal("folder files", other),
     }
 }
 
-/// Runs blocking file-system work off the async threads.
+/// Runs blocking file-system work off the async threads, bounded in number and time.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, crate::agent::AgentError> + Send + 'static,
+    f: impl FnOnce() -> Result<T, AgentError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal("folder files", e))?
-        .map_err(fs_error)
+    files::job(f).await.map_err(fs_error)
 }
 
 fn valid_name(name: &str) -> bool {
@@ -232,7 +237,7 @@ pub async fn list_hosts(app: Arc<App>, ctx: Ctx) -> Reply {
 /// GET /folders/{name}
 pub async fn info(app: Arc<App>, ctx: Ctx) -> Reply {
     let (f, dir) = folder(&app, &ctx, "ro").await?;
-    let n = tokio::task::spawn_blocking(move || vfolder::count_top(&dir))
+    let n = files::job(move || Ok(vfolder::count_top(&dir)))
         .await
         .unwrap_or(0);
     ok_json(json!({
@@ -306,8 +311,23 @@ pub async fn mkdir(app: Arc<App>, ctx: Ctx) -> Reply {
 
 /// POST /folders/{name}/upload: multipart, one part (field `src`) per file; streamed to
 /// disk (each file lands under a temporary name and is moved into place when complete).
+/// The body is read to its end (within bounds) before any answer, refusals included, so
+/// that the answer reaches a client still sending.
 pub async fn upload(app: Arc<App>, mut ctx: Ctx) -> Reply {
-    let (f, dir) = folder(&app, &ctx, "rw").await?;
+    let stream = ctx
+        .body_stream
+        .take()
+        .ok_or_else(|| ApiError::internal("upload", "no body stream"))?
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
+    let body = SharedBody::new(stream);
+    let result = store_upload(&app, &ctx, body.clone()).await;
+    body.drain().await;
+    result
+}
+
+async fn store_upload(app: &App, ctx: &Ctx, body: SharedBody) -> Reply {
+    let (f, dir) = folder(app, ctx, "rw").await?;
     let ct = ctx
         .headers
         .get("content-type")
@@ -316,14 +336,8 @@ pub async fn upload(app: Arc<App>, mut ctx: Ctx) -> Reply {
         .to_owned();
     let boundary = multer::parse_boundary(&ct)
         .map_err(|_| ApiError::bad_params("the body must be multipart/form-data"))?;
-    let stream = ctx
-        .body_stream
-        .take()
-        .ok_or_else(|| ApiError::internal("upload", "no body stream"))?
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner());
-    let mut parts = multer::Multipart::new(stream, boundary);
-    let owner = owner_of_files(&app);
+    let mut parts = multer::Multipart::new(body, boundary);
+    let owner = owner_of_files(app);
     let mut count = 0;
     loop {
         let field = parts.next_field().await.map_err(upload_error)?;
@@ -332,9 +346,7 @@ pub async fn upload(app: Arc<App>, mut ctx: Ctx) -> Reply {
         if count > MAX_UPLOAD_FILES {
             return Err(ApiError::bad_params("Too many files!"));
         }
-        let rel = field
-            .file_name()
-            .map(str::to_owned)
+        let rel = part_file_name(&field)?
             .ok_or_else(|| ApiError::bad_params("every part needs a filename"))?;
         let (root, rel2) = (dir.clone(), rel.clone());
         let (target_dir, name) =
@@ -427,44 +439,53 @@ struct DownloadBody {
     file: Option<String>,
 }
 
-/// Streams chunks produced on a blocking thread into a response body.
-fn body_from_blocking(
-    produce: impl FnOnce(&mut dyn FnMut(Bytes) -> bool) + Send + 'static,
-) -> Body {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
-    tokio::task::spawn_blocking(move || {
-        let mut send = |b: Bytes| tx.blocking_send(b).is_ok();
-        produce(&mut send);
-    });
+/// A response body whose chunks `next` produces (`None` at the end), each in a bounded
+/// blocking job of its own: a slow client holds no blocking thread while it reads, so
+/// downloads cannot take the blocking pool whatever their number.
+fn chunked_body<F>(next: F) -> Body
+where
+    F: FnMut() -> std::io::Result<Option<Vec<u8>>> + Send + 'static,
+{
     let (mut sender, body) = Body::channel();
+    // Ends with the file, or when the client goes away (the body is dropped).
     tokio::spawn(async move {
-        while let Some(b) = rx.recv().await {
-            if sender.send_data(b).await.is_err() {
-                break;
+        let mut next = next;
+        loop {
+            let step = files::job(move || {
+                let chunk = next();
+                Ok((next, chunk))
+            })
+            .await;
+            match step {
+                Ok((n, Ok(Some(chunk)))) => {
+                    next = n;
+                    if sender.send_data(Bytes::from(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok((_, Ok(None))) => return,
+                Ok((_, Err(e))) => {
+                    tracing::warn!("download: {e}");
+                    sender.abort();
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!("download: {e}");
+                    sender.abort();
+                    return;
+                }
             }
         }
     });
     body
 }
 
-/// An `io::Write` handing its bytes to a chunk sink.
-struct Sink<'a>(&'a mut dyn FnMut(Bytes) -> bool);
-
-impl std::io::Write for Sink<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if (self.0)(Bytes::copy_from_slice(buf)) {
-            Ok(buf.len())
-        } else {
-            Err(std::io::Error::other("the client went away"))
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+const CHUNK: usize = 64 << 10;
 
 /// GET /folders/{name}/download: `multipart/mixed`, one gzip-compressed part per file,
-/// with the total of the file sizes in `X-TOTAL-PAYLOADS-LENGTH`.
+/// with the total of the file sizes in `X-TOTAL-PAYLOADS-LENGTH`. Every file is opened
+/// before the answer starts, so one that is not a regular file refuses the whole request
+/// (400 naming it) rather than cutting the archive short.
 pub async fn download(app: Arc<App>, ctx: Ctx) -> Reply {
     let body: DownloadBody = ctx.json()?;
     let (_, dir) = folder(&app, &ctx, "ro").await?;
@@ -479,34 +500,43 @@ pub async fn download(app: Arc<App>, ctx: Ctx) -> Reply {
     let total: u64 = opened.iter().map(|(_, n, _)| n).sum();
     let boundary = hex::encode(rand::random::<[u8; 16]>());
     let b = boundary.clone();
-    let body = body_from_blocking(move |send| {
+    let mut queue = opened.into_iter();
+    let mut current: Option<(std::fs::File, GzEncoder<Vec<u8>>)> = None;
+    let mut ended = false;
+    let mut buf = vec![0u8; CHUNK];
+    let body = chunked_body(move || {
         use std::io::{Read, Write};
-        for (mut file, _, name) in opened {
-            let head = format!(
-                "--{b}\r\nContent-Type: application/octet-stream\r\nContent-Encoding: gzip\r\nContent-Disposition: attachment; filename=\"{}\"\r\n\r\n",
-                name.replace('"', "_")
-            );
-            if !send(Bytes::from(head)) {
-                return;
-            }
-            let mut gz = flate2::write::GzEncoder::new(Sink(send), flate2::Compression::fast());
-            let mut buf = vec![0u8; 64 << 10];
-            loop {
-                match file.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if gz.write_all(&buf[..n]).is_err() {
-                            return;
-                        }
-                    }
-                    Err(_) => return,
+        loop {
+            if let Some((mut file, mut gz)) = current.take() {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    let mut out = gz.finish()?;
+                    out.extend_from_slice(b"\r\n");
+                    return Ok(Some(out));
                 }
+                gz.write_all(&buf[..n])?;
+                let out = std::mem::take(gz.get_mut());
+                current = Some((file, gz));
+                if !out.is_empty() {
+                    return Ok(Some(out));
+                }
+                continue;
             }
-            if gz.finish().is_err() || !send(Bytes::from_static(b"\r\n")) {
-                return;
-            }
+            return Ok(match queue.next() {
+                Some((file, _, name)) => {
+                    current = Some((file, GzEncoder::new(Vec::new(), Compression::fast())));
+                    Some(format!(
+                        "--{b}\r\nContent-Type: application/octet-stream\r\nContent-Encoding: gzip\r\nContent-Disposition: attachment; filename=\"{}\"\r\n\r\n",
+                        name.replace('"', "_")
+                    ).into_bytes())
+                }
+                None if !ended => {
+                    ended = true;
+                    Some(format!("--{b}--\r\n").into_bytes())
+                }
+                None => None,
+            });
         }
-        send(Bytes::from(format!("--{b}--\r\n")));
     });
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
@@ -528,14 +558,11 @@ pub async fn download_single(app: Arc<App>, ctx: Ctx) -> Reply {
         .or(body.file)
         .ok_or_else(|| ApiError::bad_params("file is required"))?;
     let (mut file, size, name) = blocking(move || vfolder::open(&dir, &rel)).await?;
-    let body = body_from_blocking(move |send| {
+    let mut buf = vec![0u8; CHUNK];
+    let body = chunked_body(move || {
         use std::io::Read;
-        let mut buf = vec![0u8; 64 << 10];
-        while let Ok(n) = file.read(&mut buf) {
-            if n == 0 || !send(Bytes::copy_from_slice(&buf[..n])) {
-                break;
-            }
-        }
+        let n = file.read(&mut buf)?;
+        Ok((n > 0).then(|| buf[..n].to_vec()))
     });
     let mut resp = Response::new(body);
     let h = resp.headers_mut();

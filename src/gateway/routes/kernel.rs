@@ -683,7 +683,17 @@ fn dot() -> String {
     ".".into()
 }
 
-/// GET /kernel/{sess_id}/files
+/// How a failed file operation is answered: bad paths and special files are the caller's
+/// (400), too much file work under way or a job past its time is 503.
+fn file_error(e: crate::agent::AgentError) -> ApiError {
+    match e {
+        crate::agent::AgentError::Timeout(m) => ApiError::msg(Problem::ServiceUnavailable, m),
+        other => agent_error(Problem::KernelExecutionFailed, other),
+    }
+}
+
+/// GET /kernel/{sess_id}/files: the work directory, or (for a path under a mount) the
+/// mounted folder.
 pub async fn list_files(app: Arc<App>, ctx: Ctx) -> Reply {
     let body: FilesBody = ctx.json()?;
     let live = counted_session(&app, &ctx).await?;
@@ -691,7 +701,7 @@ pub async fn list_files(app: Arc<App>, ctx: Ctx) -> Reply {
         .await?
         .list_files(&live.id, &body.path)
         .await
-        .map_err(|e| agent_error(Problem::KernelExecutionFailed, e))?;
+        .map_err(file_error)?;
     ok_json(result)
 }
 
@@ -699,7 +709,8 @@ const MAX_UPLOAD_FILES: usize = 20;
 const MAX_UPLOAD_FILE: usize = 1 << 20;
 
 /// POST /kernel/{sess_id}/upload: multipart, one part per file (≤20, each < 1 MiB), the
-/// part's filename being the path under /home/work.
+/// part's filename (percent-decoded) being the path under /home/work; a path under a
+/// mounted folder is stored in the folder.
 pub async fn upload(app: Arc<App>, ctx: Ctx) -> Reply {
     let live = counted_session(&app, &ctx).await?;
     let files =
@@ -709,7 +720,7 @@ pub async fn upload(app: Arc<App>, ctx: Ctx) -> Reply {
         client
             .upload_file(&live.id, &name, data)
             .await
-            .map_err(|e| agent_error(Problem::KernelExecutionFailed, e))?;
+            .map_err(file_error)?;
     }
     no_content()
 }
@@ -748,7 +759,7 @@ pub async fn download(app: Arc<App>, ctx: Ctx) -> Reply {
         let data = client
             .download_file(&live.id, path)
             .await
-            .map_err(|e| agent_error(Problem::KernelExecutionFailed, e))?;
+            .map_err(file_error)?;
         let tar = tar_of(path, &data)?;
         out.extend_from_slice(
             format!(
