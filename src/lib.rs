@@ -11,6 +11,7 @@ pub mod agent;
 pub mod bus;
 pub mod config;
 pub mod domain;
+pub mod fsconfine;
 pub mod gateway;
 pub mod images;
 pub mod password;

@@ -3,7 +3,7 @@
 //! kernel files and folders, and the multipart parser of uploads. None may panic, and
 //! what they accept must be safe.
 
-use backend_ai_manager::agent::files::parts;
+use backend_ai_manager::fsconfine::parts;
 use backend_ai_manager::gateway::auth::parse_authorization;
 use backend_ai_manager::gateway::router::{ApiVersion, Ctx};
 use proptest::prelude::*;

@@ -24,3 +24,14 @@ pub enum AgentError {
     #[error("{0}")]
     Failure(String),
 }
+
+impl From<crate::fsconfine::FsError> for AgentError {
+    fn from(e: crate::fsconfine::FsError) -> Self {
+        use crate::fsconfine::FsError;
+        match e {
+            FsError::Invalid(m) => AgentError::InvalidInput(m),
+            FsError::Busy(m) => AgentError::Timeout(m),
+            FsError::Failure(m) => AgentError::Failure(m),
+        }
+    }
+}

@@ -3,12 +3,11 @@
 //! under the data directory), each folder at `{mount}/{host}/{fsprefix}/{id as 32 hex}`.
 //!
 //! Every path a user names is resolved inside its folder by the same rules as kernel files
-//! ([`crate::agent::files`]): no `..`, nothing absolute, no NUL bytes, no over-long names,
+//! ([`crate::fsconfine`]): no `..`, nothing absolute, no NUL bytes, no over-long names,
 //! no symbolic link is followed, and only regular files are opened for their bytes.
 //! Files are streamed to and from disk.
 
-use crate::agent::files::{open_regular, parts, walk};
-use crate::agent::AgentError;
+use crate::fsconfine::{open_regular, parts, walk, FsError};
 use crate::shared_config::SharedConfig;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
@@ -113,8 +112,8 @@ impl Owner {
     }
 }
 
-fn invalid(m: impl Into<String>) -> AgentError {
-    AgentError::InvalidInput(m.into())
+fn invalid(m: impl Into<String>) -> FsError {
+    FsError::Invalid(m.into())
 }
 
 /// Creates a folder's directory.
@@ -126,7 +125,7 @@ pub fn create_dir(dir: &Path, owner: Owner) -> std::io::Result<()> {
 }
 
 /// `mkdir -p` of `rel` inside the folder.
-pub fn mkdir(root: &Path, rel: &str, owner: Owner) -> Result<(), AgentError> {
+pub fn mkdir(root: &Path, rel: &str, owner: Owner) -> Result<(), FsError> {
     let p = parts(rel)?;
     if p.is_empty() {
         return Err(invalid("a directory name is required"));
@@ -136,11 +135,7 @@ pub fn mkdir(root: &Path, rel: &str, owner: Owner) -> Result<(), AgentError> {
 }
 
 /// Where an upload of `rel` goes: its directory (created, inside the folder) and name.
-pub fn upload_target(
-    root: &Path,
-    rel: &str,
-    owner: Owner,
-) -> Result<(PathBuf, String), AgentError> {
+pub fn upload_target(root: &Path, rel: &str, owner: Owner) -> Result<(PathBuf, String), FsError> {
     let p = parts(rel)?;
     let Some((name, dirs)) = p.split_last() else {
         return Err(invalid("every uploaded file needs a file name"));
@@ -153,7 +148,7 @@ pub fn upload_target(
 }
 
 /// Moves a finished upload into place (replacing a regular file, never following a link).
-pub fn finish_upload(tmp: &Path, dir: &Path, name: &str, owner: Owner) -> Result<(), AgentError> {
+pub fn finish_upload(tmp: &Path, dir: &Path, name: &str, owner: Owner) -> Result<(), FsError> {
     let target = dir.join(name);
     if let Ok(m) = std::fs::symlink_metadata(&target) {
         if !m.is_file() {
@@ -164,11 +159,11 @@ pub fn finish_upload(tmp: &Path, dir: &Path, name: &str, owner: Owner) -> Result
     }
     owner.apply(tmp);
     std::fs::rename(tmp, &target)
-        .map_err(|e| AgentError::Failure(format!("cannot store '{name}': {e}")))
+        .map_err(|e| FsError::Failure(format!("cannot store '{name}': {e}")))
 }
 
 /// Deletes files (and, with `recursive`, directories); missing paths are skipped.
-pub fn delete(root: &Path, files: &[String], recursive: bool) -> Result<(), AgentError> {
+pub fn delete(root: &Path, files: &[String], recursive: bool) -> Result<(), FsError> {
     for rel in files {
         let p = parts(rel)?;
         let Some((name, dirs)) = p.split_last() else {
@@ -176,7 +171,7 @@ pub fn delete(root: &Path, files: &[String], recursive: bool) -> Result<(), Agen
         };
         let dir = match walk(root, dirs, false, None) {
             Ok(d) => d,
-            Err(AgentError::InvalidInput(m))
+            Err(FsError::Invalid(m))
                 if m.contains("No such file") || m.contains("does not exist") =>
             {
                 continue
@@ -196,22 +191,22 @@ pub fn delete(root: &Path, files: &[String], recursive: bool) -> Result<(), Agen
             }
             Ok(_) => std::fs::remove_file(&path),
         }
-        .map_err(|e| AgentError::Failure(format!("cannot delete '{rel}': {e}")))?;
+        .map_err(|e| FsError::Failure(format!("cannot delete '{rel}': {e}")))?;
     }
     Ok(())
 }
 
 /// Opens a regular file of the folder for reading: the file, its size and its name.
-pub fn open(root: &Path, rel: &str) -> Result<(std::fs::File, u64, String), AgentError> {
+pub fn open(root: &Path, rel: &str) -> Result<(std::fs::File, u64, String), FsError> {
     let p = parts(rel)?;
     let (file, len) = open_regular(root, &p, rel)?;
     Ok((file, len, p.last().cloned().unwrap_or_default()))
 }
 
 /// A directory listing: `[{mode, size, ctime, mtime, atime, filename}]`.
-pub fn list(root: &Path, rel: &str) -> Result<Vec<Value>, AgentError> {
+pub fn list(root: &Path, rel: &str) -> Result<Vec<Value>, FsError> {
     let dir = walk(root, &parts(rel)?, false, None)?;
-    crate::agent::files::entries(&dir)
+    crate::fsconfine::entries(&dir)
         .map(|(files, _)| files)
         .map_err(|e| invalid(format!("cannot list '{rel}': {e}")))
 }

@@ -6,8 +6,8 @@
 //! File work runs in bounded blocking jobs ([`files::job`]); only regular files are read
 //! or written (a FIFO, socket or device in a folder is listed, and refused with a 400).
 
-use crate::agent::{files, AgentError};
 use crate::domain::UserRole;
+use crate::fsconfine::{self as files, FsError};
 use crate::gateway::error::{ApiError, Problem};
 use crate::gateway::multipart::{part_file_name, SharedBody};
 use crate::gateway::router::{json_response, no_content, ok_json, Ctx};
@@ -42,18 +42,18 @@ fn owner_of_files(app: &App) -> Owner {
     Owner::kernels(app.config.agent.kernel_uid, app.config.agent.kernel_gid)
 }
 
-fn fs_error(e: AgentError) -> ApiError {
+fn fs_error(e: FsError) -> ApiError {
     match e {
-        AgentError::InvalidInput(m) => ApiError::bad_params(m),
+        FsError::Invalid(m) => ApiError::bad_params(m),
         // Too much file work under way, or a job that did not end in time.
-        AgentError::Timeout(m) => ApiError::msg(Problem::ServiceUnavailable, m),
+        FsError::Busy(m) => ApiError::msg(Problem::ServiceUnavailable, m),
         other => ApiError::internal("folder files", other),
     }
 }
 
 /// Runs blocking file-system work off the async threads, bounded in number and time.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, AgentError> + Send + 'static,
+    f: impl FnOnce() -> Result<T, FsError> + Send + 'static,
 ) -> Result<T, ApiError> {
     files::job(f).await.map_err(fs_error)
 }
@@ -237,7 +237,7 @@ pub async fn list_hosts(app: Arc<App>, ctx: Ctx) -> Reply {
 /// GET /folders/{name}
 pub async fn info(app: Arc<App>, ctx: Ctx) -> Reply {
     let (f, dir) = folder(&app, &ctx, "ro").await?;
-    let n = files::job(move || Ok(vfolder::count_top(&dir)))
+    let n = files::job(move || Ok::<_, FsError>(vfolder::count_top(&dir)))
         .await
         .unwrap_or(0);
     ok_json(json!({
@@ -453,7 +453,7 @@ where
         loop {
             let step = files::job(move || {
                 let chunk = next();
-                Ok((next, chunk))
+                Ok::<_, FsError>((next, chunk))
             })
             .await;
             match step {
