@@ -245,6 +245,25 @@ async fn a_domain_admin_cannot_see_or_change_another_domain() {
     )
     .await;
     assert_eq!(d["keypair"], Value::Null);
+    // Nor, in its own domain, the keypairs of a superadmin: not listed, not looked up.
+    let d = data(
+        &s,
+        DOMAIN_ADMIN,
+        "{ keypairs { access_key } all: keypairs(user_id: \"admin@lablup.com\") { access_key } }",
+        json!(null),
+    )
+    .await;
+    assert!(!d.to_string().contains(ADMIN.0), "{d}");
+    assert!(d.to_string().contains(DOMAIN_ADMIN.0), "{d}");
+    assert!(d.to_string().contains(USER.0), "{d}");
+    let d = data(
+        &s,
+        DOMAIN_ADMIN,
+        "query($ak: String) { keypair(access_key: $ak) { access_key } vfolders(access_key: $ak) { name } }",
+        json!({"ak": ADMIN.0}),
+    )
+    .await;
+    assert_eq!(d, json!({"keypair": null, "vfolders": []}));
     let msg = refused(
         &s,
         DOMAIN_ADMIN,
@@ -623,8 +642,14 @@ async fn session_lists_are_paged_bounded_and_fast_with_100k_sessions() {
         .unwrap()
         .iter()
         .all(|i| i["access_key"] == USER.0));
-    // Pages are bounded; statuses are checked.
-    let msg = refused(&s, ADMIN, q, json!({"limit": 100000, "offset": 0})).await;
+    // Pages are bounded (a larger limit is clamped, as 19.x clients send one); statuses
+    // are checked.
+    let d = data(&s, ADMIN, q, json!({"limit": 100000, "offset": 0})).await;
+    assert_eq!(
+        d["compute_session_list"]["items"].as_array().unwrap().len(),
+        100
+    );
+    let msg = refused(&s, ADMIN, q, json!({"limit": 0, "offset": 0})).await;
     assert!(msg.contains("limit"), "{msg}");
     let msg = refused(
         &s,

@@ -318,16 +318,18 @@ impl Store {
         .await
     }
 
+    /// Users by e-mail, at most `limit` of them.
     pub async fn users(
         &self,
         domain: Option<String>,
         is_active: Option<bool>,
+        limit: i64,
     ) -> Result<Vec<UserRow>, StoreError> {
         self.read(move |c| {
             let mut st = c.prepare(&format!(
-                "SELECT {USER_COLS} FROM users WHERE (?1 IS NULL OR domain_name = ?1) AND (?2 IS NULL OR is_active = ?2) ORDER BY email"
+                "SELECT {USER_COLS} FROM users WHERE (?1 IS NULL OR domain_name = ?1) AND (?2 IS NULL OR is_active = ?2) ORDER BY email LIMIT ?3"
             ))?;
-            let rows = st.query_map(params![domain, is_active], user_row)?.collect::<Result<Vec<_>, _>>()?;
+            let rows = st.query_map(params![domain, is_active, limit], user_row)?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
         .await

@@ -95,36 +95,28 @@ impl Store {
     }
 
     /// Keypairs, filtered by owner e-mail, active flag and (for domain admins) domain.
+    /// Keypairs of a user (by e-mail or user id), activity and owner's domain, oldest
+    /// first, at most `limit` of them; `without_superadmins` leaves out those of superadmins
+    /// (a domain admin never sees them).
     pub async fn keypairs(
         &self,
         user_email: Option<String>,
         is_active: Option<bool>,
         domain: Option<String>,
+        without_superadmins: bool,
+        limit: i64,
     ) -> Result<Vec<KeypairRow>, StoreError> {
         self.read(move |c| {
             let mut st = c.prepare(
                 "SELECT k.* FROM keypairs k JOIN users u ON k.\"user\" = u.uuid
                  WHERE (?1 IS NULL OR k.user_id = ?1 OR u.email = ?1) AND (?2 IS NULL OR k.is_active = ?2)
-                   AND (?3 IS NULL OR u.domain_name = ?3)
-                 ORDER BY k.created_at, k.access_key",
+                   AND (?3 IS NULL OR u.domain_name = ?3) AND (NOT ?4 OR u.role != 'superadmin')
+                 ORDER BY k.created_at, k.access_key LIMIT ?5",
             )?;
-            let rows = st.query_map(params![user_email, is_active, domain], keypair_row)?.collect::<Result<Vec<_>, _>>()?;
+            let rows = st
+                .query_map(params![user_email, is_active, domain, without_superadmins, limit], keypair_row)?
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
-        })
-        .await
-    }
-
-    /// The domain of a keypair's owner.
-    pub async fn keypair_domain(&self, access_key: &str) -> Result<Option<String>, StoreError> {
-        let ak = access_key.to_owned();
-        self.read(move |c| {
-            Ok(c.query_row(
-                "SELECT u.domain_name FROM keypairs k JOIN users u ON k.\"user\" = u.uuid WHERE k.access_key = ?1",
-                [ak],
-                |r| r.get::<_, Option<String>>(0),
-            )
-            .optional()?
-            .flatten())
         })
         .await
     }

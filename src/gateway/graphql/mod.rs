@@ -3,22 +3,29 @@
 //! otherwise. snake_case names, the bare `data` object on success, and errors as 400
 //! `graphql-error` problems (503 `server-frozen` for mutations while frozen).
 //!
+//! Every request is bounded before juniper validates or executes it (nesting, tokens,
+//! depth, selections and cost: see `limits`), and while it runs (time, answer size).
+//!
 //! Resolvers are thin: they check the caller's scope and call the store.
 
+mod limits;
 mod mutation;
 mod query;
 mod scalars;
 mod types;
 
 use super::error::{ApiError, Problem};
-use super::router::{json_response, Caller, Ctx};
+use super::router::{Caller, Ctx};
 use crate::domain::{ManagerStatus, UserRole};
 use crate::server::App;
-use juniper::{graphql_value, EmptyMutation, EmptySubscription, FieldError, FieldResult, RootNode};
+use juniper::{
+    graphql_value, EmptyMutation, EmptySubscription, FieldError, FieldResult, GraphQLType, RootNode,
+};
+use limits::{scan, Bounds, Kind, LimitError, EXECUTION_TIMEOUT, MAX_ANSWER_BYTES};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::Arc;
-use warp::http::{Response, StatusCode};
+use warp::http::Response;
 use warp::hyper::Body;
 
 pub use mutation::MutationForAdmin;
@@ -104,17 +111,23 @@ pub type AdminSchema =
 pub type UserSchema =
     RootNode<'static, QueryForUser, EmptyMutation<Context>, EmptySubscription<Context>>;
 
-/// Both schemas, built once.
+/// Both schemas, built once, with the bounds documents are measured against.
 pub struct Schemas {
     pub admin: AdminSchema,
     pub user: UserSchema,
+    admin_bounds: Bounds,
+    user_bounds: Bounds,
 }
 
 impl Schemas {
     pub fn new() -> Self {
+        let admin = RootNode::new(QueryForAdmin, MutationForAdmin, EmptySubscription::new());
+        let user = RootNode::new(QueryForUser, EmptyMutation::new(), EmptySubscription::new());
         Schemas {
-            admin: RootNode::new(QueryForAdmin, MutationForAdmin, EmptySubscription::new()),
-            user: RootNode::new(QueryForUser, EmptyMutation::new(), EmptySubscription::new()),
+            admin_bounds: Bounds::new(&admin.schema),
+            user_bounds: Bounds::new(&user.schema),
+            admin,
+            user,
         }
     }
 
@@ -163,58 +176,67 @@ fn graphql_error(errors: serde_json::Value) -> ApiError {
     ApiError::new(Problem::GraphQlError).with_data(errors)
 }
 
-/// The operation kinds (`query`, `mutation`, `subscription`) a document defines, found
-/// by a small scan of its top level (outside selections, strings and comments).
-fn operation_kinds(doc: &str) -> Vec<String> {
-    let mut kinds = Vec::new();
-    let mut depth = 0usize;
-    let mut chars = doc.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '#' => {
-                for n in chars.by_ref() {
-                    if n == '\n' {
-                        break;
-                    }
-                }
-            }
-            '"' => {
-                let mut escaped = false;
-                for n in chars.by_ref() {
-                    if escaped {
-                        escaped = false;
-                    } else if n == '\\' {
-                        escaped = true;
-                    } else if n == '"' {
-                        break;
-                    }
-                }
-            }
-            '{' => {
-                if depth == 0 && kinds.is_empty() {
-                    kinds.push("query".to_owned()); // shorthand `{ … }`
-                }
-                depth += 1;
-            }
-            '}' => depth = depth.saturating_sub(1),
-            c if depth == 0 && c.is_ascii_alphabetic() => {
-                let mut word = String::from(c);
-                while let Some(&n) = chars.peek() {
-                    if n.is_ascii_alphanumeric() || n == '_' {
-                        word.push(n);
-                        chars.next();
-                    } else {
-                        break;
-                    }
-                }
-                if matches!(word.as_str(), "query" | "mutation" | "subscription") {
-                    kinds.push(word);
-                }
-            }
-            _ => {}
-        }
+impl From<LimitError> for ApiError {
+    fn from(e: LimitError) -> Self {
+        graphql_error(serde_json::json!([{"message": e.to_string()}]))
     }
-    kinds
+}
+
+/// Parses `doc` with juniper's own parser (the document juniper will execute, not a
+/// look-alike) and refuses it if it is over a bound. Runs after [`scan`], which keeps the
+/// recursive parser shallow.
+fn check<Q, M, Sub>(
+    root: &RootNode<'static, Q, M, Sub>,
+    bounds: &Bounds,
+    doc: &str,
+    vars: &juniper::Variables,
+) -> Result<(), ApiError>
+where
+    Q: GraphQLType<Context = Context>,
+    M: GraphQLType<Context = Context>,
+    Sub: GraphQLType<Context = Context>,
+{
+    let document = juniper::parser::parse_document_source(doc, &root.schema).map_err(|e| {
+        let msg = juniper::GraphQLError::ParseError(e).to_string();
+        graphql_error(serde_json::json!([{ "message": msg }]))
+    })?;
+    bounds.check(&document, &root.schema, vars)?;
+    Ok(())
+}
+
+/// A writer that refuses to grow past a size: answers are serialized through it.
+struct Bounded {
+    bytes: Vec<u8>,
+    max: usize,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.max {
+            return Err(std::io::Error::other("answer too large"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The answer as JSON, or a refusal when it would be larger than [`MAX_ANSWER_BYTES`].
+fn answer_body(data: &juniper::Value) -> Result<Vec<u8>, ApiError> {
+    let mut out = Bounded {
+        bytes: Vec::new(),
+        max: MAX_ANSWER_BYTES,
+    };
+    if serde_json::to_writer(&mut out, data).is_err() {
+        let msg = format!(
+            "the answer would be larger than {} MiB; ask for fewer fields or smaller pages",
+            MAX_ANSWER_BYTES >> 20
+        );
+        return Err(graphql_error(serde_json::json!([{ "message": msg }])));
+    }
+    Ok(out.bytes)
 }
 
 /// The route handler.
@@ -223,11 +245,9 @@ pub async fn handle(app: Arc<App>, ctx: Ctx) -> Result<Response<Body>, ApiError>
     let vars = variables(req.variables)?;
     let caller = ctx.caller()?.clone();
     let admin = caller.is_admin();
+    let kinds = scan(&req.query)?;
     // juniper cannot execute operations a schema has no root for; refuse them up front.
-    let kinds = operation_kinds(&req.query);
-    if kinds.iter().any(|k| k == "subscription")
-        || (!admin && kinds.iter().any(|k| k == "mutation"))
-    {
+    if kinds.contains(&Kind::Subscription) || (!admin && kinds.contains(&Kind::Mutation)) {
         let msg = if admin {
             "subscriptions are not supported"
         } else {
@@ -240,16 +260,38 @@ pub async fn handle(app: Arc<App>, ctx: Ctx) -> Result<Response<Body>, ApiError>
         caller,
     };
     let op = req.operation_name.as_deref();
-    let result = if admin {
-        juniper::execute(&req.query, op, &app.graphql.admin, &vars, &gctx).await
-    } else {
-        juniper::execute(&req.query, op, &app.graphql.user, &vars, &gctx).await
+    let schemas = &app.graphql;
+    // Execution yields at every read, so the time limit can stop it there; and when the
+    // client goes away, the server drops this future and with it the execution.
+    let run = async {
+        if admin {
+            check(&schemas.admin, &schemas.admin_bounds, &req.query, &vars)?;
+            Ok::<_, ApiError>(juniper::execute(&req.query, op, &schemas.admin, &vars, &gctx).await)
+        } else {
+            check(&schemas.user, &schemas.user_bounds, &req.query, &vars)?;
+            Ok(juniper::execute(&req.query, op, &schemas.user, &vars, &gctx).await)
+        }
+    };
+    let result = match tokio::time::timeout(EXECUTION_TIMEOUT, run).await {
+        Ok(result) => result?,
+        Err(_) => {
+            let msg = format!(
+                "the query ran longer than {} s and was stopped",
+                EXECUTION_TIMEOUT.as_secs()
+            );
+            return Err(graphql_error(serde_json::json!([{ "message": msg }])));
+        }
     };
     match result {
         Ok((data, errors)) if errors.is_empty() => {
-            let body =
-                serde_json::to_value(&data).map_err(|e| ApiError::internal("graphql result", e))?;
-            Ok(json_response(StatusCode::OK, &body))
+            let body = answer_body(&data)?;
+            drop(data);
+            let mut resp = Response::new(Body::from(body));
+            resp.headers_mut().insert(
+                warp::http::header::CONTENT_TYPE,
+                warp::http::HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+            Ok(resp)
         }
         Ok((_, errors)) => {
             let list = serde_json::to_value(&errors)
@@ -271,23 +313,29 @@ pub async fn handle(app: Arc<App>, ctx: Ctx) -> Result<Response<Body>, ApiError>
 
 #[cfg(test)]
 mod tests {
-    use super::operation_kinds;
+    use super::limits::{scan, Kind};
 
     #[test]
     fn finds_top_level_operation_kinds_only() {
-        assert_eq!(operation_kinds("{ keypair { access_key } }"), ["query"]);
+        let kinds = |doc: &str| scan(doc).unwrap();
+        assert_eq!(kinds("{ keypair { access_key } }"), [Kind::Query]);
         assert_eq!(
-            operation_kinds("mutation($a: String!) { delete_keypair(access_key: $a) { ok } }"),
-            ["mutation"]
+            kinds("mutation($a: String!) { delete_keypair(access_key: $a) { ok } }"),
+            [Kind::Mutation]
         );
         assert_eq!(
-            operation_kinds("query { f(arg: \"mutation {\") }  # mutation\n"),
-            ["query"]
+            kinds("query { f(arg: \"mutation {\") }  # mutation\n"),
+            [Kind::Query]
         );
         assert_eq!(
-            operation_kinds("query A { a } mutation B { b }"),
-            ["query", "mutation"]
+            kinds("query A { a } mutation B { b }"),
+            [Kind::Query, Kind::Mutation]
         );
-        assert_eq!(operation_kinds("{ mutation }"), ["query"]);
+        assert_eq!(kinds("{ mutation }"), [Kind::Query]);
+        assert_eq!(kinds("query mutation($mutation: Int) { a }"), [Kind::Query]);
+        assert_eq!(
+            kinds("fragment F on Q { a } subscription { b }"),
+            [Kind::Subscription]
+        );
     }
 }

@@ -3,11 +3,12 @@
 
 use super::types::*;
 use super::{forbidden, Context};
-use crate::domain::KernelStatus;
+use crate::domain::{KernelStatus, UserRole};
 use crate::store::sessions::{KernelFilter, UNPAGED_LIMIT};
 use juniper::{graphql_object, FieldError, FieldResult};
 
-/// The largest page a paged list returns.
+/// The largest page a paged list returns; larger `limit`s are clamped to it (clients of
+/// the 19.x series ask for more than this).
 pub const MAX_PAGE: i32 = 100;
 
 /// Validates a status filter (`None` or "ALL" means any status).
@@ -25,12 +26,12 @@ pub fn status_filter(status: Option<String>) -> FieldResult<Option<String>> {
 }
 
 fn page(limit: i32, offset: i32) -> FieldResult<(i64, i64)> {
-    if !(1..=MAX_PAGE).contains(&limit) || offset < 0 {
-        return Err(FieldError::from(format!(
-            "limit must be 1..={MAX_PAGE} and offset non-negative"
-        )));
+    if limit < 1 || offset < 0 {
+        return Err(FieldError::from(
+            "limit must be positive and offset non-negative",
+        ));
     }
-    Ok((i64::from(limit), i64::from(offset)))
+    Ok((i64::from(limit.min(MAX_PAGE)), i64::from(offset)))
 }
 
 // ---- resolvers shared by both schemas ------------------------------------------------------
@@ -108,10 +109,19 @@ async fn keypair(ctx: &Context, access_key: Option<String>) -> FieldResult<Optio
     let Some(row) = ctx.app.store.keypair(&ak).await? else {
         return Ok(None);
     };
-    let visible = ctx.is_superadmin()
-        || row.user == ctx.user_uuid()
-        || (ctx.is_domain_admin()
-            && ctx.app.store.keypair_domain(&ak).await?.as_deref() == ctx.domain());
+    let visible = ctx.is_superadmin() || row.user == ctx.user_uuid() || {
+        // A domain admin sees keypairs of its domain's users, never a superadmin's.
+        ctx.is_domain_admin()
+            && ctx
+                .app
+                .store
+                .user_by_email(&row.user)
+                .await?
+                .is_some_and(|owner| {
+                    owner.domain_name.as_deref() == ctx.domain()
+                        && owner.role != UserRole::Superadmin
+                })
+    };
     Ok(visible.then(|| KeyPair::for_caller(row, ctx)))
 }
 
@@ -120,19 +130,24 @@ async fn keypairs(
     user_id: Option<String>,
     is_active: Option<bool>,
 ) -> FieldResult<Vec<KeyPair>> {
+    let store = &ctx.app.store;
     let rows = if ctx.is_superadmin() {
-        ctx.app.store.keypairs(user_id, is_active, None).await?
+        store
+            .keypairs(user_id, is_active, None, false, UNPAGED_LIMIT)
+            .await?
     } else if ctx.is_domain_admin() {
-        ctx.app
-            .store
-            .keypairs(user_id, is_active, ctx.domain().map(str::to_owned))
+        let domain = ctx.domain().map(str::to_owned);
+        store
+            .keypairs(user_id, is_active, domain, true, UNPAGED_LIMIT)
             .await?
     } else {
         let me = ctx.caller.keypair.user_email.clone();
         if user_id.as_ref().is_some_and(|u| *u != me) {
             return Err(forbidden("users can only list their own keypairs"));
         }
-        ctx.app.store.keypairs(Some(me), is_active, None).await?
+        store
+            .keypairs(Some(me), is_active, None, false, UNPAGED_LIMIT)
+            .await?
     };
     Ok(rows
         .into_iter()
@@ -341,8 +356,16 @@ fn image_object(i: crate::images::ImageInfo) -> Image {
     }
 }
 
+/// An unpaged list as the schema types it, cut at [`UNPAGED_LIMIT`] rows (the store
+/// already limits the long ones; this holds for every list).
 fn opt_list<T>(v: Vec<T>) -> Option<Vec<Option<T>>> {
-    Some(v.into_iter().map(Some).collect())
+    Some(capped(v).into_iter().map(Some).collect())
+}
+
+/// At most [`UNPAGED_LIMIT`] items.
+pub fn capped<T>(mut v: Vec<T>) -> Vec<T> {
+    v.truncate(usize::try_from(UNPAGED_LIMIT).unwrap_or(usize::MAX));
+    v
 }
 
 // ---- the two roots -------------------------------------------------------------------------
@@ -381,7 +404,7 @@ impl QueryForAdmin {
         let (rows, _) = ctx
             .app
             .store
-            .agents(agent_status(status)?, i64::from(MAX_PAGE) * 10, 0)
+            .agents(agent_status(status)?, UNPAGED_LIMIT, 0)
             .await?;
         Ok(opt_list(rows.into_iter().map(Agent::from).collect()))
     }
@@ -435,7 +458,7 @@ impl QueryForAdmin {
         Ok(opt_list(
             ctx.app
                 .store
-                .users(domain, is_active)
+                .users(domain, is_active, UNPAGED_LIMIT)
                 .await?
                 .into_iter()
                 .map(User)

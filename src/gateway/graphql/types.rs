@@ -127,7 +127,7 @@ impl User {
     async fn groups(&self, ctx: &Context) -> FieldResult<Option<Vec<Option<UserGroup>>>> {
         let groups = ctx.app.store.user_groups(&self.0.uuid).await?;
         Ok(Some(
-            groups
+            super::query::capped(groups)
                 .into_iter()
                 .map(|(id, name)| {
                     Some(UserGroup {
@@ -200,7 +200,10 @@ impl KeyPair {
     async fn vfolders(&self, ctx: &Context) -> FieldResult<Option<Vec<Option<VirtualFolder>>>> {
         let rows = ctx.app.store.vfolders_of_user(&self.row.user).await?;
         Ok(Some(
-            rows.into_iter().map(|r| Some(VirtualFolder(r))).collect(),
+            super::query::capped(rows)
+                .into_iter()
+                .map(|r| Some(VirtualFolder(r)))
+                .collect(),
         ))
     }
     async fn compute_sessions(
