@@ -280,7 +280,7 @@ async fn session(ctx: &Context, sess_id: Option<String>) -> FieldResult<Option<C
     let (rows, _) = ctx.app.store.kernels(f, UNPAGED_LIMIT, 0).await?;
     let pick = rows
         .iter()
-        .position(|r| r.status != "TERMINATED")
+        .position(|r| r.status != KernelStatus::Terminated.as_str())
         .or(if rows.is_empty() { None } else { Some(0) });
     Ok(pick.map(|i| ComputeSession::from(rows[i].clone())))
 }

@@ -2,6 +2,7 @@
 
 use super::scalars::{BigInt, DateTime, JsonString, Uuid};
 use super::Context;
+use crate::domain::KernelStatus;
 use crate::store::directory::{DomainRow, GroupRow, UserRow};
 use crate::store::keypairs::{KeypairRow, PolicyRow, PresetRow};
 use crate::store::sessions::{AgentRow, KernelFilter, KernelRow, UNPAGED_LIMIT};
@@ -450,7 +451,10 @@ async fn kernel_stat(
     live: &OnceCell<Option<Value>>,
     ctx: &Context,
 ) -> Option<Value> {
-    if matches!(row.status.as_str(), "RUNNING" | "BUILDING") {
+    if matches!(
+        row.status.parse(),
+        Ok(KernelStatus::Running | KernelStatus::Building)
+    ) {
         live.get_or_init(|| ctx.live_stat(&row.id)).await.clone()
     } else {
         serde_json::from_str(row.last_stat.as_deref()?).ok()
@@ -504,7 +508,10 @@ macro_rules! session_object {
             fn num_queries(&self) -> Option<BigInt> { Some(BigInt(self.row.num_queries)) }
             /// Live statistics, while the kernel runs and its agent reports them.
             async fn live_stat(&self, ctx: &Context) -> Option<JsonString> {
-                if !matches!(self.row.status.as_str(), "RUNNING" | "BUILDING") {
+                if !matches!(
+                    self.row.status.parse(),
+                    Ok(KernelStatus::Running | KernelStatus::Building)
+                ) {
                     return None;
                 }
                 kernel_stat(&self.row, &self.live, ctx).await.map(|v| JsonString(v.to_string()))
