@@ -407,7 +407,7 @@ fn host_of(addr: &str) -> String {
 async fn start(owner: Arc<Registry>, p: Placed) {
     let reg = &*owner;
     let outcome = async {
-        let config = agent_config(&reg, &p.start).await?;
+        let config = agent_config(reg, &p.start).await?;
         let client = reg.agent(&p.agent_addr).await.map_err(|e| e.to_string())?;
         let result = client
             .create_kernel_within(
