@@ -271,3 +271,70 @@ async fn a_freeze_with_force_kill_terminates_every_live_session_and_frees_their_
         .await
         .assert_problem(503, "server-frozen");
 }
+
+#[tokio::test]
+async fn a_forced_destroy_ends_a_stuck_session_once_for_admins_and_for_owners_of_a_gone_agent() {
+    let s = TestServer::start().await;
+    let app = s.app();
+    register_noop_image(app.shared.as_ref()).await;
+    let mut agents = noop_agents(&s, 1, "4", "4g", |_| {}).await;
+    for token in ["stuck", "orphan"] {
+        let r = s
+            .request("POST", "/kernel")
+            .json(&noop_session(token, "1"))
+            .signed(&creds(USER))
+            .send()
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json());
+    }
+    // A destruction that never finished: TERMINATING on an agent that is alive.
+    sql(
+        &app,
+        "UPDATE kernels SET status = 'TERMINATING' WHERE sess_id = 'stuck'",
+    )
+    .await;
+    let forced = |path: &str, key| {
+        s.request("DELETE", &format!("/kernel/{path}?forced=true"))
+            .signed(&creds(key))
+    };
+    forced("stuck", USER)
+        .send()
+        .await
+        .assert_problem(403, "generic-forbidden");
+    let r = s
+        .request(
+            "DELETE",
+            &format!("/kernel/stuck?forced=true&owner_access_key={}", USER.0),
+        )
+        .signed(&creds(ADMIN))
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    // The owner of a session whose agent went away may force it too.
+    let agent = agents.pop().unwrap();
+    agent.stop().await;
+    wait_for_sessions(&app, "the orphan to be in ERROR", 20, |rows| {
+        rows.iter().any(|(t, st, _)| t == "orphan" && st == "ERROR")
+    })
+    .await;
+    let r = forced("orphan", USER).send().await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let rows = session_rows(&app).await;
+    for (token, status, info) in &rows {
+        assert_eq!(
+            (status.as_str(), info.as_deref()),
+            ("TERMINATED", Some("force-terminated")),
+            "{token}"
+        );
+    }
+    // Slots released exactly once: the agent holds nothing (not less than nothing).
+    let (rows, _) = app.store.agents(None, 10, 0).await.unwrap();
+    let occupied =
+        backend_ai_manager::registry::sessions::parse_slots(&rows[0].occupied_slots).unwrap();
+    assert!(occupied.iter().all(|(_, v)| v.is_zero()), "{occupied:?}");
+    // Gone for good.
+    forced("stuck", USER)
+        .send()
+        .await
+        .assert_problem(404, "kernel-not-found");
+}

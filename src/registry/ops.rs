@@ -122,6 +122,38 @@ pub async fn destroy(
     }
 }
 
+/// How long a forced destroy waits for the agent before ending the record anyway.
+const FORCED_AGENT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Ends a session whatever its agent says: the agent, if alive, is asked to destroy the
+/// container (for at most [`FORCED_AGENT_WAIT`]; a failure is logged, and a container left
+/// behind is destroyed as an orphan at the agent's next heartbeat), then the record becomes
+/// TERMINATED with `reason` and its slots are released — once, as every end.
+pub async fn destroy_forced(
+    reg: &Registry,
+    live: &Live,
+    reason: &str,
+) -> Result<Option<Value>, RegistryError> {
+    let mut last = None;
+    if live.agent_status == Some(AgentStatus::Alive) && live.status.holds_slots() {
+        let asked = async {
+            let client = reg.agent(&live.agent_addr).await?;
+            client.destroy_kernel(&live.id, reason).await
+        };
+        match tokio::time::timeout(FORCED_AGENT_WAIT, asked).await {
+            Ok(Ok(stats)) => last = stats,
+            Ok(Err(e)) => tracing::warn!("forced end of {}: the agent said: {e}", live.sess_id),
+            Err(_) => tracing::warn!(
+                "forced end of {}: the agent did not answer within {} s",
+                live.sess_id,
+                FORCED_AGENT_WAIT.as_secs()
+            ),
+        }
+    }
+    sessions::mark_terminated(reg, &reg.store, &live.id, reason, last.clone()).await?;
+    Ok(last)
+}
+
 /// Destroys every live session (a freeze with `force_kill`), a few at a time, with
 /// `reason`. Returns how many were ended and the failures, each as `(session, error)`.
 pub async fn destroy_all(

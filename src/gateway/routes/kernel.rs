@@ -506,9 +506,25 @@ pub async fn info(app: Arc<App>, ctx: Ctx) -> Reply {
     }))
 }
 
-/// DELETE /kernel/{sess_id}
+/// DELETE /kernel/{sess_id}; with `?forced=true` the session's record ends whatever its
+/// agent says (admins, or the owner of a session whose agent is gone).
 pub async fn destroy(app: Arc<App>, ctx: Ctx) -> Reply {
     let (_, live) = session(&app, &ctx).await?;
+    let forced = matches!(
+        ctx.query_param("forced").as_deref(),
+        Some("true" | "1" | "yes")
+    );
+    if forced {
+        let agent_gone = live.agent_status != Some(AgentStatus::Alive);
+        if !ctx.caller()?.is_admin() && !agent_gone {
+            return Err(ApiError::msg(
+                Problem::GenericForbidden,
+                "only admins may force the end of a session whose agent is alive",
+            ));
+        }
+        let stats = ops::destroy_forced(&app.registry, &live, "force-terminated").await?;
+        return ok_json(json!({"stats": stats.map(versioned_stats)}));
+    }
     let stats = ops::destroy(&app.registry, &live, "user-requested").await?;
     ok_json(json!({"stats": stats.map(versioned_stats)}))
 }
