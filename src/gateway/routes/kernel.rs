@@ -2,7 +2,7 @@
 //! Sessions are named by the client's session token, scoped to the caller's keypair, or to
 //! `?owner_access_key=` for admins.
 
-use crate::domain::{AgentStatus, KernelStatus, ResourceSlots, UserRole};
+use crate::domain::{AgentStatus, KernelStatus, MountSpec, ResourceSlots, SessionSpec, UserRole};
 use crate::gateway::error::agent_error;
 use crate::gateway::error::{ApiError, Problem};
 use crate::gateway::router::{json_response, no_content, ok_json, Ctx};
@@ -197,15 +197,15 @@ async fn session_group(
     Ok(found)
 }
 
-/// `[name, host path, id, permission]` for each folder name (any folder the owner can
-/// reach; read-only where it may only read), as the agent mounts them.
+/// The mount of each folder name (any folder the owner can reach; read-only where it may
+/// only read).
 async fn resolve_mounts(
     app: &App,
     owner: &KeypairRecord,
     names: &[String],
-) -> Result<Value, ApiError> {
+) -> Result<Vec<MountSpec>, ApiError> {
     if names.is_empty() {
-        return Ok(json!([]));
+        return Ok(Vec::new());
     }
     let admin = owner.user_role == UserRole::Admin;
     let folders = app
@@ -219,16 +219,14 @@ async fn resolve_mounts(
         let Some(f) = folders.iter().find(|f| &f.row.name == name) else {
             return Err(ApiError::msg(Problem::VFolderNotFound, name.clone()));
         };
-        let perm = if f.permission == "ro" { "ro" } else { "rw" };
-        let path = hosts.folder_dir(&f.row.host, &f.row.id);
-        out.push(json!([
-            name,
-            path.to_string_lossy(),
-            f.row.id.replace('-', ""),
-            perm
-        ]));
+        out.push(MountSpec {
+            host_path: hosts.folder_dir(&f.row.host, &f.row.id),
+            name: name.clone(),
+            read_only: f.permission == "ro",
+            vfolder_id: Some(f.row.id.replace('-', "")),
+        });
     }
-    Ok(Value::Array(out))
+    Ok(out)
 }
 
 fn service_ports(live: &Live) -> Value {
@@ -321,18 +319,17 @@ pub async fn create(app: Arc<App>, ctx: Ctx) -> Reply {
             max.humanize()
         )));
     }
-    let environ: serde_json::Map<String, Value> = match config.get("environ") {
-        None | Some(Value::Null) => Default::default(),
+    // In the request's order (the session's `environ` column keeps it).
+    let environ: Vec<(String, String)> = match config.get("environ") {
+        None | Some(Value::Null) => Vec::new(),
         Some(Value::Object(m)) => m
             .iter()
             .map(|(k, v)| {
-                (
-                    k.clone(),
-                    json!(v
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| v.to_string())),
-                )
+                let v = v
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string());
+                (k.clone(), v)
             })
             .collect(),
         Some(_) => return Err(ApiError::bad_params("config.environ must be an object")),
@@ -369,11 +366,11 @@ pub async fn create(app: Arc<App>, ctx: Ctx) -> Reply {
         registry: image.registry.clone(),
         tag: body.tag,
         requested,
-        environ: environ
-            .iter()
-            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-            .collect(),
-        creation_config: json!({"environ": environ, "mounts": mounts}),
+        environ: environ.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        creation_config: SessionSpec {
+            environ: environ.into_iter().collect(),
+            mounts,
+        },
     };
     let (kernel_id, created) = match sessions::enqueue(&app.store, new, &owner.policy).await? {
         Ok(Enqueued::New { kernel_id }) => (kernel_id, true),
