@@ -701,7 +701,7 @@ async fn the_agent_rpc_drives_kernels_end_to_end() {
     let shutdown = async move {
         let _ = stop_rx.await;
     };
-    let (addr, server) = backend_ai_manager::rpc::server::serve(
+    let (addr, server) = backend_ai_manager::agent::rpc_server::serve(
         running.daemon.clone(),
         "127.0.0.1:0".parse().unwrap(),
         Some("s3cret".into()),
@@ -877,7 +877,7 @@ async fn the_agent_rpc_drives_kernels_end_to_end() {
         .await
         .unwrap();
     assert!(anonymous.ping("x").await.is_err());
-    let open = backend_ai_manager::rpc::server::serve(
+    let open = backend_ai_manager::agent::rpc_server::serve(
         running.daemon.clone(),
         "0.0.0.0:0".parse().unwrap(),
         None,

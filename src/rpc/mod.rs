@@ -1,10 +1,9 @@
 //! The manager ↔ agent RPC (gRPC with tonic): generated types from `proto/agent.proto`,
-//! their conversions to and from the domain types ([`convert`]), the agent's server and the
-//! manager's client.
+//! their conversions to and from the domain types ([`convert`]) and the manager's client.
+//! The agent's server lives with the agent ([`crate::agent::rpc_server`]).
 
 pub mod client;
 pub mod convert;
-pub mod server;
 
 #[allow(clippy::all, clippy::pedantic, non_camel_case_types)]
 pub mod pb {

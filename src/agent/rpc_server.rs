@@ -1,11 +1,13 @@
 //! The agent's RPC server: the contract of `proto/agent.proto` over an [`AgentDaemon`].
-//! Bound beyond loopback, it requires the shared token on every call.
+//! Bound beyond loopback, it requires the shared token on every call. Messages become domain
+//! values through [`crate::rpc::convert`]; runner frames are made with the runner's own
+//! `encode` and read with [`super::runner::read_frame`].
 
-use super::pb::agent_server::{Agent, AgentServer};
-use super::pb::*;
-use super::{convert, TOKEN_HEADER};
-use crate::agent::daemon::AgentDaemon;
-use crate::agent::AgentError;
+use super::daemon::AgentDaemon;
+use super::AgentError;
+use crate::rpc::pb::agent_server::{Agent, AgentServer};
+use crate::rpc::pb::*;
+use crate::rpc::{convert, TOKEN_HEADER};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::pin::Pin;
