@@ -59,6 +59,27 @@ fn spec(mem: &str) -> KernelSpec {
     }
 }
 
+/// What the manager asks an agent to create over the RPC: the test image with `slots`.
+fn creation(
+    slots: Value,
+    environ: &[(&str, &str)],
+    idle_timeout: u64,
+) -> backend_ai_manager::domain::KernelCreation {
+    backend_ai_manager::domain::KernelCreation {
+        spec: KernelSpec {
+            image: setting("BAI_TEST_IMAGE"),
+            slots: ResourceSlots::from_json(&slots).unwrap(),
+            environ: environ
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            mounts: Vec::new(),
+        },
+        registry: Default::default(),
+        idle_timeout: Duration::from_secs(idle_timeout),
+    }
+}
+
 async fn new_kernel(a: &Agent, mem: &str) -> String {
     let id = uuid::Uuid::new_v4().to_string();
     a.backend
@@ -680,7 +701,7 @@ async fn the_agent_rpc_drives_kernels_end_to_end() {
     let shutdown = async move {
         let _ = stop_rx.await;
     };
-    let (addr, server) = backend_ai_manager::rpc::server::serve(
+    let (addr, server) = backend_ai_manager::agent::rpc_server::serve(
         running.daemon.clone(),
         "127.0.0.1:0".parse().unwrap(),
         Some("s3cret".into()),
@@ -694,12 +715,16 @@ async fn the_agent_rpc_drives_kernels_end_to_end() {
     assert_eq!(client.ping("hello").await.unwrap(), "hello");
 
     let k = uuid::Uuid::new_v4().to_string();
-    let cfg = json!({"image": {"canonical": setting("BAI_TEST_IMAGE")}, "resource_slots": {"cpu": "1", "mem": "128m"}, "environ": {"A": "1"}, "idle_timeout": 0});
+    let cfg = creation(json!({"cpu": "1", "mem": "128m"}), &[("A", "1")], 0);
     let created = client.create_kernel(&k, &cfg).await.unwrap();
-    assert_eq!(created["id"], json!(k));
+    assert_eq!(created.id, k);
     assert_eq!(
-        created["service_ports"],
-        json!([{"name": "http", "protocol": "http", "container_port": 8080}])
+        created.service_ports,
+        [backend_ai_manager::domain::ServicePort {
+            name: "http".into(),
+            protocol: "http".into(),
+            container_port: 8080
+        }]
     );
 
     // Streaming execute: every result until the end.
@@ -833,7 +858,7 @@ async fn the_agent_rpc_drives_kernels_end_to_end() {
     // Kernels idle past their idle_timeout are destroyed.
     let idle = uuid::Uuid::new_v4().to_string();
     let mut idle_cfg = cfg.clone();
-    idle_cfg["idle_timeout"] = json!(1);
+    idle_cfg.idle_timeout = Duration::from_secs(1);
     client.create_kernel(&idle, &idle_cfg).await.unwrap();
     let ev = next_event(&mut events, "kernel_terminated").await;
     assert_eq!(
@@ -852,7 +877,7 @@ async fn the_agent_rpc_drives_kernels_end_to_end() {
         .await
         .unwrap();
     assert!(anonymous.ping("x").await.is_err());
-    let open = backend_ai_manager::rpc::server::serve(
+    let open = backend_ai_manager::agent::rpc_server::serve(
         running.daemon.clone(),
         "0.0.0.0:0".parse().unwrap(),
         None,
@@ -983,7 +1008,7 @@ async fn drive_over_rpc(port: u16) {
         .await
         .unwrap();
     let k = uuid::Uuid::new_v4().to_string();
-    let cfg = json!({"image": {"canonical": setting("BAI_TEST_IMAGE")}, "resource_slots": {"cpu": "1", "mem": "128m"}});
+    let cfg = creation(json!({"cpu": "1", "mem": "128m"}), &[], 0);
     client.create_kernel(&k, &cfg).await.unwrap();
     let call = Execute {
         run_id: None,
@@ -1067,7 +1092,11 @@ async fn serve_embeds_an_agent_and_the_agent_command_runs_one_alone() {
         .await
         .unwrap();
     let k = uuid::Uuid::new_v4().to_string();
-    let cfg = json!({"image": {"canonical": setting("BAI_TEST_IMAGE")}, "resource_slots": {"cpu": "1", "mem": "128m", "cuda.device": "1"}});
+    let cfg = creation(
+        json!({"cpu": "1", "mem": "128m", "cuda.device": "1"}),
+        &[],
+        0,
+    );
     client.create_kernel(&k, &cfg).await.unwrap();
     client
         .upload_file(&k, "kept.txt", b"before the crash".to_vec())
@@ -1105,7 +1134,7 @@ async fn serve_embeds_an_agent_and_the_agent_command_runs_one_alone() {
         "{r:?}"
     );
     // Its device is still held: a kernel asking for two finds only one free.
-    let two = json!({"image": {"canonical": setting("BAI_TEST_IMAGE")}, "resource_slots": {"cuda.device": "2"}});
+    let two = creation(json!({"cuda.device": "2"}), &[], 0);
     let err = client
         .create_kernel(&uuid::Uuid::new_v4().to_string(), &two)
         .await

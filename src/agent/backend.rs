@@ -6,57 +6,11 @@
 use super::resources::DeviceAllocMap;
 use super::runner::ExecResult;
 use super::AgentError;
-use crate::domain::ResourceSlots;
 use serde_json::Value;
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Credentials for pulling from a registry. Kept apart from [`KernelSpec`], which is
-/// recorded in container labels: secrets never are.
-#[derive(Clone)]
-pub struct RegistryCredentials {
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for RegistryCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RegistryCredentials({}, <hidden>)", self.username)
-    }
-}
-
-/// A vfolder (or other host directory) mounted under `/home/work/{name}`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct MountSpec {
-    pub host_path: PathBuf,
-    pub name: String,
-    pub read_only: bool,
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct KernelSpec {
-    /// Canonical image reference.
-    pub image: String,
-    pub slots: ResourceSlots,
-    pub environ: BTreeMap<String, String>,
-    pub mounts: Vec<MountSpec>,
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ServicePort {
-    pub name: String,
-    pub protocol: String,
-    pub container_port: u16,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct KernelInfo {
-    pub id: String,
-    pub container_id: String,
-    pub service_ports: Vec<ServicePort>,
-}
+pub use crate::domain::{KernelInfo, KernelSpec, MountSpec, RegistryCredentials, ServicePort};
 
 /// A kernel container that stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -200,6 +200,22 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
     )
 }
 
+/// `kernel.{image name}.{id}`: the image's short name, as far as a container name allows.
+fn container_name(id: &str, image: &str) -> String {
+    let short = image
+        .rsplit('/')
+        .next()
+        .unwrap_or("kernel")
+        .split(':')
+        .next()
+        .unwrap_or("kernel");
+    let short: String = short
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    format!("kernel.{short}.{id}")
+}
+
 /// `name:protocol:port` entries of the `ai.backend.service-ports` label.
 pub fn parse_service_ports(label: &str) -> Vec<ServicePort> {
     label
@@ -302,6 +318,9 @@ impl DockerBackend {
         Ok(())
     }
 
+    /// Creates and starts the kernel's container from `spec` and its image's `labels`, with
+    /// `devices` (accelerators already allocated to it) and `dir` (its scratch directories);
+    /// returns once the runner inside answers.
     async fn start_container(
         &self,
         id: &str,
@@ -310,16 +329,53 @@ impl DockerBackend {
         dir: &Path,
         devices: &[String],
     ) -> Result<KernelInfo, AgentError> {
+        let mut env = self.kernel_env(spec, labels);
+        let binds = self.binds(spec, dir)?;
+        let device_requests = self.device_requests(devices, &mut env);
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint: Some(vec![RUNNER_IN_CONTAINER.into()]),
+            cmd: Some(Vec::new()),
+            env: Some(env),
+            labels: Some(self.container_labels(id, spec, devices)),
+            user: Some(format!("{}:{}", self.cfg.kernel_uid, self.cfg.kernel_gid)),
+            working_dir: Some("/home/work".into()),
+            host_config: Some(self.host_config(spec, binds, device_requests)),
+            ..Default::default()
+        };
+        let container_id = self
+            .create_and_start(container_name(id, &spec.image), body)
+            .await?;
+        let info = KernelInfo {
+            id: id.to_owned(),
+            container_id,
+            service_ports: labels
+                .get("ai.backend.service-ports")
+                .map(|l| parse_service_ports(l))
+                .unwrap_or_default(),
+        };
+        let kernel = Arc::new(Kernel {
+            info: info.clone(),
+            dir: dir.to_path_buf(),
+            runner: Mutex::new(None),
+            spec: spec.clone(),
+            devices: devices.to_vec(),
+        });
+        self.kernels
+            .lock()
+            .await
+            .insert(id.to_owned(), kernel.clone());
+        self.wait_ready(id, &kernel).await?;
+        Ok(info)
+    }
+
+    /// The kernel's environment: the spec's, then what the runner needs, then the core count
+    /// under the names the image's label gives.
+    fn kernel_env(&self, spec: &KernelSpec, labels: &HashMap<String, String>) -> Vec<String> {
         let runtime = labels
             .get("ai.backend.runtime-path")
             .cloned()
             .unwrap_or_else(|| "python3".into());
-        let service_ports = labels
-            .get("ai.backend.service-ports")
-            .map(|l| parse_service_ports(l))
-            .unwrap_or_default();
-        let cpus = spec.slots.get("cpu");
-        let mem = spec.slots.get("mem").to_i64().unwrap_or(0);
         let mut env: Vec<String> = spec
             .environ
             .iter()
@@ -333,7 +389,7 @@ impl DockerBackend {
             "HOME=/home/work".into(),
         ]);
         if let Some(names) = labels.get("ai.backend.envs.corecount") {
-            let cores = cpus.ceil().to_i64().unwrap_or(1).max(1);
+            let cores = spec.slots.get("cpu").ceil().to_i64().unwrap_or(1).max(1);
             env.extend(
                 names
                     .split(',')
@@ -341,6 +397,12 @@ impl DockerBackend {
                     .map(|n| format!("{}={cores}", n.trim())),
             );
         }
+        env
+    }
+
+    /// The runner (read-only), the work and IPC directories, and each mount under
+    /// `/home/work/{name}`; a name that could leave the work directory is refused.
+    fn binds(&self, spec: &KernelSpec, dir: &Path) -> Result<Vec<String>, AgentError> {
         let mut binds = vec![
             format!(
                 "{}:{RUNNER_IN_CONTAINER}:ro",
@@ -366,22 +428,42 @@ impl DockerBackend {
                 if m.read_only { "ro" } else { "rw" }
             ));
         }
-        let mut device_requests = None;
+        Ok(binds)
+    }
+
+    /// How the kernel gets its accelerators: NVIDIA devices through the engine; mock ones
+    /// (tests) named in an environment variable added to `env`.
+    fn device_requests(
+        &self,
+        devices: &[String],
+        env: &mut Vec<String>,
+    ) -> Option<Vec<DeviceRequest>> {
         match self.devices.as_ref().map(|d| &d.source) {
-            Some(DeviceSource::Nvidia(_)) if !devices.is_empty() => {
-                device_requests = Some(vec![DeviceRequest {
-                    driver: Some("nvidia".into()),
-                    device_ids: Some(devices.to_vec()),
-                    capabilities: Some(vec![vec!["gpu".into()]]),
-                    ..Default::default()
-                }]);
-            }
+            Some(DeviceSource::Nvidia(_)) if !devices.is_empty() => Some(vec![DeviceRequest {
+                driver: Some("nvidia".into()),
+                device_ids: Some(devices.to_vec()),
+                capabilities: Some(vec![vec!["gpu".into()]]),
+                ..Default::default()
+            }]),
             Some(DeviceSource::Mock(_)) if !devices.is_empty() => {
-                env.push(format!("BACKENDAI_MOCK_CUDA_DEVICES={}", devices.join(",")))
+                env.push(format!("BACKENDAI_MOCK_CUDA_DEVICES={}", devices.join(",")));
+                None
             }
-            _ => {}
+            _ => None,
         }
-        let host_config = HostConfig {
+    }
+
+    /// The container's limits (memory without swap, CPU, pids) and confinement (no
+    /// capabilities, no new privileges, the configured network).
+    fn host_config(
+        &self,
+        spec: &KernelSpec,
+        binds: Vec<String>,
+        device_requests: Option<Vec<DeviceRequest>>,
+    ) -> HostConfig {
+        let cpus = spec.slots.get("cpu");
+        let mem = spec.slots.get("mem").to_i64().unwrap_or(0);
+        HostConfig {
             device_requests,
             binds: Some(binds),
             network_mode: Some(self.cfg.network_mode.clone()),
@@ -397,48 +479,42 @@ impl DockerBackend {
             security_opt: Some(vec!["no-new-privileges".into()]),
             privileged: Some(false),
             ..Default::default()
-        };
-        let mut container_labels = HashMap::new();
-        container_labels.insert(LABEL_KERNEL_ID.to_owned(), id.to_owned());
-        container_labels.insert(LABEL_AGENT_ID.to_owned(), self.cfg.agent_id.clone());
-        container_labels.insert("ai.backend.image".to_owned(), spec.image.clone());
-        container_labels.insert(
+        }
+    }
+
+    /// The kernel's and agent's ids, its image and slots, and what a restarted agent needs
+    /// to take the kernel over: its devices and spec.
+    fn container_labels(
+        &self,
+        id: &str,
+        spec: &KernelSpec,
+        devices: &[String],
+    ) -> HashMap<String, String> {
+        let mut labels = HashMap::new();
+        labels.insert(LABEL_KERNEL_ID.to_owned(), id.to_owned());
+        labels.insert(LABEL_AGENT_ID.to_owned(), self.cfg.agent_id.clone());
+        labels.insert("ai.backend.image".to_owned(), spec.image.clone());
+        labels.insert(
             "ai.backend.slots".to_owned(),
             spec.slots.to_json().to_string(),
         );
-        // What a restarted agent needs to take the kernel over: devices and spec.
-        container_labels.insert(
+        labels.insert(
             LABEL_DEVICES.to_owned(),
             serde_json::Value::from(devices.to_vec()).to_string(),
         );
-        container_labels.insert(
+        labels.insert(
             LABEL_SPEC.to_owned(),
             serde_json::to_string(spec).unwrap_or_default(),
         );
-        let body = ContainerCreateBody {
-            image: Some(spec.image.clone()),
-            entrypoint: Some(vec![RUNNER_IN_CONTAINER.into()]),
-            cmd: Some(Vec::new()),
-            env: Some(env),
-            labels: Some(container_labels),
-            user: Some(format!("{}:{}", self.cfg.kernel_uid, self.cfg.kernel_gid)),
-            working_dir: Some("/home/work".into()),
-            host_config: Some(host_config),
-            ..Default::default()
-        };
-        let short = spec
-            .image
-            .rsplit('/')
-            .next()
-            .unwrap_or("kernel")
-            .split(':')
-            .next()
-            .unwrap_or("kernel");
-        let short: String = short
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-            .collect();
-        let name = format!("kernel.{short}.{id}");
+        labels
+    }
+
+    /// Creates the container and starts it; returns its id.
+    async fn create_and_start(
+        &self,
+        name: String,
+        body: ContainerCreateBody,
+    ) -> Result<String, AgentError> {
         let created = self
             .docker
             .create_container(
@@ -457,31 +533,19 @@ impl DockerBackend {
             )
             .await
             .map_err(|e| docker_err("cannot start the container", e))?;
-        let info = KernelInfo {
-            id: id.to_owned(),
-            container_id: created.id,
-            service_ports,
-        };
-        let kernel = Arc::new(Kernel {
-            info: info.clone(),
-            dir: dir.to_path_buf(),
-            runner: Mutex::new(None),
-            spec: spec.clone(),
-            devices: devices.to_vec(),
-        });
-        self.kernels
-            .lock()
-            .await
-            .insert(id.to_owned(), kernel.clone());
-        // Ready means the runner answers.
-        if let Err(e) = self.runner_of(&kernel).await {
+        Ok(created.id)
+    }
+
+    /// Ready means the runner answers; when it does not, the error carries the kernel's log.
+    async fn wait_ready(&self, id: &str, kernel: &Kernel) -> Result<(), AgentError> {
+        if let Err(e) = self.runner_of(kernel).await {
             let logs = self.logs(id).await.unwrap_or_default();
             return Err(AgentError::Failure(format!(
                 "the kernel did not start: {e}; its log: {}",
                 logs.trim()
             )));
         }
-        Ok(info)
+        Ok(())
     }
 
     async fn runner_of(&self, kernel: &Kernel) -> Result<Arc<RunnerClient>, AgentError> {

@@ -256,11 +256,13 @@ mod tests {
                 host_path: folder.path().to_owned(),
                 name: "thesis-data".into(),
                 read_only: false,
+                vfolder_id: None,
             },
             MountSpec {
                 host_path: shared.path().to_owned(),
                 name: "shared".into(),
                 read_only: true,
+                vfolder_id: None,
             },
         ];
         let w = work.path();

@@ -72,7 +72,8 @@ pub async fn start(cfg: &ManagerConfig, bus: EphemeralHandle) -> Result<Launched
     let shutdown = async move {
         let _ = stopped.await;
     };
-    match crate::rpc::server::serve(agent.daemon.clone(), a.rpc_listen_addr, token, shutdown).await
+    match crate::agent::rpc_server::serve(agent.daemon.clone(), a.rpc_listen_addr, token, shutdown)
+        .await
     {
         Ok((rpc_addr, rpc)) => {
             tracing::info!("agent RPC listening on {rpc_addr}");

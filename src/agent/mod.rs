@@ -1,6 +1,8 @@
 //! The agent: owns one host's kernels. [`backend`] says what runs them: [`docker`] as
 //! containers, [`noop`] as records only (scale tests); [`runner`] talks
-//! to the runner inside each, [`files`] moves files in and out of their work directories.
+//! to the runner inside each, [`files`] moves files in and out of their work directories;
+//! [`daemon`] owns the kernels' lifecycle and events, and [`rpc_server`] serves it to the
+//! manager over `proto/agent.proto`.
 
 pub mod backend;
 pub mod daemon;
@@ -9,6 +11,7 @@ pub mod files;
 pub mod launch;
 pub mod noop;
 pub mod resources;
+pub mod rpc_server;
 pub mod runner;
 
 /// Errors of agent operations; the manager maps them to the original's `agent-timeout`,

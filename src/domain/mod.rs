@@ -1,4 +1,5 @@
-//! Plain domain types shared by every layer: roles, statuses, resource slots, keys.
+//! Plain domain types shared by every layer: roles, statuses, resource slots, keys, and what
+//! a kernel is created from ([`spec`]).
 //!
 //! Nothing here knows about HTTP, SQL or etcd; those layers convert to and from these types
 //! at their edges.
@@ -6,6 +7,7 @@
 mod enums;
 pub mod keys;
 pub mod slots;
+pub mod spec;
 
 pub use enums::{
     AgentStatus, DefaultForUnspecified, KernelStatus, ManagerStatus, UnknownVariant, UserRole,
@@ -13,6 +15,10 @@ pub use enums::{
 };
 pub use keys::{generate_keypair, AccessKey};
 pub use slots::{ResourceSlots, SlotError};
+pub use spec::{
+    ImageRegistry, KernelCreation, KernelInfo, KernelSpec, MountSpec, RegistryCredentials,
+    ServicePort, SessionSpec,
+};
 
 /// The API version this server speaks natively.
 pub const LATEST_API_VERSION: &str = "v4.20190315";

@@ -113,6 +113,27 @@ impl ResourceSlots {
         Ok(ResourceSlots(slots))
     }
 
+    /// Parses `(slot name, quantity text)` pairs (the agent RPC's map) by the rules of
+    /// [`from_json`](Self::from_json).
+    pub fn from_texts<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, SlotError> {
+        let mut slots = BTreeMap::new();
+        for (k, v) in pairs {
+            if !valid_slot_name(k) {
+                return Err(SlotError::BadName);
+            }
+            let q = Self::parse_quantity(k, &serde_json::Value::String(v.to_owned()))?;
+            slots.insert(k.to_owned(), q);
+        }
+        Ok(ResourceSlots(slots))
+    }
+
+    /// `(slot name, quantity text)` pairs, the texts as [`to_json`](Self::to_json) writes them.
+    pub fn to_texts(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.0.iter().map(|(k, v)| (k.clone(), v.to_string()))
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::Value::Object(
             self.0

@@ -9,7 +9,7 @@ use super::{Operation, Registry, RegistryError};
 use crate::agent::AgentError;
 use crate::domain::{AgentStatus, KernelStatus};
 use crate::rpc::client::AgentClient;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// The RPC client for a RUNNING session on an ALIVE agent; a clear error otherwise.
 pub async fn client(reg: &Registry, live: &Live) -> Result<AgentClient, RegistryError> {
@@ -192,12 +192,9 @@ pub async fn restart(reg: &Registry, live: &Live) -> Result<(), RegistryError> {
     )
     .await?;
     match client.restart_kernel(&live.id).await {
-        Ok(result) => {
+        Ok(created) => {
             let started = sessions::Started {
-                container_id: result["container_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
+                container_id: created.container_id,
                 kernel_host: live
                     .agent_addr
                     .split("://")
@@ -205,10 +202,7 @@ pub async fn restart(reg: &Registry, live: &Live) -> Result<(), RegistryError> {
                     .and_then(|a| a.rsplit_once(':'))
                     .map(|(h, _)| h.to_owned())
                     .unwrap_or_default(),
-                service_ports: result
-                    .get("service_ports")
-                    .cloned()
-                    .unwrap_or_else(|| json!([])),
+                service_ports: created.service_ports,
             };
             sessions::mark_running(reg, store, &live.id, started).await?;
             Ok(())

@@ -16,13 +16,15 @@
 
 use super::sessions::{self, parse_slots, Started};
 use super::Registry;
+use crate::agent::AgentError;
 use crate::config::Strategy;
-use crate::domain::{KernelStatus, ResourceSlots};
+use crate::domain::{
+    ImageRegistry, KernelCreation, KernelSpec, KernelStatus, RegistryCredentials, ResourceSlots,
+};
 use crate::store::scheduling::{self, StartSpec};
 use crate::store::{now_text, StoreError};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
-use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -239,7 +241,9 @@ struct Placed {
     sess_id: String,
     access_key: String,
     agent_addr: String,
-    /// What the agent's create config is made of, read in the pass's transaction.
+    /// What it was placed with (its stored slots, as the pass read them).
+    slots: ResourceSlots,
+    /// What its kernel is created from, read in the pass's transaction.
     start: StartSpec,
 }
 
@@ -336,6 +340,7 @@ fn decide(
                     sess_id,
                     access_key,
                     agent_addr: addr,
+                    slots: p.requested.clone(),
                     start,
                 });
             }
@@ -366,33 +371,46 @@ fn launch(reg: &Arc<Registry>, placed: Vec<Placed>) {
     }
 }
 
-/// The create config the agent gets (the original's shape).
-async fn agent_config(reg: &Registry, spec: &StartSpec) -> Result<Value, String> {
-    let creation: Value = spec
-        .creation_config
-        .as_deref()
-        .and_then(|c| serde_json::from_str(c).ok())
-        .unwrap_or_else(|| json!({}));
-    let registries = crate::images::scan::registries(reg.shared.as_ref())
-        .await
-        .map_err(|e| e.to_string())?;
-    let reg = registries.iter().find(|r| r.name == spec.registry);
-    let mut registry = json!({"name": spec.registry});
-    if let Some(r) = reg {
-        registry["url"] = json!(r.url);
-        if let (Some(u), Some(p)) = (&r.username, &r.password) {
-            registry["username"] = json!(u);
-            registry["password"] = json!(p);
+/// Why a placed session could not be started; its text becomes the session's
+/// `creation-failed: ...` reason.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Registries(#[from] crate::images::scan::ScanError),
+    #[error("{0}")]
+    Agent(#[from] AgentError),
+}
+
+/// What the agent is asked to create: the placed session's spec and slots, with the
+/// registry its image comes from (and that registry's credentials, when it has some).
+async fn kernel_creation(reg: &Registry, p: &Placed) -> Result<KernelCreation, StartError> {
+    let session = p.start.session.clone().map_err(StartError::Config)?;
+    let registries = crate::images::scan::registries(reg.shared.as_ref()).await?;
+    let mut registry = ImageRegistry {
+        name: p.start.registry.clone(),
+        ..Default::default()
+    };
+    if let Some(r) = registries.iter().find(|r| r.name == p.start.registry) {
+        registry.url = r.url.clone();
+        if let (Some(username), Some(password)) = (&r.username, &r.password) {
+            registry.credentials = Some(RegistryCredentials {
+                username: username.clone(),
+                password: password.clone(),
+            });
         }
     }
-    let slots: Value = serde_json::from_str(&spec.occupied_slots).unwrap_or_else(|_| json!({}));
-    Ok(json!({
-        "image": {"canonical": spec.image, "registry": registry},
-        "resource_slots": slots,
-        "environ": creation.get("environ").cloned().unwrap_or_else(|| json!({})),
-        "mounts": creation.get("mounts").cloned().unwrap_or_else(|| json!([])),
-        "idle_timeout": spec.idle_timeout.max(0),
-    }))
+    Ok(KernelCreation {
+        spec: KernelSpec {
+            image: p.start.image.clone(),
+            slots: p.slots.clone(),
+            environ: session.environ,
+            mounts: session.mounts,
+        },
+        registry,
+        idle_timeout: p.start.idle_timeout,
+    })
 }
 
 fn host_of(addr: &str) -> String {
@@ -407,31 +425,24 @@ fn host_of(addr: &str) -> String {
 async fn start(owner: Arc<Registry>, p: Placed) {
     let reg = &*owner;
     let outcome = async {
-        let config = agent_config(reg, &p.start).await?;
-        let client = reg.agent(&p.agent_addr).await.map_err(|e| e.to_string())?;
-        let result = client
+        let creation = kernel_creation(reg, &p).await?;
+        let client = reg.agent(&p.agent_addr).await?;
+        let created = client
             .create_kernel_within(
                 &p.kernel_id,
-                &config,
+                &creation,
                 Duration::from_secs_f64(reg.config.scheduler.agent_create_timeout),
             )
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>((client, result))
+            .await?;
+        Ok::<_, StartError>((client, created))
     }
     .await;
     match outcome {
-        Ok((client, result)) => {
+        Ok((client, created)) => {
             let started = Started {
-                container_id: result["container_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
+                container_id: created.container_id,
                 kernel_host: host_of(&p.agent_addr),
-                service_ports: result
-                    .get("service_ports")
-                    .cloned()
-                    .unwrap_or_else(|| json!([])),
+                service_ports: created.service_ports,
             };
             match sessions::mark_running(reg, &reg.store, &p.kernel_id, started).await {
                 Ok(true) => {}
@@ -515,6 +526,7 @@ pub async fn run(reg: Arc<Registry>, mut stop: tokio::sync::watch::Receiver<bool
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     fn slots(v: Value) -> ResourceSlots {
         ResourceSlots::from_json(&v).unwrap()

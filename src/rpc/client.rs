@@ -3,9 +3,10 @@
 
 use super::pb::agent_client::AgentClient as Raw;
 use super::pb::*;
-use super::TOKEN_HEADER;
+use super::{convert, TOKEN_HEADER};
 use crate::agent::runner::ExecResult;
 use crate::agent::AgentError;
+use crate::domain::{KernelCreation, KernelInfo};
 use serde_json::Value;
 use std::time::Duration;
 use tonic::service::interceptor::InterceptedService;
@@ -114,9 +115,9 @@ impl AgentClient {
     pub async fn create_kernel(
         &self,
         kernel_id: &str,
-        config: &Value,
-    ) -> Result<Value, AgentError> {
-        self.create_kernel_within(kernel_id, config, Duration::from_secs(600))
+        creation: &KernelCreation,
+    ) -> Result<KernelInfo, AgentError> {
+        self.create_kernel_within(kernel_id, creation, Duration::from_secs(600))
             .await
     }
 
@@ -124,21 +125,16 @@ impl AgentClient {
     pub async fn create_kernel_within(
         &self,
         kernel_id: &str,
-        config: &Value,
+        creation: &KernelCreation,
         deadline: Duration,
-    ) -> Result<Value, AgentError> {
-        let req = CreateKernelRequest {
-            kernel_id: kernel_id.into(),
-            config_json: config.to_string(),
-        };
-        parse(
-            &self
-                .raw
+    ) -> Result<KernelInfo, AgentError> {
+        let req = convert::create_request(kernel_id, creation);
+        convert::kernel_info(
+            self.raw
                 .clone()
                 .create_kernel(timed(req, deadline))
                 .await?
-                .into_inner()
-                .result_json,
+                .into_inner(),
         )
     }
 
@@ -152,30 +148,26 @@ impl AgentClient {
             kernel_id: kernel_id.into(),
             reason: reason.into(),
         };
-        parse(
-            &self
-                .raw
+        convert::last_stat(
+            self.raw
                 .clone()
                 .destroy_kernel(timed(req, Duration::from_secs(30)))
                 .await?
-                .into_inner()
-                .json,
+                .into_inner(),
         )
     }
 
-    pub async fn restart_kernel(&self, kernel_id: &str) -> Result<Value, AgentError> {
+    pub async fn restart_kernel(&self, kernel_id: &str) -> Result<KernelInfo, AgentError> {
         let req = KernelRef {
             kernel_id: kernel_id.into(),
             reason: "restarting".into(),
         };
-        parse(
-            &self
-                .raw
+        convert::kernel_info(
+            self.raw
                 .clone()
                 .restart_kernel(timed(req, Duration::from_secs(90)))
                 .await?
-                .into_inner()
-                .result_json,
+                .into_inner(),
         )
     }
 

@@ -10,7 +10,9 @@
 
 use super::auth::ResourcePolicy;
 use super::{now_text, StoreError};
-use crate::domain::{AgentStatus, DefaultForUnspecified, KernelStatus, ResourceSlots};
+use crate::domain::{
+    AgentStatus, DefaultForUnspecified, KernelStatus, ResourceSlots, ServicePort, SessionSpec,
+};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension};
 use rust_decimal::Decimal;
@@ -57,8 +59,8 @@ pub struct NewSession {
     pub requested: ResourceSlots,
     /// `K=V` entries.
     pub environ: Vec<String>,
-    /// What the agent needs beyond slots: `{"environ": {...}, "mounts": [...]}`.
-    pub creation_config: Value,
+    /// What the agent needs beyond the image and slots (`kernels.creation_config`).
+    pub creation_config: SessionSpec,
 }
 
 #[derive(Debug)]
@@ -118,7 +120,7 @@ pub struct Changed {
 pub struct Started {
     pub container_id: String,
     pub kernel_host: String,
-    pub service_ports: Value,
+    pub service_ports: Vec<ServicePort>,
 }
 
 pub fn parse_slots(text: &str) -> Result<ResourceSlots, StoreError> {
@@ -279,7 +281,8 @@ pub fn enqueue(
         serde_json::to_string(&new.environ).unwrap_or_else(|_| "[]".into()),
         KernelStatus::Pending,
         now,
-        new.creation_config.to_string(),
+        serde_json::to_string(&new.creation_config)
+            .map_err(|e| StoreError::Corrupt(format!("creation config: {e}")))?,
     ])?;
     count_concurrency(tx, &new.access_key, 1)?;
     Ok(Ok(Enqueued::New {
@@ -426,7 +429,8 @@ pub fn mark_running(
         now_text(),
         started.container_id,
         started.kernel_host,
-        started.service_ports.to_string(),
+        serde_json::to_string(&started.service_ports)
+            .map_err(|e| StoreError::Corrupt(format!("service ports: {e}")))?,
         Running,
     ])?;
     Ok(Some(Changed {

@@ -2,13 +2,14 @@
 //! Sessions are named by the client's session token, scoped to the caller's keypair, or to
 //! `?owner_access_key=` for admins.
 
-use crate::domain::{AgentStatus, KernelStatus, ResourceSlots, UserRole};
+use crate::domain::{AgentStatus, KernelStatus, MountSpec, ResourceSlots, SessionSpec, UserRole};
 use crate::gateway::error::agent_error;
 use crate::gateway::error::{ApiError, Problem};
 use crate::gateway::router::{json_response, no_content, ok_json, Ctx};
 use crate::images::ImageError;
 use crate::registry::ops;
 use crate::registry::sessions::{self, Enqueued, Live, NewSession, Refusal};
+use crate::registry::KernelWatch;
 use crate::rpc::client::Execute;
 use crate::server::App;
 use crate::store::auth::KeypairRecord;
@@ -197,15 +198,15 @@ async fn session_group(
     Ok(found)
 }
 
-/// `[name, host path, id, permission]` for each folder name (any folder the owner can
-/// reach; read-only where it may only read), as the agent mounts them.
+/// The mount of each folder name (any folder the owner can reach; read-only where it may
+/// only read).
 async fn resolve_mounts(
     app: &App,
     owner: &KeypairRecord,
     names: &[String],
-) -> Result<Value, ApiError> {
+) -> Result<Vec<MountSpec>, ApiError> {
     if names.is_empty() {
-        return Ok(json!([]));
+        return Ok(Vec::new());
     }
     let admin = owner.user_role == UserRole::Admin;
     let folders = app
@@ -219,16 +220,14 @@ async fn resolve_mounts(
         let Some(f) = folders.iter().find(|f| &f.row.name == name) else {
             return Err(ApiError::msg(Problem::VFolderNotFound, name.clone()));
         };
-        let perm = if f.permission == "ro" { "ro" } else { "rw" };
-        let path = hosts.folder_dir(&f.row.host, &f.row.id);
-        out.push(json!([
-            name,
-            path.to_string_lossy(),
-            f.row.id.replace('-', ""),
-            perm
-        ]));
+        out.push(MountSpec {
+            host_path: hosts.folder_dir(&f.row.host, &f.row.id),
+            name: name.clone(),
+            read_only: f.permission == "ro",
+            vfolder_id: Some(f.row.id.replace('-', "")),
+        });
     }
-    Ok(Value::Array(out))
+    Ok(out)
 }
 
 fn service_ports(live: &Live) -> Value {
@@ -251,10 +250,57 @@ fn created_reply(live: &Live, created: bool) -> Reply {
     Ok(json_response(StatusCode::CREATED, &body))
 }
 
-/// POST /kernel, /kernel/create
+/// A create request as parsed from its body, before anything is looked up.
+struct CreateRequest {
+    token: String,
+    /// The image reference as given (name, alias, or canonical).
+    reference: String,
+    domain: String,
+    group: String,
+    tag: Option<String>,
+    /// The body's `config`, for the slots (which need the image to be parsed).
+    config: serde_json::Map<String, Value>,
+    /// In the request's order (the session's `environ` column keeps it).
+    environ: Vec<(String, String)>,
+    mount_names: Vec<String>,
+    /// How long the call waits for the session to start.
+    wait: Duration,
+}
+
+/// POST /kernel, /kernel/create: parse, resolve the image, check the limits, build the
+/// session's spec, enqueue it, and wait (up to the asked time) for it to start.
 pub async fn create(app: Arc<App>, ctx: Ctx) -> Reply {
     let body: CreateBody = ctx.json()?;
     let owner = owner(&app, &ctx).await?;
+    let req = parse_create(body, app.config.scheduler.create_timeout)?;
+    let image = resolve_image(&app, &req).await?;
+    let (group_id, requested) = check_limits(&app, &owner, &req, &image).await?;
+    let spec = build_spec(&app, &owner, &req).await?;
+    let new = NewSession {
+        kernel_id: String::new(),
+        sess_id: req.token.clone(),
+        access_key: owner.access_key.clone(),
+        user_uuid: owner.user_uuid.clone(),
+        domain_name: req.domain.clone(),
+        group_id,
+        image: image.canonical(),
+        registry: image.registry.clone(),
+        tag: req.tag.clone(),
+        requested,
+        environ: req
+            .environ
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
+        creation_config: spec,
+    };
+    let (kernel_id, created, watch) = enqueue(&app, &owner, new).await?;
+    wait_for_start(&app, &kernel_id, created, watch, req.wait).await
+}
+
+/// The body's own rules: a valid session token, an image named, a config of the right
+/// shape; and how long the call may wait.
+fn parse_create(body: CreateBody, create_timeout: f64) -> Result<CreateRequest, ApiError> {
     let token = body
         .token
         .ok_or_else(|| ApiError::bad_params("clientSessionToken is required"))?;
@@ -266,46 +312,104 @@ pub async fn create(app: Arc<App>, ctx: Ctx) -> Reply {
     let reference = body
         .image
         .ok_or_else(|| ApiError::bad_params("image (or lang) is required"))?;
-    let image = app
-        .images()
-        .resolve(&reference)
-        .await
-        .map_err(|e| match e {
-            ImageError::NotFound(_) => ApiError::msg(
-                Problem::ImageNotFound,
-                format!("Unknown image reference: {reference}"),
-            ),
-            ImageError::Invalid(m) => ApiError::bad_params(m),
-            ImageError::EngineUnavailable(m) => {
-                tracing::warn!("creating {token}: {m}");
-                ApiError::msg(
-                    Problem::ContainerEngineUnavailable,
-                    "the image cannot be looked up; try again later",
-                )
-            }
-            ImageError::Config(e) => e.into(),
-        })?;
-    let domain = body.domain.unwrap_or_else(|| "default".into());
-    let group = body.group.unwrap_or_else(|| "default".into());
-    let group_id = session_group(&app, &owner, &domain, &group)
+    let config = match body.config {
+        None | Some(Value::Null) => serde_json::Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(ApiError::bad_params("config must be an object")),
+    };
+    let environ = match config.get("environ") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| {
+                let v = v
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string());
+                (k.clone(), v)
+            })
+            .collect(),
+        Some(_) => return Err(ApiError::bad_params("config.environ must be an object")),
+    };
+    let not_names = || ApiError::bad_params("config.mounts must be a list of folder names");
+    let mount_names = match config.get("mounts") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<_>>()
+            .ok_or_else(not_names)?,
+        Some(_) => return Err(not_names()),
+    };
+    let wait = if body.enqueue_only.unwrap_or(false) {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(
+            body.max_wait
+                .filter(|w| w.is_finite() && *w >= 0.0)
+                .unwrap_or(create_timeout)
+                .min(create_timeout),
+        )
+    };
+    Ok(CreateRequest {
+        token,
+        reference,
+        domain: body.domain.unwrap_or_else(|| "default".into()),
+        group: body.group.unwrap_or_else(|| "default".into()),
+        tag: body.tag,
+        config,
+        environ,
+        mount_names,
+        wait,
+    })
+}
+
+async fn resolve_image(
+    app: &App,
+    req: &CreateRequest,
+) -> Result<crate::images::ImageInfo, ApiError> {
+    let reference = &req.reference;
+    app.images().resolve(reference).await.map_err(|e| match e {
+        ImageError::NotFound(_) => ApiError::msg(
+            Problem::ImageNotFound,
+            format!("Unknown image reference: {reference}"),
+        ),
+        ImageError::Invalid(m) => ApiError::bad_params(m),
+        ImageError::EngineUnavailable(m) => {
+            tracing::warn!("creating {}: {m}", req.token);
+            ApiError::msg(
+                Problem::ContainerEngineUnavailable,
+                "the image cannot be looked up; try again later",
+            )
+        }
+        ImageError::Config(e) => e.into(),
+    })
+}
+
+/// The session's group (the owner must be in it) and its slots, within the image's
+/// minimum and maximum. The keypair's, group's and domain's quotas are checked when it is
+/// queued, in the same transaction.
+async fn check_limits(
+    app: &App,
+    owner: &KeypairRecord,
+    req: &CreateRequest,
+    image: &crate::images::ImageInfo,
+) -> Result<(String, ResourceSlots), ApiError> {
+    let (domain, group) = (&req.domain, &req.group);
+    let group_id = session_group(app, owner, domain, group)
         .await?
         .ok_or_else(|| {
             ApiError::bad_params(format!(
                 "{group}: no such group in domain {domain} (or you are not a member of it)"
             ))
         })?;
-    let config = match body.config {
-        None | Some(Value::Null) => serde_json::Map::new(),
-        Some(Value::Object(m)) => m,
-        Some(_) => return Err(ApiError::bad_params("config must be an object")),
-    };
-    let known: Vec<String> = super::config::known_slots(&app)
+    let known: Vec<String> = super::config::known_slots(app)
         .await?
         .into_iter()
         .map(|(k, _)| k)
         .collect();
-    let (min, max) = image_bounds(&image);
-    let requested = requested_slots(&config, &known, &min)?;
+    let (min, max) = image_bounds(image);
+    let requested = requested_slots(&req.config, &known, &min)?;
     if requested.iter().any(|(slot, q)| q < min.get(slot)) {
         return Err(ApiError::bad_params(format!(
             "Your resource request is smaller than the minimum required by the image. ({})",
@@ -321,94 +425,67 @@ pub async fn create(app: Arc<App>, ctx: Ctx) -> Reply {
             max.humanize()
         )));
     }
-    let environ: serde_json::Map<String, Value> = match config.get("environ") {
-        None | Some(Value::Null) => Default::default(),
-        Some(Value::Object(m)) => m
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    json!(v
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| v.to_string())),
-                )
-            })
-            .collect(),
-        Some(_) => return Err(ApiError::bad_params("config.environ must be an object")),
-    };
-    let mount_names: Vec<String> = match config.get("mounts") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| v.as_str().map(str::to_owned))
-            .collect::<Option<_>>()
-            .ok_or_else(|| ApiError::bad_params("config.mounts must be a list of folder names"))?,
-        Some(_) => {
-            return Err(ApiError::bad_params(
-                "config.mounts must be a list of folder names",
-            ))
-        }
-    };
-    let mounts = resolve_mounts(&app, &owner, &mount_names).await?;
-    ensure_some_agent_fits(&app, &requested).await?;
+    Ok((group_id, requested))
+}
+
+/// What the session's kernel gets beyond its image and slots: its environment and the
+/// folders it mounts.
+async fn build_spec(
+    app: &App,
+    owner: &KeypairRecord,
+    req: &CreateRequest,
+) -> Result<SessionSpec, ApiError> {
+    Ok(SessionSpec {
+        environ: req.environ.iter().cloned().collect(),
+        mounts: resolve_mounts(app, owner, &req.mount_names).await?,
+    })
+}
+
+/// Queues `new` (unless some agent could never hold it); returns the kernel the call is
+/// about (the new one, or the live session of the same token), whether it is new, and a
+/// watch on it.
+async fn enqueue<'a>(
+    app: &'a App,
+    owner: &KeypairRecord,
+    mut new: NewSession,
+) -> Result<(String, bool, KernelWatch<'a>), ApiError> {
+    ensure_some_agent_fits(app, &new.requested).await?;
     // The new kernel's id is chosen here so that its watch starts before it exists: no
     // change is missed, and the create need not read the session it has just queued. It is
     // time-ordered (UUID version 7), so the rows and index entries a batch of creates adds
     // sit together at the end of the id index rather than on a random page each.
-    let new_kernel = uuid::Uuid::now_v7().to_string();
-    let new_watch = app.registry.watch(&new_kernel);
-    let new = NewSession {
-        kernel_id: new_kernel,
-        sess_id: token.clone(),
-        access_key: owner.access_key.clone(),
-        user_uuid: owner.user_uuid.clone(),
-        domain_name: domain,
-        group_id,
-        image: image.canonical(),
-        registry: image.registry.clone(),
-        tag: body.tag,
-        requested,
-        environ: environ
-            .iter()
-            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-            .collect(),
-        creation_config: json!({"environ": environ, "mounts": mounts}),
-    };
-    let (kernel_id, created) = match sessions::enqueue(&app.store, new, &owner.policy).await? {
-        Ok(Enqueued::New { kernel_id }) => (kernel_id, true),
-        Ok(Enqueued::Existing { kernel_id }) => (kernel_id, false),
-        Err(Refusal::Concurrency(max)) => {
-            return Err(ApiError::msg(
-                Problem::QuotaExceeded,
-                format!("You cannot run more than {max} concurrent sessions"),
-            ))
+    new.kernel_id = uuid::Uuid::now_v7().to_string();
+    let new_watch = app.registry.watch(&new.kernel_id);
+    match sessions::enqueue(&app.store, new, &owner.policy).await? {
+        Ok(Enqueued::New { kernel_id }) => Ok((kernel_id, true, new_watch)),
+        Ok(Enqueued::Existing { kernel_id }) => {
+            drop(new_watch);
+            let watch = app.registry.watch(&kernel_id);
+            Ok((kernel_id, false, watch))
         }
-        Err(Refusal::DifferentImage) => return Err(ApiError::new(Problem::KernelAlreadyExists)),
-        Err(Refusal::Quota(m)) => return Err(ApiError::bad_params(m)),
-    };
-    let wait = if body.enqueue_only.unwrap_or(false) {
-        Duration::ZERO
-    } else {
-        Duration::from_secs_f64(
-            body.max_wait
-                .filter(|w| w.is_finite() && *w >= 0.0)
-                .unwrap_or(app.config.scheduler.create_timeout)
-                .min(app.config.scheduler.create_timeout),
-        )
-    };
+        Err(Refusal::Concurrency(max)) => Err(ApiError::msg(
+            Problem::QuotaExceeded,
+            format!("You cannot run more than {max} concurrent sessions"),
+        )),
+        Err(Refusal::DifferentImage) => Err(ApiError::new(Problem::KernelAlreadyExists)),
+        Err(Refusal::Quota(m)) => Err(ApiError::bad_params(m)),
+    }
+}
+
+/// Answers once the session runs, fails, or `wait` has passed (at once for zero).
+async fn wait_for_start(
+    app: &App,
+    kernel_id: &str,
+    created: bool,
+    watch: KernelWatch<'_>,
+    wait: Duration,
+) -> Reply {
     let deadline = tokio::time::Instant::now() + wait;
-    let watch = if created {
-        new_watch
-    } else {
-        drop(new_watch);
-        app.registry.watch(&kernel_id)
-    };
     // A session queued just now is PENDING: the first look waits for its first change.
     let mut look = !created || wait.is_zero();
     loop {
         if look {
-            let live = sessions::kernel(&app.store, &kernel_id)
+            let live = sessions::kernel(&app.store, kernel_id)
                 .await?
                 .ok_or_else(|| ApiError::internal("create", "the new session vanished"))?;
             match live.status {

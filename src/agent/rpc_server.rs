@@ -1,13 +1,13 @@
 //! The agent's RPC server: the contract of `proto/agent.proto` over an [`AgentDaemon`].
-//! Bound beyond loopback, it requires the shared token on every call.
+//! Bound beyond loopback, it requires the shared token on every call. Messages become domain
+//! values through [`crate::rpc::convert`]; runner frames are made with the runner's own
+//! `encode` and read with [`super::runner::read_frame`].
 
-use super::pb::agent_server::{Agent, AgentServer};
-use super::pb::*;
-use super::TOKEN_HEADER;
-use crate::agent::daemon::AgentDaemon;
-use crate::agent::docker::{KernelSpec, MountSpec, RegistryCredentials};
-use crate::agent::AgentError;
-use crate::domain::ResourceSlots;
+use super::daemon::AgentDaemon;
+use super::AgentError;
+use crate::rpc::pb::agent_server::{Agent, AgentServer};
+use crate::rpc::pb::*;
+use crate::rpc::{convert, TOKEN_HEADER};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -36,76 +36,6 @@ fn reply(v: &impl serde::Serialize) -> Result<Response<JsonReply>, Status> {
     }))
 }
 
-/// The create config (the original's shape) as a kernel spec.
-fn kernel_spec(
-    config: &Value,
-) -> Result<(KernelSpec, u64, Option<RegistryCredentials>), AgentError> {
-    let bad = |m: &str| AgentError::InvalidInput(m.to_owned());
-    let image = config["image"]["canonical"]
-        .as_str()
-        .or_else(|| config["image"].as_str())
-        .ok_or_else(|| bad("config.image.canonical is required"))?;
-    let slots = ResourceSlots::from_json(
-        config
-            .get("resource_slots")
-            .unwrap_or(&Value::Object(Default::default())),
-    )
-    .map_err(|e| AgentError::InvalidInput(e.to_string()))?;
-    let environ = match config.get("environ") {
-        None | Some(Value::Null) => Default::default(),
-        Some(Value::Object(m)) => m
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    v.as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| v.to_string()),
-                )
-            })
-            .collect(),
-        Some(_) => return Err(bad("config.environ must be an object")),
-    };
-    // [name, host path, vfolder id, permission]
-    let mut mounts = Vec::new();
-    for m in config["mounts"].as_array().cloned().unwrap_or_default() {
-        let parts: Vec<&str> = m
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let (Some(name), Some(path)) = (parts.first(), parts.get(1)) else {
-            return Err(bad("mounts are [name, host path, id, permission]"));
-        };
-        let perm = parts.get(3).copied().unwrap_or("rw");
-        mounts.push(MountSpec {
-            host_path: (*path).into(),
-            name: (*name).to_owned(),
-            read_only: perm == "ro",
-        });
-    }
-    let idle = config["idle_timeout"].as_u64().unwrap_or(0);
-    let credentials = match (
-        config["image"]["registry"]["username"].as_str(),
-        config["image"]["registry"]["password"].as_str(),
-    ) {
-        (Some(u), Some(p)) if !u.is_empty() => Some(RegistryCredentials {
-            username: u.to_owned(),
-            password: p.to_owned(),
-        }),
-        _ => None,
-    };
-    Ok((
-        KernelSpec {
-            image: image.to_owned(),
-            slots,
-            environ,
-            mounts,
-        },
-        idle,
-        credentials,
-    ))
-}
-
 type ExecuteStream = Pin<Box<dyn Stream<Item = Result<JsonReply, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -120,22 +50,23 @@ impl Agent for AgentService {
         &self,
         req: Request<CreateKernelRequest>,
     ) -> Result<Response<KernelCreated>, Status> {
-        let req = req.into_inner();
-        let (spec, idle, credentials) = kernel_spec(&json_arg(&req.config_json, "config")?)?;
+        let (id, creation) = convert::kernel_creation(req.into_inner())?;
         let info = self
             .daemon
             .create_kernel(
-                &req.kernel_id,
-                &spec,
-                Duration::from_secs(idle),
-                credentials.as_ref(),
+                &id,
+                &creation.spec,
+                creation.idle_timeout,
+                creation.registry.credentials.as_ref(),
             )
             .await?;
-        let json = serde_json::to_string(&info).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(KernelCreated { result_json: json }))
+        Ok(Response::new(convert::kernel_created(&info)))
     }
 
-    async fn destroy_kernel(&self, req: Request<KernelRef>) -> Result<Response<JsonReply>, Status> {
+    async fn destroy_kernel(
+        &self,
+        req: Request<KernelRef>,
+    ) -> Result<Response<KernelDestroyed>, Status> {
         let req = req.into_inner();
         let reason = Some(req.reason.as_str())
             .filter(|r| !r.is_empty())
@@ -144,7 +75,7 @@ impl Agent for AgentService {
             .daemon
             .destroy_kernel_because(&req.kernel_id, reason)
             .await?;
-        reply(&last)
+        Ok(Response::new(convert::kernel_destroyed(last.as_ref())))
     }
 
     async fn restart_kernel(
@@ -154,8 +85,7 @@ impl Agent for AgentService {
         let id = req.into_inner().kernel_id;
         self.daemon.touch(&id);
         let info = self.daemon.backend.restart_kernel(&id).await?;
-        let json = serde_json::to_string(&info).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(KernelCreated { result_json: json }))
+        Ok(Response::new(convert::kernel_created(&info)))
     }
 
     type executeStream = ExecuteStream;
