@@ -338,3 +338,27 @@ async fn a_forced_destroy_ends_a_stuck_session_once_for_admins_and_for_owners_of
         .await
         .assert_problem(404, "kernel-not-found");
 }
+
+#[tokio::test]
+async fn max_wait_seconds_zero_waits_until_the_session_started_as_in_19_09() {
+    let s = TestServer::start().await;
+    let app = s.app();
+    register_noop_image(app.shared.as_ref()).await;
+    // Each creation takes a moment, so an answer that did not wait sees PREPARING.
+    let _agents = noop_agents(&s, 1, "4", "4g", |c| {
+        c.agent.noop_create_delay = 0.5;
+    })
+    .await;
+    let mut body = noop_session("waited", "1");
+    body["enqueueOnly"] = json!(false);
+    body["maxWaitSeconds"] = json!(0);
+    let r = s
+        .request("POST", "/kernel")
+        .json(&body)
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let rows = session_rows(&app).await;
+    assert_eq!(rows[0].1, "RUNNING", "{rows:?}");
+}

@@ -344,9 +344,12 @@ fn parse_create(body: CreateBody, create_timeout: f64) -> Result<CreateRequest, 
     let wait = if body.enqueue_only.unwrap_or(false) {
         Duration::ZERO
     } else {
+        // As the 19.09 manager, whose clients send 0 by default: 0 means "until it has
+        // started" (here: for at most the server's own create timeout), not "don't wait";
+        // `enqueueOnly` is how a client asks not to wait.
         Duration::from_secs_f64(
             body.max_wait
-                .filter(|w| w.is_finite() && *w >= 0.0)
+                .filter(|w| w.is_finite() && *w > 0.0)
                 .unwrap_or(create_timeout)
                 .min(create_timeout),
         )
