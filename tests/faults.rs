@@ -187,7 +187,11 @@ struct Mounted(std::path::PathBuf);
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        // Lazily: a server's last handle on a file there may still be closing.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
     }
 }
 
@@ -343,13 +347,15 @@ async fn a_manager_killed_during_a_hundred_concurrent_creates_loses_and_duplicat
     drop(store);
 
     let mut manager = manager_process(data.path(), &etcd.addr, &ns);
-    // Three agents of their own (they outlive the manager), each creation taking 0.4 s.
+    // Three agents of their own (they outlive the manager), each creation taking 2 s: long
+    // enough that creates are surely in flight when the manager dies, however fast the
+    // machine is.
     let bus = backend_ai_manager::bus::connect(shared.as_ref())
         .await
         .unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let agents = common::noop_agents_on(&cfg, bus, scratch.path(), 3, "16", "64g", |c| {
-        c.agent.noop_create_delay = 0.4;
+        c.agent.noop_create_delay = 2.0;
         c.agent.heartbeat_interval = 0.5;
     })
     .await;
@@ -381,7 +387,15 @@ async fn a_manager_killed_during_a_hundred_concurrent_creates_loses_and_duplicat
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Killed once the burst has reached the database (its creations take 2 s each).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !rows_in(&db).iter().any(|r| r.0.starts_with("burst")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the burst never reached the database"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     manager.kill();
     let mut acknowledged = Vec::new();
     for (i, c) in creates.into_iter().enumerate() {
