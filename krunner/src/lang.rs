@@ -230,6 +230,18 @@ fn sibling(rt: &str, tool: &str) -> String {
     }
 }
 
+/// A command line run through coreutils' `stdbuf` when the image has it: R and Octave
+/// write their console through C stdio, which a pipe makes block-buffered, so output of a
+/// long snippet would otherwise arrive only at its end.
+fn unbuffered(argv: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    if Path::new("/usr/bin/stdbuf").exists() {
+        out.extend(["/usr/bin/stdbuf", "-o0", "-e0"].map(String::from));
+    }
+    out.extend(argv.iter().map(|s| s.to_string()));
+    out
+}
+
 fn python_argv(rt: &str, d: &Path) -> Vec<String> {
     vec![rt.into(), "-u".into(), d.to_string_lossy().into()]
 }
@@ -310,14 +322,14 @@ pub static LANGUAGES: &[Language] = &[
             driver: include_str!("drivers/driver.R"),
             ext: "R",
             argv: |rt, d| {
-                vec![
-                    rt.into(),
-                    "--no-echo".into(),
-                    "--no-save".into(),
-                    "--no-restore".into(),
-                    "-f".into(),
-                    d.to_string_lossy().into(),
-                ]
+                unbuffered(&[
+                    rt,
+                    "--no-echo",
+                    "--no-save",
+                    "--no-restore",
+                    "-f",
+                    &d.to_string_lossy(),
+                ])
             },
         },
         clean: nothing,
@@ -335,19 +347,32 @@ pub static LANGUAGES: &[Language] = &[
             driver: include_str!("drivers/driver.m"),
             ext: "m",
             argv: |rt, d| {
-                vec![
-                    rt.into(),
-                    "--quiet".into(),
-                    "--norc".into(),
-                    "--no-history".into(),
-                    "--no-window-system".into(),
-                    d.to_string_lossy().into(),
-                ]
+                // --persist: after an interrupt Octave's prompt reads stdin, where the
+                // runner types the command that resumes the driver (see driver.m).
+                unbuffered(&[
+                    rt,
+                    "--quiet",
+                    "--norc",
+                    "--no-history",
+                    "--no-window-system",
+                    "--no-line-editing",
+                    "--persist",
+                    &d.to_string_lossy(),
+                ])
             },
         },
         clean: nothing,
         build: no_build,
-        exec: |rt, w| run_main(w, "main.m", &format!("{} --quiet --norc", sh_quote(rt))),
+        exec: |rt, w| {
+            run_main(
+                w,
+                "main.m",
+                &format!(
+                    "{} --quiet --norc --no-history --no-window-system",
+                    sh_quote(rt)
+                ),
+            )
+        },
     },
     Language {
         name: "scheme",

@@ -189,26 +189,120 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// Whether a thread of one of `pids` is blocked reading file descriptor 0 (read, readv or
-/// pread64 on x86-64 and read/readv on aarch64), i.e. waiting for the user's input.
-pub fn reading_stdin(pids: &[u32]) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    const READS: &[&str] = &["0", "17", "19"];
-    #[cfg(target_arch = "aarch64")]
-    const READS: &[&str] = &["63", "65", "67"];
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    const READS: &[&str] = &[];
-    pids.iter().any(|pid| {
+/// System call numbers that wait on a file descriptor.
+#[cfg(target_arch = "x86_64")]
+mod nr {
+    pub const READS: &[u64] = &[0, 17, 19]; // read, pread64, readv
+    pub const POLLS: &[u64] = &[7, 271]; // poll, ppoll
+    pub const EPOLLS: &[u64] = &[232, 281, 441]; // epoll_wait, epoll_pwait, epoll_pwait2
+}
+#[cfg(target_arch = "aarch64")]
+mod nr {
+    pub const READS: &[u64] = &[63, 65, 67]; // read, readv, pread64
+    pub const POLLS: &[u64] = &[73]; // ppoll
+    pub const EPOLLS: &[u64] = &[22, 441]; // epoll_pwait, epoll_pwait2
+}
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+mod nr {
+    pub const READS: &[u64] = &[];
+    pub const POLLS: &[u64] = &[];
+    pub const EPOLLS: &[u64] = &[];
+}
+
+/// Whether a thread of one of `pids` is blocked waiting for input on the pipe with inode
+/// `pipe` (the stdin the runner gave it), i.e. waiting for the user: reading it under any
+/// descriptor (R reopens it as /dev/stdin), or polling it (poll/ppoll, or epoll as the GHC
+/// and other runtimes' I/O managers do).
+pub fn reading_pipe(pids: &[u32], pipe: u64) -> bool {
+    let target = format!("pipe:[{pipe}]");
+    let is_pipe = |pid: u32, fd: u64| {
+        std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .is_ok_and(|l| l.to_string_lossy() == target)
+    };
+    pids.iter().any(|&pid| {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             return false;
         };
         tasks.flatten().any(|t| {
-            std::fs::read_to_string(t.path().join("syscall")).is_ok_and(|s| {
-                let mut f = s.split_whitespace();
-                matches!((f.next(), f.next()), (Some(nr), Some("0x0")) if READS.contains(&nr))
-            })
+            let Ok(s) = std::fs::read_to_string(t.path().join("syscall")) else {
+                return false;
+            };
+            let mut f = s.split_whitespace();
+            let num = |x: Option<&str>| {
+                x.and_then(|x| u64::from_str_radix(x.trim_start_matches("0x"), 16).ok())
+            };
+            let (Some(call), Some(a0), a1) = (
+                f.next().and_then(|x| x.parse::<u64>().ok()),
+                num(f.next()),
+                num(f.next()),
+            ) else {
+                return false;
+            };
+            if nr::READS.contains(&call) {
+                is_pipe(pid, a0)
+            } else if nr::POLLS.contains(&call) {
+                polled_fds(pid, a0, a1.unwrap_or(0))
+                    .into_iter()
+                    .any(|fd| is_pipe(pid, fd))
+            } else if nr::EPOLLS.contains(&call) {
+                epoll_fds(pid, a0).into_iter().any(|fd| is_pipe(pid, fd))
+            } else {
+                false
+            }
         })
     })
+}
+
+/// The descriptors a poll(2) call waits to read: its `struct pollfd` array, read from the
+/// process's memory.
+fn polled_fds(pid: u32, addr: u64, n: u64) -> Vec<u64> {
+    use std::io::{Seek, SeekFrom};
+    if n == 0 || n > 1024 {
+        return Vec::new();
+    }
+    let mut buf = vec![0u8; (n * 8) as usize];
+    let read = std::fs::File::open(format!("/proc/{pid}/mem")).and_then(|mut f| {
+        f.seek(SeekFrom::Start(addr))?;
+        f.read_exact(&mut buf)
+    });
+    if read.is_err() {
+        return Vec::new();
+    }
+    buf.chunks_exact(8)
+        .filter_map(|c| {
+            let fd = i32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+            let events = i16::from_ne_bytes([c[4], c[5]]);
+            (fd >= 0 && events & libc::POLLIN != 0).then_some(fd as u64)
+        })
+        .collect()
+}
+
+/// The descriptors an epoll instance watches for input (from /proc/PID/fdinfo).
+fn epoll_fds(pid: u32, epfd: u64) -> Vec<u64> {
+    let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{epfd}")) else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            if w.next() != Some("tfd:") {
+                return None;
+            }
+            let fd = w.next()?.parse::<u64>().ok()?;
+            if w.next() != Some("events:") {
+                return None;
+            }
+            let events = u32::from_str_radix(w.next()?, 16).ok()?;
+            (events & libc::EPOLLIN as u32 != 0).then_some(fd)
+        })
+        .collect()
+}
+
+/// The inode of a pipe (both of its ends share it).
+pub fn pipe_inode(fd: &impl AsRawFd) -> Option<u64> {
+    // SAFETY: fstat fills the zeroed stat buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    (unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0).then_some(st.st_ino)
 }
 
 /// Bytes written to a pipe and not yet read by the other side.
@@ -259,8 +353,9 @@ mod tests {
             .spawn()
             .unwrap();
         let pgid = child.id();
+        let ino = pipe_inode(child.stdin.as_ref().unwrap()).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !reading_stdin(&group_members(pgid)) {
+        while !reading_pipe(&group_members(pgid), ino) {
             assert!(std::time::Instant::now() < deadline, "never seen reading");
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -7,7 +7,8 @@
 //!   `waiting-input` the driver sent), `complete` (the text to complete);
 //! - driver → runner on fd 4: `stdout`/`stderr` (output the driver captured in-language),
 //!   `media` (`MIME\nDATA`), `html`, `waiting-input` (`1` for a password), `done` (the exit
-//!   code), `completion` (one candidate a line), `ready`.
+//!   code), `completion` (one candidate a line), `feed` (a line to write to the
+//!   interpreter's stdin, for an interpreter whose prompt must resume the driver), `ready`.
 //!
 //! Output the interpreter writes to its real stdout/stderr is read from those pipes by the
 //! same thread that reads the events (`proc::pump`), so a run's output always precedes its
@@ -73,6 +74,18 @@ impl Sink for InterpSink {
                     .emit_json(to_agent::MEDIA, json!({"type": mime, "data": data}));
             }
             "html" => self.runner.emit(to_agent::HTML, payload),
+            // A line for the interpreter's own prompt (Octave resumes its driver this way
+            // after an interrupt).
+            "feed" => {
+                if let Some(stdin) = lock(&self.runner.interp)
+                    .as_mut()
+                    .and_then(|d| d.stdin.as_mut())
+                {
+                    let mut line = payload.to_vec();
+                    line.push(b'\n');
+                    let _ = stdin.write_all(&line);
+                }
+            }
             "waiting-input" => {
                 self.runner.driver_waiting.store(true, Ordering::SeqCst);
                 self.runner.emit_json(
@@ -202,7 +215,10 @@ impl Runner {
             return;
         }
         let Some(stdin) = stdin else { return };
-        if proc::unread_bytes(stdin) == 0 && proc::reading_stdin(&proc::group_members(pgid)) {
+        let Some(ino) = proc::pipe_inode(stdin) else {
+            return;
+        };
+        if proc::unread_bytes(stdin) == 0 && proc::reading_pipe(&proc::group_members(pgid), ino) {
             self.stdin_asked.store(true, Ordering::SeqCst);
             self.emit_json(to_agent::WAITING_INPUT, json!({"is_password": false}));
         }

@@ -7,8 +7,8 @@
 # environment ("backend.ai"), out of the user's workspace.
 local({
   bai <- new.env()
-  bai$cmd <- file("/dev/fd/3", open = "rb", blocking = TRUE)
-  bai$ev <- file("/dev/fd/4", open = "wb", blocking = TRUE)
+  bai$cmd <- file("/dev/fd/3", open = "rb", blocking = TRUE, raw = TRUE)
+  bai$ev <- file("/dev/fd/4", open = "wb", blocking = TRUE, raw = TRUE)
   bai$stdin <- file("stdin")
   open(bai$stdin, "r")
 
@@ -64,7 +64,9 @@ local({
         ),
         error = function(e) {
           call <- conditionCall(e)
-          where <- if (is.null(call)) "" else paste0(" in ", paste(deparse(call), collapse = " "))
+          call <- paste(deparse(call), collapse = " ")
+          # A top-level stop() has the driver's eval() as its call: not the user's.
+          where <- if (startsWith(call, "eval(expr, envir = globalenv())") || call == "NULL") "" else paste0(" in ", call)
           cat("Error", where, ": ", conditionMessage(e), "\n", sep = "", file = stderr())
           FALSE
         },
