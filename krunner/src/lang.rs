@@ -594,9 +594,9 @@ pub static LANGUAGES: &[Language] = &[
 fn package_script(work: &Path, name: &str) -> Option<String> {
     let text = std::fs::read_to_string(work.join("package.json")).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["scripts"][name].as_str().map(|s| {
-        format!("PATH=\"$PWD/node_modules/.bin:$PATH\" {s}")
-    })
+    v["scripts"][name]
+        .as_str()
+        .map(|s| format!("PATH=\"$PWD/node_modules/.bin:$PATH\" {s}"))
 }
 
 fn package_main(work: &Path) -> Option<String> {
@@ -675,14 +675,20 @@ mod tests {
             "/usr/bin/go build -o main main.go x.go"
         );
         let w = work(&["Cargo.toml"]);
-        assert_eq!((find("rust").build)("rustc", w.path()).unwrap(), "cargo build");
+        assert_eq!(
+            (find("rust").build)("rustc", w.path()).unwrap(),
+            "cargo build"
+        );
         let w = work(&["main.rs"]);
         assert_eq!(
             (find("rust").build)("rustc", w.path()).unwrap(),
             "rustc -o main main.rs"
         );
         let w = work(&["main/Main.class"]);
-        assert_eq!((find("java").exec)("java", w.path()).unwrap(), "java main.Main");
+        assert_eq!(
+            (find("java").exec)("java", w.path()).unwrap(),
+            "java main.Main"
+        );
         for (lang, main, cmd) in [
             ("lua", "main.lua", "lua main.lua"),
             ("nodejs", "main.js", "node main.js"),

@@ -73,7 +73,9 @@ impl Config {
 pub(crate) enum Running {
     Idle,
     /// The interpreter is running a snippet.
-    Interp { pgid: u32 },
+    Interp {
+        pgid: u32,
+    },
     /// A shell command (batch step or compiled snippet) in its own process group.
     Job {
         pgid: u32,

@@ -337,7 +337,10 @@ mod tests {
         );
         assert_eq!(buf, b"media 5\nab");
         buf.extend_from_slice(b"cde");
-        assert_eq!(take_frames(&mut buf), vec![("media".to_owned(), b"abcde".to_vec())]);
+        assert_eq!(
+            take_frames(&mut buf),
+            vec![("media".to_owned(), b"abcde".to_vec())]
+        );
         assert!(buf.is_empty());
     }
 

@@ -113,4 +113,3 @@ pub fn pty(mut agent: UnixStream, params: &str, workdir: &std::path::Path) {
     drop(writer);
     let _ = output.join();
 }
-

@@ -210,8 +210,7 @@ impl Runner {
     /// Asks the user for input when a process of `pgid` is blocked reading an empty stdin
     /// pipe (once per wait).
     pub(crate) fn check_stdin(&self, pgid: u32, stdin: Option<&ChildStdin>) {
-        if self.stdin_asked.load(Ordering::SeqCst) || self.driver_waiting.load(Ordering::SeqCst)
-        {
+        if self.stdin_asked.load(Ordering::SeqCst) || self.driver_waiting.load(Ordering::SeqCst) {
             return;
         }
         let Some(stdin) = stdin else { return };
@@ -302,7 +301,8 @@ impl Runner {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        let command = std::fs::create_dir_all(&dir).and_then(|_| script(&self.cfg.runtime, &dir, code));
+        let command =
+            std::fs::create_dir_all(&dir).and_then(|_| script(&self.cfg.runtime, &dir, code));
         match command {
             Ok(command) => {
                 self.run_job(to_agent::FINISHED, &command);
@@ -373,7 +373,9 @@ impl Runner {
                 drop(running);
                 if self.driver_waiting.swap(false, Ordering::SeqCst) {
                     self.driver_send("input", text);
-                } else if let Some(stdin) = lock(&self.interp).as_mut().and_then(|d| d.stdin.as_mut()) {
+                } else if let Some(stdin) =
+                    lock(&self.interp).as_mut().and_then(|d| d.stdin.as_mut())
+                {
                     let _ = stdin.write_all(line.as_bytes());
                     self.stdin_asked.store(false, Ordering::SeqCst);
                 }
@@ -400,7 +402,10 @@ impl Runner {
         let idle = matches!(*lock(&self.running), Running::Idle);
         let interpreted = matches!(self.cfg.lang.query, Query::Interpreted { .. });
         let mut items = Vec::new();
-        if idle && interpreted && self.ensure_interp().is_ok() && self.driver_send("complete", &text)
+        if idle
+            && interpreted
+            && self.ensure_interp().is_ok()
+            && self.driver_send("complete", &text)
         {
             if let Some(events) = self.event_queue() {
                 let deadline = Instant::now() + Duration::from_secs(2);

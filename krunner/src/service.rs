@@ -83,7 +83,6 @@ impl Runner {
         let _ = child.kill();
         failed(format!("{name} did not listen on port {port} within 10 s"))
     }
-
 }
 
 /// Relays bytes between an agent connection and `127.0.0.1:port` inside the container.
@@ -119,4 +118,3 @@ pub fn proxy(mut agent: UnixStream, port: &str) {
     let _ = agent.shutdown(std::net::Shutdown::Write);
     let _ = up.join();
 }
-

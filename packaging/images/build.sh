@@ -162,6 +162,11 @@ build_one() {
     "entry_$rt"
     image="$registry/$repo:$tag"
     hash=$(build_hash "$rt")
+    # A registry that outlives the Docker engine's store (CI caches) may have it already.
+    if [ "$force" = 0 ] && ! docker image inspect "$image" >/dev/null 2>&1 && [[ "$registry" == *:* ]] &&
+        (exec 3<>"/dev/tcp/${registry%%:*}/${registry##*:}") 2>/dev/null; then
+        docker pull --quiet "$image" >/dev/null 2>&1 || true
+    fi
     if [ "$force" = 0 ] && [ "$(docker image inspect --format '{{ index .Config.Labels "ai.backend.appliance.build-hash" }}' "$image" 2>/dev/null)" = "$hash" ]; then
         echo "image $image exists"
     else
