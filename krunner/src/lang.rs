@@ -191,12 +191,22 @@ fn write(dir: &Path, name: &str, code: &str) -> std::io::Result<String> {
     Ok(sh_quote(&p.to_string_lossy()))
 }
 
+/// Compiles in the snippet's directory (so messages name `main.c`, not a temporary path),
+/// then runs the program from the work directory.
+fn compile_there(dir: &Path, compile: &str, run: &str) -> String {
+    format!(
+        "(cd {} && {compile}) && {run}",
+        sh_quote(&dir.to_string_lossy())
+    )
+}
+
 fn c_query(rt: &str, dir: &Path, code: &str, ext: &str) -> std::io::Result<String> {
-    let src = write(dir, &format!("main.{ext}"), code)?;
+    write(dir, &format!("main.{ext}"), code)?;
     let bin = sh_quote(&dir.join("main").to_string_lossy());
-    Ok(format!(
-        "{} {src} {C_FLAGS} -o {bin} {C_LDFLAGS} && {bin}",
-        sh_quote(rt)
+    Ok(compile_there(
+        dir,
+        &format!("{} main.{ext} {C_FLAGS} -o main {C_LDFLAGS}", sh_quote(rt)),
+        &bin,
     ))
 }
 
@@ -444,8 +454,13 @@ pub static LANGUAGES: &[Language] = &[
         default_runtime: "go",
         query: Query::Compiled {
             script: |rt, dir, code| {
-                let src = write(dir, "main.go", code)?;
-                Ok(format!("{} run {src}", sh_quote(rt)))
+                write(dir, "main.go", code)?;
+                let bin = sh_quote(&dir.join("main").to_string_lossy());
+                Ok(compile_there(
+                    dir,
+                    &format!("{} build -o main main.go", sh_quote(rt)),
+                    &bin,
+                ))
             },
         },
         clean: nothing,
@@ -475,9 +490,13 @@ pub static LANGUAGES: &[Language] = &[
         default_runtime: "rustc",
         query: Query::Compiled {
             script: |rt, dir, code| {
-                let src = write(dir, "main.rs", code)?;
+                write(dir, "main.rs", code)?;
                 let bin = sh_quote(&dir.join("main").to_string_lossy());
-                Ok(format!("{} -o {bin} {src} && {bin}", sh_quote(rt)))
+                Ok(compile_there(
+                    dir,
+                    &format!("{} -o main main.rs", sh_quote(rt)),
+                    &bin,
+                ))
             },
         },
         clean: nothing,
@@ -509,13 +528,20 @@ pub static LANGUAGES: &[Language] = &[
         query: Query::Compiled {
             script: |rt, dir, code| {
                 let class = java_class(code);
-                let src = write(dir, &format!("{class}.java"), code)?;
+                write(dir, &format!("{class}.java"), code)?;
                 let d = sh_quote(&dir.to_string_lossy());
-                Ok(format!(
-                    "{} -d {d} {src} && {} -cp {d} {}",
-                    sh_quote(&sibling(rt, "javac")),
-                    sh_quote(&sibling(rt, "java")),
-                    sh_quote(&class)
+                Ok(compile_there(
+                    dir,
+                    &format!(
+                        "{} {}",
+                        sh_quote(&sibling(rt, "javac")),
+                        sh_quote(&format!("{class}.java"))
+                    ),
+                    &format!(
+                        "{} -cp {d} {}",
+                        sh_quote(&sibling(rt, "java")),
+                        sh_quote(&class)
+                    ),
                 ))
             },
         },

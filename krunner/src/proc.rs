@@ -56,10 +56,7 @@ fn drain(fd: &mut Option<OwnedFd>, kind: &'static str, sink: &dyn Sink, buf: &mu
 /// Splits complete frames (`KIND LEN\n` + LEN bytes) off the front of `buf`.
 pub fn take_frames(buf: &mut Vec<u8>) -> Vec<(String, Vec<u8>)> {
     let mut frames = Vec::new();
-    loop {
-        let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
-            break;
-        };
+    while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
         let header = String::from_utf8_lossy(&buf[..nl]).into_owned();
         let mut parts = header.split_whitespace();
         let kind = parts.next().unwrap_or("").to_owned();
