@@ -13,7 +13,10 @@
 //!   places), vs the same on one agent; each measures 10 000 creates (five seconds at
 //!   2 000/s, longer than the period of anything periodic in the manager or the agents)
 //!   that follow 2 000 warm-up ones under the same load;
-//! - resident memory of an idle `serve`, empty and with 100 000 sessions in the database.
+//! - resident memory of an idle `serve`, empty and with 100 000 sessions in the database;
+//! - per interpreted runtime (`runtimes` part): the query round trip of a trivial snippet
+//!   in the kept interpreter vs `docker exec <container> <interpreter> -e …` (a fresh
+//!   interpreter per run), for each runtime whose image `packaging/images/build.sh` built.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -134,6 +137,100 @@ async fn execute_round_trip(s: &TestServer, image: &str) {
         ms(b),
         a.as_secs_f64() / b.as_secs_f64()
     );
+}
+
+/// Interpreted runtimes: (runtime type, snippet for a kept interpreter, fresh-interpreter
+/// command line for `docker exec`).
+const INTERPRETED: &[(&str, &str, &[&str])] = &[
+    ("python", "print(1)", &["python3", "-c", "print(1)"]),
+    (
+        "nodejs",
+        "console.log(1)",
+        &["node", "-e", "console.log(1)"],
+    ),
+    ("lua", "print(1)", &["lua5.3", "-e", "print(1)"]),
+    ("php", "echo 1;", &["php", "-r", "echo 1;"]),
+    ("r", "cat(1)", &["Rscript", "-e", "cat(1)"]),
+    (
+        "octave",
+        "disp(1)",
+        &["octave-cli", "--norc", "--eval", "disp(1)"],
+    ),
+    ("scheme", "(display 1)", &["guile", "-c", "(display 1)"]),
+];
+
+async fn runtime_round_trips(s: &TestServer) {
+    const N: usize = 10;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/images/build.sh");
+    for (runtime, snippet, fresh) in INTERPRETED {
+        let image = Command::new(&script)
+            .args(["--image", runtime])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        let built = Command::new("docker")
+            .args(["image", "inspect", &image])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !built {
+            println!("{runtime}: no image {image} (packaging/images/build.sh {runtime}): skipped");
+            continue;
+        }
+        let token = format!("bench-rt-{runtime}");
+        let r = s
+            .request("POST", "/kernel")
+            .json(&json!({"clientSessionToken": token, "image": image}))
+            .signed(&creds(USER))
+            .send()
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json());
+        let mut ours = Vec::new();
+        // The first run may wait for the interpreter to start: not measured.
+        for i in 0..=N {
+            let t = Instant::now();
+            let run = s
+                .request("POST", &format!("/kernel/{token}"))
+                .json(&json!({"mode": "query", "code": snippet, "runId": null}))
+                .signed(&creds(USER))
+                .send()
+                .await;
+            assert_eq!(run.json()["result"]["status"], "finished", "{runtime}");
+            if i > 0 {
+                ours.push(t.elapsed());
+            }
+        }
+        s.request("DELETE", &format!("/kernel/{token}"))
+            .signed(&creds(USER))
+            .send()
+            .await;
+        let id = docker(&[
+            "run",
+            "-d",
+            "--rm",
+            "--network",
+            "none",
+            &image,
+            "sleep",
+            "300",
+        ]);
+        let mut base = Vec::new();
+        for _ in 0..N {
+            let t = Instant::now();
+            let mut args = vec!["exec", id.as_str()];
+            args.extend_from_slice(fresh);
+            docker(&args);
+            base.push(t.elapsed());
+        }
+        docker(&["rm", "-f", &id]);
+        let (a, b) = (median(ours), median(base));
+        println!(
+            "{runtime} query round trip: {} (docker exec {}: {}) ratio {:.3} (target <= 0.25)",
+            ms(a),
+            fresh[0],
+            ms(b),
+            a.as_secs_f64() / b.as_secs_f64()
+        );
+    }
 }
 
 /// Requests per second and p99 latency of `req` replayed by `wrk` from a process of its
@@ -575,7 +672,8 @@ fn main() {
         );
         return;
     }
-    // `-- scheduler requests memory docker` picks parts; only `docker` needs Docker.
+    // `-- scheduler requests memory docker runtimes` picks parts; `docker` and `runtimes`
+    // need Docker.
     let only: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -590,6 +688,13 @@ fn main() {
     }
     if wants("memory") {
         memory();
+    }
+    if wants("runtimes") {
+        rt.block_on(async {
+            let s = TestServer::start_with_agent(|c| c.agent.heartbeat_interval = 1.0).await;
+            runtime_round_trips(&s).await;
+            s.stop().await;
+        });
     }
     if !wants("docker") {
         return;

@@ -376,12 +376,18 @@ impl DockerBackend {
             .get("ai.backend.runtime-path")
             .cloned()
             .unwrap_or_else(|| "python3".into());
+        // The runner picks the language (driver, compiler, batch heuristics) by this label.
+        let runtime_type = labels
+            .get("ai.backend.runtime-type")
+            .cloned()
+            .unwrap_or_else(|| "python".into());
         let mut env: Vec<String> = spec
             .environ
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         env.extend([
+            format!("BACKENDAI_RUNTIME_TYPE={runtime_type}"),
             format!("BACKENDAI_RUNTIME_PATH={runtime}"),
             "BACKENDAI_WORKDIR=/home/work".into(),
             format!("BACKENDAI_IPC_DIR={IPC_IN_CONTAINER}"),

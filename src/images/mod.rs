@@ -1,6 +1,8 @@
 //! Kernel images: as recorded in the shared config by registry scans ([`scan`]) under
 //! `images/{registry}/{image}/{tag}/…` (names URL-quoted), their aliases
-//! (`images/_aliases/{alias}`), and those on the local Docker engine.
+//! (`images/_aliases/{alias}`), and those on the local Docker engine. Installed images
+//! also answer to the short names in their `ai.backend.aliases` label (`r`, `lua`, `c`:
+//! what packaging/images/build.sh stamps), unless an alias of that name was set by hand.
 
 pub mod scan;
 
@@ -142,6 +144,21 @@ pub async fn local_images(
     Ok(out)
 }
 
+/// The short names an image's `ai.backend.aliases` label gives it (comma-separated), as
+/// packaging/images/build.sh stamps them (`r`, `lua`, `c`, ...).
+fn label_aliases(info: &ImageInfo) -> Vec<String> {
+    info.labels
+        .get("ai.backend.aliases")
+        .map(|l| {
+            l.split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Connects to the Docker engine at `host` (`agent.docker-host`; empty = the local default
 /// socket) if one answers within two seconds.
 pub async fn local_engine(host: &str) -> Option<bollard::Docker> {
@@ -206,12 +223,24 @@ impl Catalog<'_> {
             }
         }
         images.retain(|i| !i.digest.is_empty() || i.installed);
+        images.sort_by_key(|i| i.canonical());
+        // Short names the image builder stamped on installed images (`ai.backend.aliases`),
+        // unless an alias of that name was set by hand: the first image (by reference)
+        // claiming a name gets it.
+        let mut taken: std::collections::HashSet<String> =
+            aliases.iter().map(|(a, _)| a.clone()).collect();
+        for info in images.iter_mut().filter(|i| i.installed) {
+            for name in label_aliases(info) {
+                if taken.insert(name.clone()) {
+                    info.aliases.push(name);
+                }
+            }
+        }
         for (alias, target) in aliases {
             if let Some(info) = images.iter_mut().find(|i| i.canonical() == target) {
                 info.aliases.push(alias);
             }
         }
-        images.sort_by_key(|i| i.canonical());
         Ok((images, engine_error))
     }
 
@@ -344,8 +373,18 @@ async fn resolve_in(catalog: &Catalog<'_>, reference: &str) -> Result<ImageInfo,
             None => break,
         }
     }
-    let wanted = ImageRef::parse(&current)?;
     let (images, engine_error) = catalog.list_noting_engine().await?;
+    // A short name from an installed image's label (stored aliases were followed above and
+    // win: `list` gives a label alias only to names nobody set by hand).
+    if let Some(i) = images
+        .iter()
+        .find(|i| i.installed && i.aliases.contains(&current))
+    {
+        if label_aliases(i).contains(&current) {
+            return Ok(i.clone());
+        }
+    }
+    let wanted = ImageRef::parse(&current)?;
     match images
         .into_iter()
         .find(|i| i.registry == wanted.registry && i.name == wanted.name && i.tag == wanted.tag)

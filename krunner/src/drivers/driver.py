@@ -1,22 +1,22 @@
 # Query-mode driver, run by backend-ai-krunner as a persistent Python process.
-# Commands arrive as JSON lines on fd 3; events go out as JSON lines on fd 4.
-# Output written through sys.stdout/sys.stderr is sent as ordered events; output that
-# child processes write to the real fds 1 and 2 is read by the runner from those pipes.
+# Commands arrive on fd 3 and events go out on fd 4, as frames `KIND LEN\n` + LEN bytes
+# (see krunner/src/query.rs). Output written through sys.stdout/sys.stderr is sent as
+# ordered events; output that child processes write to the real fds 1 and 2 is read by the
+# runner from those pipes.
 import ast
 import builtins
-import json
 import os
 import signal
 import sys
 import traceback
 
-_cmd = os.fdopen(3, "r", encoding="utf-8")
-_ev = os.fdopen(4, "w", encoding="utf-8", buffering=1)
+_cmd = os.fdopen(3, "rb", buffering=0)
+_ev = os.fdopen(4, "wb", buffering=0)
 
 
-def _send(**msg):
-    _ev.write(json.dumps(msg) + "\n")
-    _ev.flush()
+def _send(kind, payload=""):
+    data = payload.encode("utf-8", "replace")
+    _ev.write(b"%s %d\n" % (kind.encode(), len(data)) + data)
 
 
 # Output is line-buffered per stream; writing to one stream first flushes the other, so
@@ -27,7 +27,7 @@ _pending = {"stdout": "", "stderr": ""}
 def _flush(name):
     if _pending[name]:
         data, _pending[name] = _pending[name], ""
-        _send(t="out", s=name, d=data)
+        _send(name, data)
 
 
 def _flush_all():
@@ -67,22 +67,36 @@ class _Out:
         return 1 if self.name == "stdout" else 2
 
 
+def _read_exact(n):
+    data = b""
+    while len(data) < n:
+        chunk = _cmd.read(n - len(data))
+        if not chunk:
+            sys.exit(0)
+        data += chunk
+    return data
+
+
 def _read_cmd():
-    line = _cmd.readline()
-    if not line:
-        sys.exit(0)
-    return json.loads(line)
+    header = b""
+    while not header.endswith(b"\n"):
+        c = _cmd.read(1)
+        if not c:
+            sys.exit(0)
+        header += c
+    op, length = header.decode().split()
+    return op, _read_exact(int(length)).decode("utf-8", "replace")
 
 
 def _input(prompt="", password=False):
     if prompt:
         sys.stdout.write(str(prompt))
     _flush_all()
-    _send(t="waiting-input", is_password=password)
+    _send("waiting-input", "1" if password else "0")
     while True:
-        msg = _read_cmd()
-        if msg.get("op") == "input":
-            return msg.get("text", "")
+        op, text = _read_cmd()
+        if op == "input":
+            return text
 
 
 class _In:
@@ -126,16 +140,59 @@ def display(*objs):
             data = png()
             if isinstance(data, str):
                 data = data.encode("latin-1")
-            _send(t="media", mime="image/png", data="data:image/png;base64," + base64.b64encode(data).decode())
+            _send("media", "image/png\ndata:image/png;base64," + base64.b64encode(data).decode())
         elif callable(svg):
-            _send(t="media", mime="image/svg+xml", data=svg())
+            _send("media", "image/svg+xml\n" + svg())
         elif callable(html):
-            _send(t="html", d=html())
+            _send("html", html())
         else:
             sys.stdout.write(repr(obj) + "\n")
 
 
 builtins.display = display
+
+
+def _show_figures(*args, **kwargs):
+    """matplotlib's plt.show(): every open figure goes out as a PNG image, then is closed,
+    as the original's Python runner did."""
+    import base64
+    import io
+
+    import matplotlib.pyplot as plt
+
+    for num in plt.get_fignums():
+        fig = plt.figure(num)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", bbox_inches="tight")
+        _flush_all()
+        _send("media", "image/png\ndata:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
+    plt.close("all")
+
+
+class _MatplotlibHook:
+    """Replaces pyplot.show once a snippet imports matplotlib.pyplot (a post-import hook on
+    the real module), so kernels that never plot do not pay for importing it."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "matplotlib.pyplot":
+            return None
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        real = spec.loader.exec_module
+
+        def exec_module(module):
+            real(module)
+            module.show = _show_figures
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+sys.meta_path.insert(0, _MatplotlibHook())
 
 _globals = {"__name__": "__main__", "__builtins__": builtins}
 
@@ -176,17 +233,16 @@ def _complete(text):
 
 signal.signal(signal.SIGINT, signal.default_int_handler)
 os.chdir(os.environ.get("BACKENDAI_WORKDIR", os.getcwd()))
-_send(t="ready")
+_send("ready")
 while True:
     try:
-        msg = _read_cmd()
-        op = msg.get("op")
+        op, text = _read_cmd()
         if op == "run":
-            code = _run(msg.get("code", ""))
+            code = _run(text)
             _flush_all()
-            _send(t="done", exitCode=code)
+            _send("done", str(code))
         elif op == "complete":
-            _send(t="completion", items=_complete(msg.get("text", "")))
+            _send("completion", "\n".join(_complete(text)))
     except KeyboardInterrupt:
         # An interrupt between runs has nothing to stop.
         continue
