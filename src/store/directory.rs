@@ -2,7 +2,8 @@
 //! needs. Callers decide who may do what; this module only does it.
 
 use super::{Store, StoreError};
-use crate::domain::{ResourceSlots, UserRole};
+use crate::domain::{DefaultForUnspecified, ResourceSlots, UserRole};
+use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 #[derive(Debug, Clone)]
@@ -98,16 +99,138 @@ pub fn integrity(e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// A partial update: column name and new value, only for the fields given.
-pub type Changes = Vec<(&'static str, rusqlite::types::Value)>;
+/// A value a change struct writes into its column.
+trait Column {
+    fn value(&self) -> Value;
+}
 
-/// `UPDATE table SET … WHERE key_col = key`; returns the number of rows changed.
-pub fn apply_changes(
+impl Column for String {
+    fn value(&self) -> Value {
+        Value::Text(self.clone())
+    }
+}
+
+impl Column for bool {
+    fn value(&self) -> Value {
+        Value::Integer(i64::from(*self))
+    }
+}
+
+impl Column for i64 {
+    fn value(&self) -> Value {
+        Value::Integer(*self)
+    }
+}
+
+/// Slots are stored as their JSON text, as the create paths write them.
+impl Column for ResourceSlots {
+    fn value(&self) -> Value {
+        Value::Text(self.to_json().to_string())
+    }
+}
+
+/// Lists (folder hosts) are stored as a JSON array of strings.
+impl Column for Vec<String> {
+    fn value(&self) -> Value {
+        Value::Text(serde_json::Value::from(self.clone()).to_string())
+    }
+}
+
+impl Column for UserRole {
+    fn value(&self) -> Value {
+        Value::Text(self.as_str().to_owned())
+    }
+}
+
+impl Column for DefaultForUnspecified {
+    fn value(&self) -> Value {
+        Value::Text(self.as_str().to_owned())
+    }
+}
+
+/// Declares the partial update of one table: every field is `Option`, `Some` to write it,
+/// `None` to keep the stored value. Field names are the column names.
+macro_rules! row_changes {
+    ($($(#[$meta:meta])* $name:ident { $($field:ident : $ty:ty),+ $(,)? })+) => {$(
+        $(#[$meta])*
+        #[derive(Debug, Clone, Default, PartialEq)]
+        pub struct $name { $(pub $field: Option<$ty>),+ }
+
+        impl $name {
+            /// The columns given, with their new values.
+            pub(super) fn columns(&self) -> Vec<(&'static str, Value)> {
+                let mut out = Vec::new();
+                $(if let Some(v) = &self.$field {
+                    out.push((stringify!($field), Column::value(v)));
+                })+
+                out
+            }
+
+            pub fn is_empty(&self) -> bool {
+                self.columns().is_empty()
+            }
+        }
+    )+};
+}
+
+row_changes! {
+    /// Changes to a domain (`name` renames it, carried over to its users and kernels).
+    DomainChanges {
+        name: String,
+        description: String,
+        is_active: bool,
+        total_resource_slots: ResourceSlots,
+    }
+    /// Changes to a group.
+    GroupChanges {
+        name: String,
+        description: String,
+        is_active: bool,
+        domain_name: String,
+        total_resource_slots: ResourceSlots,
+    }
+    /// Changes to a user; `password` is the new password's hash, never the password.
+    UserChanges {
+        username: String,
+        password: String,
+        need_password_change: bool,
+        full_name: String,
+        description: String,
+        is_active: bool,
+        role: UserRole,
+    }
+    /// Changes to a keypair.
+    KeypairChanges {
+        is_active: bool,
+        is_admin: bool,
+        resource_policy: String,
+        rate_limit: i64,
+    }
+    /// Changes to a keypair resource policy.
+    PolicyChanges {
+        default_for_unspecified: DefaultForUnspecified,
+        total_resource_slots: ResourceSlots,
+        max_concurrent_sessions: i64,
+        max_containers_per_session: i64,
+        idle_timeout: i64,
+        max_vfolder_count: i64,
+        max_vfolder_size: i64,
+        allowed_vfolder_hosts: Vec<String>,
+    }
+    /// Changes to a resource preset.
+    PresetChanges {
+        resource_slots: ResourceSlots,
+    }
+}
+
+/// `UPDATE table SET … WHERE key_col = key` for the columns given; returns the number of
+/// rows changed. Table and column names come from this module, never from a request.
+pub(super) fn apply_changes(
     tx: &Connection,
     table: &str,
     key_col: &str,
     key: &str,
-    changes: &Changes,
+    changes: &[(&'static str, Value)],
 ) -> Result<usize, StoreError> {
     if changes.is_empty() {
         return Err(StoreError::Invalid("nothing to update".into()));
@@ -137,12 +260,16 @@ pub fn valid_slug(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
-/// Normalises a slot object given as a JSON string (as the client sends it).
-pub fn normalize_slots(json_text: &str) -> Result<String, StoreError> {
+/// Parses a slot object given as a JSON string (as the client sends it).
+pub fn parse_slots(json_text: &str) -> Result<ResourceSlots, StoreError> {
     let v: serde_json::Value = serde_json::from_str(json_text)
         .map_err(|e| StoreError::Invalid(format!("resource slots are not valid JSON: {e}")))?;
-    let slots = ResourceSlots::from_json(&v).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    Ok(slots.to_json().to_string())
+    ResourceSlots::from_json(&v).map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+/// Normalises a slot object given as a JSON string into the text the store keeps.
+pub fn normalize_slots(json_text: &str) -> Result<String, StoreError> {
+    Ok(parse_slots(json_text)?.to_json().to_string())
 }
 
 impl Store {
@@ -186,25 +313,15 @@ impl Store {
     pub async fn modify_domain(
         &self,
         name: &str,
-        changes: Changes,
+        changes: DomainChanges,
     ) -> Result<Option<DomainRow>, StoreError> {
         let name = name.to_owned();
         self.write(move |tx| {
-            let new_name = changes
-                .iter()
-                .find(|(c, _)| *c == "name")
-                .and_then(|(_, v)| {
-                    if let rusqlite::types::Value::Text(t) = v {
-                        Some(t.clone())
-                    } else {
-                        None
-                    }
-                })
-                .unwrap_or_else(|| name.clone());
+            let new_name = changes.name.clone().unwrap_or_else(|| name.clone());
             // users and kernels refer to the domain without ON UPDATE CASCADE (as the
             // original); check references at commit and carry a rename over to them.
             tx.execute_batch("PRAGMA defer_foreign_keys = ON")?;
-            if apply_changes(tx, "domains", "name", &name, &changes)? == 0 {
+            if apply_changes(tx, "domains", "name", &name, &changes.columns())? == 0 {
                 return Ok(None);
             }
             if new_name != name {
@@ -275,7 +392,7 @@ impl Store {
     pub async fn modify_group(
         &self,
         id: &str,
-        changes: Changes,
+        changes: GroupChanges,
         members: Option<(bool, Vec<String>)>,
     ) -> Result<Option<GroupRow>, StoreError> {
         let id = id.to_owned();
@@ -288,7 +405,7 @@ impl Store {
                 return Err(StoreError::Invalid("nothing to update".into()));
             }
             if !changes.is_empty() {
-                apply_changes(tx, "groups", "id", &id, &changes)?;
+                apply_changes(tx, "groups", "id", &id, &changes.columns())?;
             }
             if let Some((add, users)) = members {
                 for u in users {
@@ -390,7 +507,7 @@ impl Store {
     pub async fn modify_user(
         &self,
         email: &str,
-        changes: Changes,
+        changes: UserChanges,
         group_ids: Option<Vec<String>>,
         allowed_domain: Option<String>,
     ) -> Result<Option<UserRow>, StoreError> {
@@ -403,11 +520,11 @@ impl Store {
                 return Err(StoreError::Invalid("nothing to update".into()));
             }
             if !changes.is_empty() {
-                apply_changes(tx, "users", "uuid", &uuid, &changes)?;
+                apply_changes(tx, "users", "uuid", &uuid, &changes.columns())?;
             }
             // The keypairs' admin flag follows the role.
-            if let Some((_, rusqlite::types::Value::Text(role))) = changes.iter().find(|(c, _)| *c == "role") {
-                let admin = role == "superadmin" || role == "admin";
+            if let Some(role) = changes.role {
+                let admin = matches!(role, UserRole::Superadmin | UserRole::Admin);
                 tx.execute("UPDATE keypairs SET is_admin = ?1 WHERE \"user\" = ?2", params![admin, uuid])?;
             }
             if let Some(gids) = group_ids {
@@ -475,5 +592,38 @@ mod tests {
         for bad in ["", "-lead", "trail-", "sp ace", "slash/x"] {
             assert!(!valid_slug(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_change_struct_writes_only_the_fields_given_in_their_stored_form() {
+        let none = UserChanges::default();
+        assert!(none.is_empty());
+        let c = UserChanges {
+            role: Some(UserRole::Admin),
+            is_active: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(
+            c.columns(),
+            vec![
+                ("is_active", Value::Integer(0)),
+                ("role", Value::Text("admin".into()))
+            ]
+        );
+        let p = PolicyChanges {
+            total_resource_slots: Some(parse_slots(r#"{"cpu": "2", "mem": "1g"}"#).unwrap()),
+            allowed_vfolder_hosts: Some(vec!["local".into()]),
+            ..Default::default()
+        };
+        let cols = p.columns();
+        assert_eq!(cols[0].0, "total_resource_slots");
+        assert_eq!(
+            cols[0].1,
+            Value::Text(normalize_slots(r#"{"mem": "1g", "cpu": 2}"#).unwrap())
+        );
+        assert_eq!(
+            cols[1],
+            ("allowed_vfolder_hosts", Value::Text(r#"["local"]"#.into()))
+        );
     }
 }

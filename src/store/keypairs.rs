@@ -1,6 +1,6 @@
 //! Keypairs, keypair resource policies and resource presets for the admin API.
 
-use super::directory::{apply_changes, integrity, Changes};
+use super::directory::{apply_changes, integrity, KeypairChanges, PolicyChanges, PresetChanges};
 use super::{Store, StoreError};
 use rusqlite::{params, OptionalExtension, Row};
 
@@ -137,11 +137,13 @@ impl Store {
     pub async fn modify_keypair(
         &self,
         access_key: &str,
-        changes: Changes,
+        changes: KeypairChanges,
     ) -> Result<bool, StoreError> {
         let ak = access_key.to_owned();
-        self.write(move |tx| Ok(apply_changes(tx, "keypairs", "access_key", &ak, &changes)? > 0))
-            .await
+        self.write(move |tx| {
+            Ok(apply_changes(tx, "keypairs", "access_key", &ak, &changes.columns())? > 0)
+        })
+        .await
     }
 
     pub async fn delete_keypair(&self, access_key: &str) -> Result<bool, StoreError> {
@@ -200,10 +202,20 @@ impl Store {
         .await
     }
 
-    pub async fn modify_policy(&self, name: &str, changes: Changes) -> Result<bool, StoreError> {
+    pub async fn modify_policy(
+        &self,
+        name: &str,
+        changes: PolicyChanges,
+    ) -> Result<bool, StoreError> {
         let name = name.to_owned();
         self.write(move |tx| {
-            Ok(apply_changes(tx, "keypair_resource_policies", "name", &name, &changes)? > 0)
+            Ok(apply_changes(
+                tx,
+                "keypair_resource_policies",
+                "name",
+                &name,
+                &changes.columns(),
+            )? > 0)
         })
         .await
     }
@@ -258,10 +270,14 @@ impl Store {
         .await
     }
 
-    pub async fn modify_preset(&self, name: &str, changes: Changes) -> Result<bool, StoreError> {
+    pub async fn modify_preset(
+        &self,
+        name: &str,
+        changes: PresetChanges,
+    ) -> Result<bool, StoreError> {
         let name = name.to_owned();
         self.write(move |tx| {
-            Ok(apply_changes(tx, "resource_presets", "name", &name, &changes)? > 0)
+            Ok(apply_changes(tx, "resource_presets", "name", &name, &changes.columns())? > 0)
         })
         .await
     }

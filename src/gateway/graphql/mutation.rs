@@ -10,12 +10,12 @@ use super::types::*;
 use super::{forbidden, Context};
 use crate::domain::{generate_keypair, DefaultForUnspecified, UserRole};
 use crate::store::directory::{
-    normalize_slots, valid_slug, Changes, DomainRow, GroupRow, NewUser, UserRow,
+    normalize_slots, parse_slots, valid_slug, DomainChanges, DomainRow, GroupChanges, GroupRow,
+    KeypairChanges, NewUser, PolicyChanges, PresetChanges, UserChanges, UserRow,
 };
 use crate::store::keypairs::{KeypairRow, PolicyRow, PresetRow};
 use crate::store::StoreError;
 use juniper::{graphql_object, FieldResult, GraphQLInputObject, GraphQLObject};
-use rusqlite::types::Value as Sql;
 
 /// A mutation's outcome: `Ok(extra)` or a message for `ok: false`.
 type Outcome<T> = Result<T, String>;
@@ -226,32 +226,9 @@ pub struct ModifyResourcePresetInput {
     resource_slots: Option<JsonString>,
 }
 
-/// Collects the given fields of a partial update.
-#[derive(Default)]
-struct ChangeSet(Changes);
-
-impl ChangeSet {
-    fn text(&mut self, col: &'static str, v: Option<String>) -> &mut Self {
-        if let Some(v) = v {
-            self.0.push((col, Sql::Text(v)));
-        }
-        self
-    }
-    fn int(&mut self, col: &'static str, v: Option<i64>) -> &mut Self {
-        if let Some(v) = v {
-            self.0.push((col, Sql::Integer(v)));
-        }
-        self
-    }
-    fn flag(&mut self, col: &'static str, v: Option<bool>) -> &mut Self {
-        self.int(col, v.map(i64::from))
-    }
-    fn slots(&mut self, col: &'static str, v: Option<JsonString>) -> Result<&mut Self, StoreError> {
-        if let Some(v) = v {
-            self.0.push((col, Sql::Text(normalize_slots(&v.0)?)));
-        }
-        Ok(self)
-    }
+/// The slots of a partial update, parsed if given.
+fn slots(v: Option<JsonString>) -> Result<Option<crate::domain::ResourceSlots>, StoreError> {
+    v.map(|j| parse_slots(&j.0)).transpose()
 }
 
 /// `Ok` if the store changed a row, else "no such {what}: {name}".
@@ -381,17 +358,14 @@ impl MutationForAdmin {
             if let Some(n) = &props.name {
                 check_slug("domain", n)?;
             }
-            let mut c = ChangeSet::default();
-            c.text("name", props.name)
-                .text("description", props.description)
-                .flag("is_active", props.is_active);
-            c.slots("total_resource_slots", props.total_resource_slots)?;
-            found_row(
-                ctx.app.store.modify_domain(&name, c.0).await,
-                "domain",
-                &name,
-            )
-            .map(|d| Some(Domain(d)))
+            let c = DomainChanges {
+                name: props.name,
+                description: props.description,
+                is_active: props.is_active,
+                total_resource_slots: slots(props.total_resource_slots)?,
+            };
+            found_row(ctx.app.store.modify_domain(&name, c).await, "domain", &name)
+                .map(|d| Some(Domain(d)))
         }
         .await;
         Ok(ModifyDomain::from(outcome(r)?))
@@ -404,7 +378,13 @@ impl MutationForAdmin {
         let r = found_row(
             ctx.app
                 .store
-                .modify_domain(&name, vec![("is_active", Sql::Integer(0))])
+                .modify_domain(
+                    &name,
+                    DomainChanges {
+                        is_active: Some(false),
+                        ..Default::default()
+                    },
+                )
                 .await,
             "domain",
             &name,
@@ -476,14 +456,15 @@ impl MutationForAdmin {
                     )))
                 }
             };
-            let mut c = ChangeSet::default();
-            c.text("name", props.name)
-                .text("description", props.description)
-                .flag("is_active", props.is_active)
-                .text("domain_name", props.domain_name);
-            c.slots("total_resource_slots", props.total_resource_slots)?;
+            let c = GroupChanges {
+                name: props.name,
+                description: props.description,
+                is_active: props.is_active,
+                domain_name: props.domain_name,
+                total_resource_slots: slots(props.total_resource_slots)?,
+            };
             found_row(
-                ctx.app.store.modify_group(&gid, c.0, members).await,
+                ctx.app.store.modify_group(&gid, c, members).await,
                 "group",
                 &gid,
             )
@@ -505,7 +486,14 @@ impl MutationForAdmin {
         let r = ctx
             .app
             .store
-            .modify_group(&gid, vec![("is_active", Sql::Integer(0))], None)
+            .modify_group(
+                &gid,
+                GroupChanges {
+                    is_active: Some(false),
+                    ..Default::default()
+                },
+                None,
+            )
             .await
             .map(|_| ());
         Ok(DeleteGroup::from(outcome(r)?))
@@ -568,25 +556,22 @@ impl MutationForAdmin {
         ctx.require_running().await?;
         ctx.require_superadmin()?;
         let r = async {
-            let mut c = ChangeSet::default();
-            if let Some(role) = &props.role {
-                parse_role(role)?;
-            }
-            let password = props
-                .password
-                .filter(|p| !p.is_empty())
-                .map(|p| hash(&p))
-                .transpose()?;
-            c.text("username", props.username.filter(|u| !u.is_empty()))
-                .text("password", password)
-                .flag("need_password_change", props.need_password_change)
-                .text("full_name", props.full_name)
-                .text("description", props.description)
-                .flag("is_active", props.is_active)
-                .text("role", props.role);
+            let c = UserChanges {
+                username: props.username.filter(|u| !u.is_empty()),
+                password: props
+                    .password
+                    .filter(|p| !p.is_empty())
+                    .map(|p| hash(&p))
+                    .transpose()?,
+                need_password_change: props.need_password_change,
+                full_name: props.full_name,
+                description: props.description,
+                is_active: props.is_active,
+                role: props.role.as_deref().map(parse_role).transpose()?,
+            };
             let groups = props.group_ids.map(|g| g.into_iter().flatten().collect());
             found_row(
-                ctx.app.store.modify_user(&email, c.0, groups, None).await,
+                ctx.app.store.modify_user(&email, c, groups, None).await,
                 "user",
                 &email,
             )
@@ -651,12 +636,13 @@ impl MutationForAdmin {
             ))));
         };
         ctx.require_keypair_admin(&owner)?;
-        let mut c = ChangeSet::default();
-        c.flag("is_active", props.is_active)
-            .flag("is_admin", props.is_admin)
-            .text("resource_policy", props.resource_policy)
-            .int("rate_limit", props.rate_limit.map(i64::from));
-        let r = ctx.app.store.modify_keypair(&access_key, c.0).await;
+        let c = KeypairChanges {
+            is_active: props.is_active,
+            is_admin: props.is_admin,
+            resource_policy: props.resource_policy,
+            rate_limit: props.rate_limit.map(i64::from),
+        };
+        let r = ctx.app.store.modify_keypair(&access_key, c).await;
         Ok(ModifyKeyPair::from(outcome(r)?))
     }
 
@@ -719,34 +705,24 @@ impl MutationForAdmin {
         ctx.require_running().await?;
         ctx.require_superadmin()?;
         let r = async {
-            let mut c = ChangeSet::default();
-            if let Some(d) = props.default_for_unspecified {
-                let dfu: DefaultForUnspecified =
-                    d.parse().map_err(|e: crate::domain::UnknownVariant| {
-                        StoreError::Invalid(e.to_string())
-                    })?;
-                c.text("default_for_unspecified", Some(dfu.as_str().to_owned()));
-            }
-            c.slots("total_resource_slots", props.total_resource_slots)?;
-            c.int(
-                "max_concurrent_sessions",
-                props.max_concurrent_sessions.map(i64::from),
-            )
-            .int(
-                "max_containers_per_session",
-                props.max_containers_per_session.map(i64::from),
-            )
-            .int("idle_timeout", props.idle_timeout.map(|b| b.0))
-            .int("max_vfolder_count", props.max_vfolder_count.map(i64::from))
-            .int("max_vfolder_size", props.max_vfolder_size.map(|b| b.0))
-            .text(
-                "allowed_vfolder_hosts",
-                props
-                    .allowed_vfolder_hosts
-                    .map(|h| serde_json::Value::from(list(Some(h))).to_string()),
-            );
+            let c = PolicyChanges {
+                default_for_unspecified: props
+                    .default_for_unspecified
+                    .map(|d| {
+                        d.parse::<DefaultForUnspecified>()
+                            .map_err(|e| StoreError::Invalid(e.to_string()))
+                    })
+                    .transpose()?,
+                total_resource_slots: slots(props.total_resource_slots)?,
+                max_concurrent_sessions: props.max_concurrent_sessions.map(i64::from),
+                max_containers_per_session: props.max_containers_per_session.map(i64::from),
+                idle_timeout: props.idle_timeout.map(|b| b.0),
+                max_vfolder_count: props.max_vfolder_count.map(i64::from),
+                max_vfolder_size: props.max_vfolder_size.map(|b| b.0),
+                allowed_vfolder_hosts: props.allowed_vfolder_hosts.map(|h| list(Some(h))),
+            };
             found(
-                ctx.app.store.modify_policy(&name, c.0).await,
+                ctx.app.store.modify_policy(&name, c).await,
                 "resource policy",
                 &name,
             )
@@ -799,10 +775,11 @@ impl MutationForAdmin {
         ctx.require_running().await?;
         ctx.require_superadmin()?;
         let r = async {
-            let mut c = ChangeSet::default();
-            c.slots("resource_slots", props.resource_slots)?;
+            let c = PresetChanges {
+                resource_slots: slots(props.resource_slots)?,
+            };
             found(
-                ctx.app.store.modify_preset(&name, c.0).await,
+                ctx.app.store.modify_preset(&name, c).await,
                 "resource preset",
                 &name,
             )
