@@ -266,152 +266,181 @@ impl AgentDaemon {
     /// Recovers kernels, announces the agent and starts its loops.
     pub async fn start(self) -> Result<RunningAgent, AgentError> {
         let daemon = Arc::new(self);
-        let (recovered, ended) = daemon.backend.recover().await?;
-        if !recovered.is_empty() {
-            tracing::info!("recovered {} running kernel(s)", recovered.len());
-        }
-        daemon
-            .emit("instance_started", vec![json!("self-started")])
-            .await;
-        for id in ended {
-            daemon
-                .emit(
-                    "kernel_terminated",
-                    vec![
-                        json!(id),
-                        json!("self-terminated"),
-                        Value::Null,
-                        Value::Null,
-                    ],
-                )
-                .await;
-        }
+        daemon.recover_and_announce().await?;
         let (stop, rx) = watch::channel(false);
-        let mut tasks = Vec::new();
-
-        // The first heartbeat goes at once (it registers the agent); the later ones, and the
-        // statistics, at this agent's own phase of their period.
-        let (d, mut r) = (daemon.clone(), rx.clone());
-        tasks.push(tokio::spawn(async move {
-            d.emit("instance_heartbeat", vec![d.agent_info().await]).await;
-            let mut tick = d.periodic(d.heartbeat);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => d.emit("instance_heartbeat", vec![d.agent_info().await]).await,
-                    _ = stopped(&mut r) => break,
-                }
-            }
-        }));
-
-        let (d, mut r) = (daemon.clone(), rx.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut tick = d.periodic(d.stats);
-            let mut prev_cpu = cpu_jiffies();
-            let mut mem_max: HashMap<String, u64> = HashMap::new();
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stopped(&mut r) => break,
-                }
-                let ids = d.backend.kernel_ids().await;
-                mem_max.retain(|k, _| ids.contains(k));
-                for id in ids {
-                    let Ok(mut stat) = d.backend.kernel_stat(&id).await else { continue };
-                    let cur = stat["mem"]["current"].as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-                    let max = mem_max.entry(id.clone()).or_insert(0);
-                    *max = (*max).max(cur);
-                    stat["mem"]["stats.max"] = json!(max.to_string());
-                    let _ = d.bus.put_stat(&id, &stat, STAT_TTL_SECS).await;
-                }
-                let cpu = cpu_jiffies();
-                let pct = match (prev_cpu, cpu) {
-                    (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => (b1 - b0) as f64 * 100.0 / (t1 - t0) as f64,
-                    _ => 0.0,
-                };
-                prev_cpu = cpu;
-                let (used, total) = mem_used_total().unwrap_or((0, 0));
-                let node = json!({"node": {"cpu_util": {"pct": format!("{pct:.2}")},
-                                           "mem": {"current": used.to_string(), "capacity": total.to_string()}},
-                                  "devices": {}});
-                let _ = d.bus.put_stat(&d.identity.id, &node, STAT_TTL_SECS).await;
-            }
-        }));
-
-        // Idle kernels are destroyed with reason idle-timeout.
-        let (d, mut r) = (daemon.clone(), rx.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stopped(&mut r) => break,
-                }
-                let expired: Vec<String> = {
-                    let idle = d.idle.lock().unwrap_or_else(|p| p.into_inner());
-                    idle.iter()
-                        .filter(|(_, (last, timeout))| {
-                            !timeout.is_zero() && last.elapsed() >= *timeout
-                        })
-                        .map(|(id, _)| id.clone())
-                        .collect()
-                };
-                for id in expired {
-                    d.idle.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-                    if let Ok(stat) = d.backend.kernel_stat(&id).await {
-                        let _ = d.bus.put_stat(&id, &stat, STAT_TTL_SECS).await;
-                    }
-                    if let Err(e) = d.backend.destroy_kernel_because(&id, "idle-timeout").await {
-                        tracing::warn!("idle kernel {id}: {e}");
-                    }
-                }
-            }
-        }));
-
-        let (d, mut r) = (daemon.clone(), rx.clone());
-        let mut ends = daemon.backend.clone().terminations();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let t = tokio::select! {
-                    t = ends.recv() => t,
-                    _ = stopped(&mut r) => break,
-                };
-                let Some(t) = t else { break };
-                let last = d
-                    .bus
-                    .get_stat(&t.kernel_id)
-                    .await
-                    .ok()
-                    .flatten()
-                    .unwrap_or(Value::Null);
-                if t.reason == "restarting" {
-                    continue;
-                }
-                if t.reason != "user-requested" && t.reason != "idle-timeout" {
-                    if let Err(e) = d.backend.forget_kernel(&t.kernel_id).await {
-                        tracing::warn!("cleaning up kernel {}: {e}", t.kernel_id);
-                    }
-                }
-                d.idle
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&t.kernel_id);
-                d.emit(
-                    "kernel_terminated",
-                    vec![
-                        json!(t.kernel_id),
-                        json!(t.reason),
-                        json!(t.exit_code),
-                        last,
-                    ],
-                )
-                .await;
-            }
-        }));
+        let tasks = vec![
+            tokio::spawn(daemon.clone().heartbeat_loop(rx.clone())),
+            tokio::spawn(daemon.clone().stats_loop(rx.clone())),
+            tokio::spawn(daemon.clone().idle_loop(rx.clone())),
+            tokio::spawn(daemon.clone().termination_loop(rx)),
+        ];
         Ok(RunningAgent {
             daemon,
             stop,
             tasks,
         })
+    }
+
+    /// Takes over the kernels the backend still runs, announces the agent, and reports the
+    /// kernels that ended while no agent watched them.
+    async fn recover_and_announce(&self) -> Result<(), AgentError> {
+        let (recovered, ended) = self.backend.recover().await?;
+        if !recovered.is_empty() {
+            tracing::info!("recovered {} running kernel(s)", recovered.len());
+        }
+        self.emit("instance_started", vec![json!("self-started")])
+            .await;
+        for id in ended {
+            self.emit(
+                "kernel_terminated",
+                vec![
+                    json!(id),
+                    json!("self-terminated"),
+                    Value::Null,
+                    Value::Null,
+                ],
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// The first heartbeat goes at once (it registers the agent); the later ones at this
+    /// agent's own phase of the period.
+    async fn heartbeat_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        self.emit("instance_heartbeat", vec![self.agent_info().await])
+            .await;
+        let mut tick = self.periodic(self.heartbeat);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.emit("instance_heartbeat", vec![self.agent_info().await]).await,
+                _ = stopped(&mut stop) => break,
+            }
+        }
+    }
+
+    /// Per-kernel statistics (with the peak memory seen) and the node's own, each period.
+    async fn stats_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut tick = self.periodic(self.stats);
+        let mut prev_cpu = cpu_jiffies();
+        let mut mem_max: HashMap<String, u64> = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stopped(&mut stop) => break,
+            }
+            self.put_kernel_stats(&mut mem_max).await;
+            let cpu = cpu_jiffies();
+            let pct = match (prev_cpu, cpu) {
+                (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
+                    (b1 - b0) as f64 * 100.0 / (t1 - t0) as f64
+                }
+                _ => 0.0,
+            };
+            prev_cpu = cpu;
+            let (used, total) = mem_used_total().unwrap_or((0, 0));
+            let node = json!({"node": {"cpu_util": {"pct": format!("{pct:.2}")},
+                                       "mem": {"current": used.to_string(), "capacity": total.to_string()}},
+                              "devices": {}});
+            let _ = self
+                .bus
+                .put_stat(&self.identity.id, &node, STAT_TTL_SECS)
+                .await;
+        }
+    }
+
+    async fn put_kernel_stats(&self, mem_max: &mut HashMap<String, u64>) {
+        let ids = self.backend.kernel_ids().await;
+        mem_max.retain(|k, _| ids.contains(k));
+        for id in ids {
+            let Ok(mut stat) = self.backend.kernel_stat(&id).await else {
+                continue;
+            };
+            let cur = stat["mem"]["current"]
+                .as_str()
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0);
+            let max = mem_max.entry(id.clone()).or_insert(0);
+            *max = (*max).max(cur);
+            stat["mem"]["stats.max"] = json!(max.to_string());
+            let _ = self.bus.put_stat(&id, &stat, STAT_TTL_SECS).await;
+        }
+    }
+
+    /// Idle kernels are destroyed with reason idle-timeout (their last statistics kept).
+    async fn idle_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stopped(&mut stop) => break,
+            }
+            let expired: Vec<String> = {
+                let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                idle.iter()
+                    .filter(|(_, (last, timeout))| !timeout.is_zero() && last.elapsed() >= *timeout)
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            };
+            for id in expired {
+                self.idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                if let Ok(stat) = self.backend.kernel_stat(&id).await {
+                    let _ = self.bus.put_stat(&id, &stat, STAT_TTL_SECS).await;
+                }
+                if let Err(e) = self
+                    .backend
+                    .destroy_kernel_because(&id, "idle-timeout")
+                    .await
+                {
+                    tracing::warn!("idle kernel {id}: {e}");
+                }
+            }
+        }
+    }
+
+    /// Reports every kernel the backend saw end (except restarts) with its last
+    /// statistics, and forgets those the agent did not end itself.
+    async fn termination_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut ends = self.backend.clone().terminations();
+        loop {
+            let t = tokio::select! {
+                t = ends.recv() => t,
+                _ = stopped(&mut stop) => break,
+            };
+            let Some(t) = t else { break };
+            let last = self
+                .bus
+                .get_stat(&t.kernel_id)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(Value::Null);
+            if t.reason == "restarting" {
+                continue;
+            }
+            if t.reason != "user-requested" && t.reason != "idle-timeout" {
+                if let Err(e) = self.backend.forget_kernel(&t.kernel_id).await {
+                    tracing::warn!("cleaning up kernel {}: {e}", t.kernel_id);
+                }
+            }
+            self.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&t.kernel_id);
+            self.emit(
+                "kernel_terminated",
+                vec![
+                    json!(t.kernel_id),
+                    json!(t.reason),
+                    json!(t.exit_code),
+                    last,
+                ],
+            )
+            .await;
+        }
     }
 }
 
