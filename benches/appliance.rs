@@ -14,6 +14,9 @@
 //!   2 000/s, longer than the period of anything periodic in the manager or the agents)
 //!   that follow 2 000 warm-up ones under the same load;
 //! - resident memory of an idle `serve`, empty and with 100 000 sessions in the database;
+//! - browser apps (`apps` part): a 100 MiB download through the app proxy vs `docker exec
+//!   cat` of the same file, and a small page's median time through the proxy (one kept-alive
+//!   connection) vs the same request made inside the container;
 //! - per interpreted runtime (`runtimes` part): the query round trip of a trivial snippet
 //!   in the kept interpreter vs `docker exec <container> <interpreter> -e …` (a fresh
 //!   interpreter per run), for each runtime whose image `packaging/images/build.sh` built.
@@ -663,6 +666,133 @@ fn memory() {
     );
 }
 
+/// Serves /home/work on the session's `http` app with a kept-alive HTTP/1.1 server.
+const BENCH_SERVER: &str = r#"
+import subprocess, sys, os
+open('/home/work/big.bin', 'wb').write(os.urandom(100 << 20))
+open('/home/work/small.txt', 'w').write('x' * 100)
+src = """
+import http.server, functools
+class H(http.server.SimpleHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(('127.0.0.1', 8080), functools.partial(H, directory='/home/work')).serve_forever()
+"""
+subprocess.Popen([sys.executable, '-c', src], start_new_session=True,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print('ok')
+"#;
+
+/// Measures inside the container: the median of 200 requests for the small page.
+const INSIDE_P50: &str = "import http.client, time
+c = http.client.HTTPConnection('127.0.0.1', 8080)
+ts = []
+for _ in range(200):
+    t = time.perf_counter(); c.request('GET', '/small.txt'); c.getresponse().read(); ts.append(time.perf_counter() - t)
+ts.sort(); print(ts[100])";
+
+async fn app_proxy(s: &TestServer) {
+    let r = s
+        .request("POST", "/kernel")
+        .json(&json!({"clientSessionToken": "bench-app", "image": setting("BAI_TEST_IMAGE")}))
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let run = s
+        .request("POST", "/kernel/bench-app")
+        .json(&json!({"mode": "query", "code": BENCH_SERVER, "runId": null}))
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert!(run.json().to_string().contains("ok"), "{}", run.json());
+    let launched = s
+        .request("POST", "/stream/kernel/bench-app/apps/http/launch")
+        .signed(&creds(USER))
+        .send()
+        .await;
+    let url = launched.json()["url"].as_str().unwrap().to_owned();
+    let origin = url.split("/_bai").next().unwrap().to_owned();
+    let client = hyper::Client::new();
+    let resp = client.get(url.parse().unwrap()).await.unwrap();
+    let cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let get = |path: &str| {
+        hyper::Request::get(format!("{origin}{path}"))
+            .header("Cookie", &cookie)
+            .body(hyper::Body::empty())
+            .unwrap()
+    };
+    // Wait for the service.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = client.request(get("/small.txt")).await.unwrap();
+        let ok = r.status() == 200;
+        let _ = hyper::body::to_bytes(r.into_body()).await;
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bench's app server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let agent = format!("label=ai.backend.agent-id={}", s.app().config.agent.id);
+    let container = docker(&["ps", "-q", "--filter", &agent]);
+    let mut ours = Vec::new();
+    let mut base = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let r = client.request(get("/big.bin")).await.unwrap();
+        let n = hyper::body::to_bytes(r.into_body()).await.unwrap().len();
+        assert_eq!(n, 100 << 20);
+        ours.push(t.elapsed());
+        let t = Instant::now();
+        let out = Command::new("docker")
+            .args(["exec", &container, "cat", "/home/work/big.bin"])
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout.len(), 100 << 20);
+        base.push(t.elapsed());
+    }
+    let mib_s = |d: Duration| 100.0 / d.as_secs_f64();
+    let (a, b) = (median(ours), median(base));
+    println!(
+        "app proxy 100 MiB download: {:.0} MiB/s (docker exec cat: {:.0} MiB/s) ratio {:.2} (target >= 0.5)",
+        mib_s(a),
+        mib_s(b),
+        b.as_secs_f64() / a.as_secs_f64()
+    );
+    let mut small = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        let r = client.request(get("/small.txt")).await.unwrap();
+        let _ = hyper::body::to_bytes(r.into_body()).await;
+        small.push(t.elapsed());
+    }
+    let inside: f64 = docker(&["exec", &container, "python3", "-c", INSIDE_P50])
+        .parse()
+        .unwrap();
+    let p50 = median(small);
+    println!(
+        "app proxy small page p50: {} (inside the container: {}) added {} (target <= 2 ms)",
+        ms(p50),
+        ms(Duration::from_secs_f64(inside)),
+        ms(p50.saturating_sub(Duration::from_secs_f64(inside)))
+    );
+    s.request("DELETE", "/kernel/bench-app")
+        .signed(&creds(USER))
+        .send()
+        .await;
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it,
     // and then there is nothing to do (benchmarks are not tests).
@@ -672,8 +802,8 @@ fn main() {
         );
         return;
     }
-    // `-- scheduler requests memory docker runtimes` picks parts; `docker` and `runtimes`
-    // need Docker.
+    // `-- scheduler requests memory docker runtimes apps` picks parts; `docker`, `runtimes`
+    // and `apps` need Docker.
     let only: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -688,6 +818,13 @@ fn main() {
     }
     if wants("memory") {
         memory();
+    }
+    if wants("apps") {
+        rt.block_on(async {
+            let s = TestServer::start_with_agent(|c| c.manager.app_ports = "0".into()).await;
+            app_proxy(&s).await;
+            s.stop().await;
+        });
     }
     if wants("runtimes") {
         rt.block_on(async {

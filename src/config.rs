@@ -219,6 +219,9 @@ pub struct ServerConfig {
     pub local_engine_images: bool,
     /// Seconds a web UI login stays valid without being used (each use extends it).
     pub ui_session_ttl: u64,
+    /// Ports for browser apps, each open app on one of its own (`FIRST-LAST`, or `0` for
+    /// any free port). Open them in the firewall to users who run apps.
+    pub app_ports: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -269,6 +272,7 @@ impl Default for ManagerConfig {
                 bootstrap_admin_email: "admin@localhost".into(),
                 local_engine_images: true,
                 ui_session_ttl: 12 * 3600,
+                app_ports: "30000-30099".into(),
             },
             logging: LoggingConfig {
                 level: "info".into(),
@@ -391,6 +395,13 @@ impl ManagerConfig {
             return Err(ConfigError::Invalid(
                 "manager.ui-session-ttl: must be between 60 seconds and 30 days".into(),
             ));
+        }
+        if let Err(e) = self
+            .manager
+            .app_ports
+            .parse::<crate::gateway::apps::PortRange>()
+        {
+            return Err(ConfigError::Invalid(format!("manager.app-ports: {e}")));
         }
         if self.manager.ssl_enabled
             && (self.manager.ssl_cert.as_os_str().is_empty()

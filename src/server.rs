@@ -36,6 +36,8 @@ pub struct App {
     pub registry: Arc<crate::registry::Registry>,
     /// The TLS certificate, when the gateway serves HTTPS.
     pub tls: Option<Arc<crate::gateway::tls::CertStore>>,
+    /// The open browser apps and their pending launches.
+    pub apps: crate::gateway::apps::Apps,
 }
 
 impl App {
@@ -409,6 +411,12 @@ async fn build_app(config: ManagerConfig, store: Store) -> Result<Arc<App>, Star
     } else {
         None
     };
+    // Checked when the configuration was read.
+    let config_ports = config
+        .manager
+        .app_ports
+        .parse()
+        .unwrap_or(crate::gateway::apps::PortRange { first: 0, last: 0 });
     let registry = Arc::new(crate::registry::Registry::new(
         config.clone(),
         store.clone(),
@@ -429,6 +437,7 @@ async fn build_app(config: ManagerConfig, store: Store) -> Result<Arc<App>, Star
         started: Instant::now(),
         registry,
         tls,
+        apps: crate::gateway::apps::Apps::new(config_ports),
     }))
 }
 

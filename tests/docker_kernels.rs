@@ -720,11 +720,18 @@ async fn the_agent_rpc_drives_kernels_end_to_end() {
     assert_eq!(created.id, k);
     assert_eq!(
         created.service_ports,
-        [backend_ai_manager::domain::ServicePort {
-            name: "http".into(),
-            protocol: "http".into(),
-            container_port: 8080
-        }]
+        [
+            backend_ai_manager::domain::ServicePort {
+                name: "jupyter".into(),
+                protocol: "http".into(),
+                container_port: 8888
+            },
+            backend_ai_manager::domain::ServicePort {
+                name: "http".into(),
+                protocol: "http".into(),
+                container_port: 8080
+            }
+        ]
     );
 
     // Streaming execute: every result until the end.

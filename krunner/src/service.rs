@@ -69,7 +69,10 @@ impl Runner {
             Ok(c) => c,
             Err(e) => return failed(format!("cannot start {prog}: {e}")),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Jupyter takes seconds to start, more on a busy host: the definition may say how
+        // long to wait (`start-timeout`, seconds, at most 120).
+        let wait = def["start-timeout"].as_u64().unwrap_or(30).clamp(1, 120);
+        let deadline = Instant::now() + Duration::from_secs(wait);
         while Instant::now() < deadline {
             if TcpStream::connect(("127.0.0.1", port as u16)).is_ok() {
                 services.insert(name.to_owned(), child);
@@ -81,7 +84,9 @@ impl Runner {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = child.kill();
-        failed(format!("{name} did not listen on port {port} within 10 s"))
+        failed(format!(
+            "{name} did not listen on port {port} within {wait} s"
+        ))
     }
 }
 

@@ -29,10 +29,10 @@ RUNTIMES="python c cpp golang rust java haskell lua nodejs octave php r scheme g
 # (`env` lines and shell run in the chroot after the packages are in).
 entry_python() {
     repo=lablup/python tag=3.11-debian12
-    packages="python3 python-is-python3 python3-numpy python3-pandas python3-matplotlib procps"
+    packages="python3 python-is-python3 python3-numpy python3-pandas python3-matplotlib procps jupyter-notebook python3-ipykernel"
     runtime_path=/usr/bin/python3 aliases="python,python3" min_mem=256m
     corecount="OPENBLAS_NUM_THREADS,OMP_NUM_THREADS,NPROC"
-    service_ports="http:http:8080"
+    service_ports="jupyter:http:8888,http:http:8080"
     env="MPLBACKEND=Agg MPLCONFIGDIR=/var/cache/matplotlib"
     # The font cache is built once here rather than on every kernel's first plot.
     setup='mkdir -p /var/cache/matplotlib && MPLCONFIGDIR=/var/cache/matplotlib MPLBACKEND=Agg python3 -c "import matplotlib.pyplot" && chmod -R a+rwX /var/cache/matplotlib
@@ -105,10 +105,11 @@ entry_php() {
 }
 entry_r() {
     repo=lablup/r-base tag=4.2-debian12
-    packages="r-base-core procps"
+    # Jupyter with the IR kernel is the image's app.
+    packages="r-base-core procps jupyter-notebook r-cran-irkernel"
     runtime_path=/usr/bin/R aliases="r,R,r-base" min_mem=256m
     corecount="OPENBLAS_NUM_THREADS,OMP_NUM_THREADS,NPROC"
-    service_ports="" env="" setup=""
+    service_ports="jupyter:http:8888" env="" setup=""
 }
 entry_scheme() {
     repo=lablup/scheme tag=guile3.0-debian12
@@ -175,6 +176,21 @@ build_one() {
         trap "rm -rf '$work'" RETURN
         echo "==> building $image (mmdebstrap bookworm + $packages)"
         printf '%s\n' "$setup" > "$work/setup.sh"
+        # An image whose service ports name `jupyter` gets Jupyter Notebook as an app (README:
+        # "Apps in the browser"): on loopback inside the container, with no token or password
+        # of its own (the manager's app proxy is the gate), rooted at /home/work.
+        if [[ ",$service_ports" == *",jupyter:"* ]]; then
+            cat >> "$work/setup.sh" <<'JUPYTER'
+cat > /etc/backend.ai/service-defs/jupyter.json <<'JSON'
+{"command": ["jupyter-notebook", "--no-browser", "--ip=127.0.0.1", "--port={port}",
+             "--NotebookApp.token=", "--NotebookApp.password=",
+             "--NotebookApp.allow_remote_access=True", "--NotebookApp.notebook_dir=/home/work",
+             "--NotebookApp.quit_button=False"],
+ "env": {"JUPYTER_RUNTIME_DIR": "/tmp/.jupyter-runtime", "JUPYTER_CONFIG_DIR": "/tmp/.jupyter-config"},
+ "start-timeout": 90}
+JSON
+JUPYTER
+        fi
         # Every step checks its own status: this function also runs where `set -e` is off.
         mmdebstrap --quiet --variant=apt --include="${packages// /,}" bookworm "$work/root.tar" \
             --customize-hook='chroot "$1" useradd --uid 1000 --user-group --create-home --home-dir /home/work --shell /bin/bash work' \

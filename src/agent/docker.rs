@@ -990,8 +990,10 @@ impl KernelBackend for DockerBackend {
             .write_all(&hello)
             .await
             .map_err(|e| AgentError::Failure(e.to_string()))?;
+        // The runner waits up to 120 s for a service to listen (its definition's
+        // `start-timeout`), then answers.
         let answer = tokio::time::timeout(
-            Duration::from_secs(15),
+            Duration::from_secs(125),
             super::runner::read_frame(&mut stream),
         )
         .await

@@ -3,6 +3,7 @@
 //! route table: method override → route → version → authentication → rate limit →
 //! status gate → access check → handler, then adds the common headers.
 
+pub mod apps;
 pub mod auth;
 pub mod error;
 pub mod graphql;

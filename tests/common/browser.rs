@@ -126,6 +126,33 @@ impl Browser {
             .unwrap_or_else(|e| panic!("open {url}: {e}"));
     }
 
+    /// Switches to a window other than the current one that opened meanwhile (a link or
+    /// button opening a new tab), waiting up to 30 s for it.
+    pub async fn switch_to_new_window(&self) {
+        let current = self.cmd("GET", "/window", None).await.unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let handles = self
+                .cmd("GET", "/window/handles", None)
+                .await
+                .unwrap_or_default();
+            let other = handles
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|h| **h != current)
+                .cloned();
+            if let Some(handle) = other {
+                self.cmd("POST", "/window", Some(json!({"handle": handle})))
+                    .await
+                    .unwrap_or_else(|e| panic!("switching windows: {e}"));
+                return;
+            }
+            assert!(Instant::now() < deadline, "no new window opened");
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
     pub async fn url(&self) -> String {
         self.cmd("GET", "/url", None)
             .await

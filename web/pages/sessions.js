@@ -11,17 +11,52 @@ const EVENTS = ['session_pending', 'session_preparing', 'session_pulling', 'sess
 const LIST = `query($limit: Int!, $offset: Int!, $status: String) {
   compute_session_list(limit: $limit, offset: $offset, status: $status) {
     total_count
-    items { sess_id status status_info image created_at terminated_at occupied_slots agent access_key }
+    items { sess_id status status_info image created_at terminated_at occupied_slots agent access_key service_ports }
   }
 }`;
 
 const ONE = `query($id: String) {
   compute_session(sess_id: $id) {
-    sess_id id status status_info image registry created_at terminated_at occupied_slots agent access_key group_name num_queries
+    sess_id id status status_info image registry created_at terminated_at occupied_slots agent access_key group_name num_queries service_ports
   }
 }`;
 
 const list = { status: 'ALL', offset: 0 };
+
+const APP_LABELS = { jupyter: 'Jupyter', jupyterlab: 'JupyterLab', http: 'Web server', ttyd: 'Terminal', tensorboard: 'TensorBoard', vscode: 'VS Code' };
+
+// The browser apps of a session: its `http` service ports.
+function appsOf(s) {
+  const ports = parseJson(s.service_ports, []);
+  return (Array.isArray(ports) ? ports : []).filter((p) => p && p.protocol === 'http').map((p) => p.name);
+}
+
+// Opens an app in a new tab: the tab opens at the click (so no popup blocker stops it),
+// then goes to the one-time launch URL on the app's own origin. The app's page gets no
+// handle back to this one.
+async function openApp(id, app) {
+  const tab = window.open('about:blank', '_blank');
+  if (tab) tab.opener = null;
+  try {
+    const r = await api('POST', `/stream/kernel/${encodeURIComponent(id)}/apps/${encodeURIComponent(app)}/launch`);
+    if (tab) tab.location.replace(r.url);
+    else location.assign(r.url);
+  } catch (err) {
+    if (tab) tab.close();
+    notify(`${APP_LABELS[app] || app} could not be opened: ${err.message}`, 'error');
+  }
+}
+
+function appButtons(s, small) {
+  if (s.status !== 'RUNNING') return null;
+  const apps = appsOf(s);
+  if (!apps.length) return null;
+  return h(
+    'span',
+    { class: 'apps' },
+    apps.map((a) => h('button', { type: 'button', class: small ? 'small app' : 'app', 'data-app': a, title: `Open ${APP_LABELS[a] || a} in a new tab`, onclick: () => openApp(s.sess_id, a) }, APP_LABELS[a] || a)),
+  );
+}
 
 function isOver(status) {
   return status === 'TERMINATED' || status === 'CANCELLED';
@@ -65,6 +100,7 @@ export function sessionsPage() {
             { label: 'Status', cell: (s) => h('span', {}, badge(s.status), s.status_info ? h('small', { class: 'muted block' }, s.status_info) : null) },
             { label: 'Image', cell: (s) => s.image },
             { label: 'Resources', cell: (s) => slotsText(s.occupied_slots) },
+            { label: 'Apps', cell: (s) => appButtons(s, true) || (appsOf(s).length ? h('span', { class: 'muted' }, appsOf(s).map((a) => APP_LABELS[a] || a).join(', ')) : '—') },
             { label: 'Created', cell: (s) => when(s.created_at) },
             {
               label: 'Actions',
@@ -218,6 +254,7 @@ export function sessionPage(id) {
           : h(
               'div',
               { class: 'actions' },
+              appButtons(s, false),
               h('button', {
                 type: 'button',
                 onclick: async () => {

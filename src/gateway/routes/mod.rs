@@ -93,6 +93,8 @@ pub fn route_table() -> Router {
         GET "stream" "/kernel/{sess_id}/pty" STREAM_V, User Read => stream::pty;
         GET "stream" "/kernel/{sess_id}/httpproxy" STREAM_V, User Read => stream::proxy;
         GET "stream" "/kernel/{sess_id}/tcpproxy" STREAM_V, User Read => stream::proxy;
+        GET "stream" "/kernel/{sess_id}/apps" STREAM_V, User Read => stream::apps;
+        POST "stream" "/kernel/{sess_id}/apps/{app}/launch" STREAM_V, User Read => stream::launch_app;
         POST "folders" "" FOLDERS_V, User All => folders::create;
         GET "folders" "" FOLDERS_V, User Read => folders::list;
         GET "folders" "/_/hosts" FOLDERS_V, User Read => folders::list_hosts;

@@ -418,3 +418,104 @@ async fn run_proxy(
         }
     }
 }
+
+/// GET /stream/kernel/{sess_id}/apps: the session's services, as the 19.09 manager lists
+/// them (`name`, `protocol`, `ports`), with the port of each browser app open now.
+pub async fn apps(app: Arc<App>, ctx: Ctx) -> Reply {
+    let owner = owner(&app, &ctx).await?;
+    let live = sessions::find(&app.store, ctx.param("sess_id"), &owner.access_key)
+        .await?
+        .ok_or_else(|| ApiError::new(Problem::KernelNotFound))?;
+    let ports: Vec<ServicePortRow> = live
+        .service_ports
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    let open = app.apps.open_ports(&live.id);
+    let list: Vec<Value> = ports
+        .iter()
+        .map(|p| {
+            let mut v =
+                json!({"name": p.name, "protocol": p.protocol, "ports": [p.container_port]});
+            if let Some((_, port)) = open.iter().find(|(n, _)| *n == p.name) {
+                v["open_port"] = json!(port);
+            }
+            v
+        })
+        .collect();
+    Ok(warp::reply::json(&list).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct ServicePortRow {
+    name: String,
+    #[serde(default)]
+    protocol: String,
+    #[serde(default)]
+    container_port: u16,
+}
+
+/// POST /stream/kernel/{sess_id}/apps/{app}/launch: opens a browser app of a RUNNING
+/// session (its owner, or an admin for it) and answers a one-time launch URL on the app's
+/// own origin. See [`crate::gateway::apps`].
+pub async fn launch_app(app: Arc<App>, ctx: Ctx) -> Reply {
+    let owner = owner(&app, &ctx).await?;
+    let live = sessions::find(&app.store, ctx.param("sess_id"), &owner.access_key)
+        .await?
+        .ok_or_else(|| ApiError::new(Problem::KernelNotFound))?;
+    let name = ctx.param("app").to_owned();
+    if !crate::gateway::apps::http_apps(&live).contains(&name) {
+        return Err(ApiError::msg(
+            Problem::AppNotFound,
+            format!("the session has no browser app named '{name}'"),
+        ));
+    }
+    // Refuses sessions that are not RUNNING, with their status.
+    ops::client(&app.registry, &live).await?;
+    let launched = crate::gateway::apps::Apps::launch(&app, &live, &name).await?;
+    let scheme = if app.tls.is_some() { "https" } else { "http" };
+    let host = app_host(&app, &ctx);
+    let url = format!(
+        "{scheme}://{host}:{}/_bai/launch?token={}",
+        launched.port, launched.token
+    );
+    ok_json(json!({
+        "url": url,
+        "app": name,
+        "port": launched.port,
+        "expiresIn": crate::gateway::apps::LAUNCH_TTL.as_secs(),
+    }))
+}
+
+/// The host name the caller reached the API by (without its port), which its browser can
+/// reach the app's port by as well; the configured hostname if the request has none.
+fn app_host(app: &App, ctx: &Ctx) -> String {
+    let host = ctx
+        .headers
+        .get(warp::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or(&app.config.manager.hostname);
+    let without_port = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        rest.split_once(']')
+            .map(|(ip, _)| format!("[{ip}]"))
+            .unwrap_or_else(|| host.to_owned())
+    } else {
+        host.rsplit_once(':')
+            .map(|(h, _)| h.to_owned())
+            .unwrap_or_else(|| host.to_owned())
+    };
+    let valid = !without_port.is_empty()
+        && without_port
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+    if valid {
+        without_port
+    } else {
+        app.config.manager.hostname.clone()
+    }
+}
+
+fn ok_json(v: Value) -> Reply {
+    Ok(warp::reply::json(&v).into_response())
+}
