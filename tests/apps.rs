@@ -503,3 +503,110 @@ async fn a_student_opens_jupyter_from_the_ui_and_runs_a_cell() {
     b.screenshot("jupyter-notebook").await;
     b.quit().await;
 }
+
+#[tokio::test]
+async fn apps_are_served_over_https_when_the_gateway_is() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args([
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (c2, k2) = (cert.clone(), key.clone());
+    let s = TestServer::start_with_agent(move |c| {
+        c.manager.app_ports = "0".into();
+        c.manager.ssl_enabled = true;
+        c.manager.ssl_cert = c2;
+        c.manager.ssl_privkey = k2;
+    })
+    .await;
+    let _c = Containers(s.app().config.agent.id.clone());
+    let http = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap(),
+        )
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let host = s.host();
+    let signed = |method: &str, path: &str| {
+        let (date, auth) = backend_ai_manager::signing::client_headers(
+            &creds(USER),
+            method,
+            path,
+            &host,
+            "application/json",
+            chrono::Utc::now(),
+        );
+        http.request(method.parse().unwrap(), format!("https://{host}{path}"))
+            .header("Date", date)
+            .header("Authorization", auth)
+            .header("Content-Type", "application/json")
+            .header("X-BackendAI-Version", "v4.20190315")
+    };
+    let r = signed("POST", "/kernel")
+        .body(
+            json!({"clientSessionToken": "tls-app", "image": setting("BAI_TEST_IMAGE")})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let launched: Value = signed("POST", "/stream/kernel/tls-app/apps/jupyter/launch")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = launched["url"].as_str().unwrap();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let r = http.get(url).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set.contains("Secure") && set.contains("HttpOnly"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let origin = url.split("/_bai").next().unwrap();
+    let status = http
+        .get(format!("{origin}/api/status"))
+        .header("Cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 200);
+    assert!(status.json::<Value>().await.unwrap()["started"].is_string());
+    // Plain HTTP on the app's port gets no app.
+    let plain = format!("http://{}", origin.strip_prefix("https://").unwrap());
+    assert!(http
+        .get(plain)
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true));
+}
