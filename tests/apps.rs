@@ -110,9 +110,6 @@ fn xsrf_of(r: &Resp) -> Option<String> {
 
 #[tokio::test]
 async fn jupyter_runs_a_cell_through_the_app_proxy() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    use tokio_tungstenite::tungstenite::Message;
     let (s, _c) = start().await;
     create_session(&s, "nbook").await;
 
@@ -171,72 +168,8 @@ async fn jupyter_runs_a_cell_through_the_app_proxy() {
     );
     assert!(status.json()["started"].is_string());
 
-    // A page sets Jupyter's XSRF cookie, which its changing requests echo.
-    let tree = common::Req::new(app, "GET", "/tree")
-        .header("Cookie", &cookie)
-        .send()
-        .await;
-    assert_eq!(tree.status, 200);
-    let xsrf = xsrf_of(&tree).expect("Jupyter's _xsrf cookie");
-    let cookies = format!("{cookie}; _xsrf={xsrf}");
-    let nb = common::Req::new(app, "POST", "/api/contents")
-        .header("Cookie", &cookies)
-        .header("X-XSRFToken", &xsrf)
-        .json(&json!({"type": "notebook"}))
-        .send()
-        .await;
-    assert_eq!(nb.status, 201, "{}", String::from_utf8_lossy(&nb.body));
-    assert!(nb.json()["path"].as_str().unwrap().ends_with(".ipynb"));
-    let kernel = common::Req::new(app, "POST", "/api/kernels")
-        .header("Cookie", &cookies)
-        .header("X-XSRFToken", &xsrf)
-        .json(&json!({"name": "python3"}))
-        .send()
-        .await;
-    assert_eq!(
-        kernel.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&kernel.body)
-    );
-    let kid = kernel.json()["id"].as_str().unwrap().to_owned();
-
-    // The kernel's WebSocket channel, through the proxy: a cell computing 6*7.
-    let mut req = format!("ws://{app}/api/kernels/{kid}/channels")
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert("Cookie", cookies.parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("ws through the proxy");
-    let msg_id = uuid::Uuid::new_v4().to_string();
-    let execute = json!({
-        "header": {"msg_id": msg_id, "username": "test", "session": uuid::Uuid::new_v4().to_string(),
-                   "msg_type": "execute_request", "version": "5.3", "date": chrono::Utc::now().to_rfc3339()},
-        "parent_header": {}, "metadata": {}, "channel": "shell",
-        "content": {"code": "6*7", "silent": false, "store_history": true, "user_expressions": {},
-                    "allow_stdin": false, "stop_on_error": true},
-    });
-    ws.send(Message::text(execute.to_string())).await.unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(120), async {
-        while let Some(Ok(m)) = ws.next().await {
-            let Ok(text) = m.to_text() else { continue };
-            let Ok(v) = serde_json::from_str::<Value>(text) else {
-                continue;
-            };
-            if v["msg_type"] == "execute_result" && v["parent_header"]["msg_id"] == msg_id.as_str()
-            {
-                return v["content"]["data"]["text/plain"]
-                    .as_str()
-                    .map(str::to_owned);
-            }
-        }
-        None
-    })
-    .await
-    .expect("an execute_result within 120 s");
-    assert_eq!(result.as_deref(), Some("42"));
-    drop(ws);
+    let result = jupyter_cell(app, &cookie, "python3", "6*7").await;
+    assert_eq!(result, "42");
 
     // A page of another origin cannot drive the app (its WebSocket or its API).
     let cross = common::Req::new(app, "GET", "/api/status")
@@ -260,6 +193,122 @@ async fn jupyter_runs_a_cell_through_the_app_proxy() {
             .then_some(())
     })
     .await;
+}
+
+/// Creates a notebook and a kernel of `kernel_name` through Jupyter's REST API on the app
+/// proxy, runs `code` on the kernel's WebSocket channel, and answers its result's text.
+async fn jupyter_cell(app: SocketAddr, cookie: &str, kernel_name: &str, code: &str) -> String {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    // A page sets Jupyter's XSRF cookie, which its changing requests echo.
+    let tree = common::Req::new(app, "GET", "/tree")
+        .header("Cookie", cookie)
+        .send()
+        .await;
+    assert_eq!(tree.status, 200);
+    let xsrf = xsrf_of(&tree).expect("Jupyter's _xsrf cookie");
+    let cookies = format!("{cookie}; _xsrf={xsrf}");
+    let nb = common::Req::new(app, "POST", "/api/contents")
+        .header("Cookie", &cookies)
+        .header("X-XSRFToken", &xsrf)
+        .json(&json!({"type": "notebook"}))
+        .send()
+        .await;
+    assert_eq!(nb.status, 201, "{}", String::from_utf8_lossy(&nb.body));
+    assert!(nb.json()["path"].as_str().unwrap().ends_with(".ipynb"));
+    let kernel = common::Req::new(app, "POST", "/api/kernels")
+        .header("Cookie", &cookies)
+        .header("X-XSRFToken", &xsrf)
+        .json(&json!({"name": kernel_name}))
+        .send()
+        .await;
+    assert_eq!(
+        kernel.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&kernel.body)
+    );
+    let kid = kernel.json()["id"].as_str().unwrap().to_owned();
+
+    // The kernel's WebSocket channel, through the proxy.
+    let mut req = format!("ws://{app}/api/kernels/{kid}/channels")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("Cookie", cookies.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("ws through the proxy");
+    let msg_id = uuid::Uuid::new_v4().to_string();
+    let execute = json!({
+        "header": {"msg_id": msg_id, "username": "test", "session": uuid::Uuid::new_v4().to_string(),
+                   "msg_type": "execute_request", "version": "5.3", "date": chrono::Utc::now().to_rfc3339()},
+        "parent_header": {}, "metadata": {}, "channel": "shell",
+        "content": {"code": code, "silent": false, "store_history": true, "user_expressions": {},
+                    "allow_stdin": false, "stop_on_error": true},
+    });
+    ws.send(Message::text(execute.to_string())).await.unwrap();
+    // The kernel may still be starting: its first answers can take a while.
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(Ok(m)) = ws.next().await {
+            let Ok(text) = m.to_text() else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(text) else {
+                continue;
+            };
+            // IPython answers an execute_result, the IR kernel a display_data.
+            let answer = matches!(
+                v["msg_type"].as_str(),
+                Some("execute_result" | "display_data")
+            );
+            if answer && v["parent_header"]["msg_id"] == msg_id.as_str() {
+                return v["content"]["data"]["text/plain"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+            }
+        }
+        panic!("the kernel channel closed before the result");
+    })
+    .await
+    .expect("the cell's result within 120 s")
+}
+
+#[tokio::test]
+async fn the_r_image_offers_jupyter_with_the_ir_kernel() {
+    let (s, _c) = start().await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/images/build.sh");
+    let out = std::process::Command::new(&script)
+        .args(["--image", "r"])
+        .output()
+        .unwrap();
+    let image = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let r = s
+        .request("POST", "/kernel")
+        .json(&json!({"clientSessionToken": "rlab", "image": image}))
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let launched = launch(&s, "rlab", "jupyter", USER).await;
+    assert_eq!(launched.status, 200, "{:?}", launched.json());
+    let (app, launch_path) = url_parts(&launched);
+    let cookie = app_cookie(app, &launch_path).await;
+    let specs = common::Req::new(app, "GET", "/api/kernelspecs")
+        .header("Cookie", &cookie)
+        .send()
+        .await;
+    assert_eq!(
+        specs.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&specs.body)
+    );
+    assert!(
+        specs.json()["kernelspecs"]["ir"].is_object(),
+        "{:?}",
+        specs.json()
+    );
+    assert_eq!(jupyter_cell(app, &cookie, "ir", "6*7").await, "[1] 42");
 }
 
 /// A service for the session's `http` app that answers the headers it received
