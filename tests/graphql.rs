@@ -895,3 +895,102 @@ async fn aliases_resolve_through_hops_and_loops_are_refused() {
     .await;
     assert_eq!(d["dealias_image"]["ok"], false);
 }
+
+#[tokio::test]
+async fn domains_and_groups_carry_the_1909_fields_and_add_folder_hosts() {
+    let s = TestServer::start().await;
+    // A second storage host, which the user's resource policy does not list.
+    std::fs::create_dir_all(s.dir.path().join("vfolders/extra")).unwrap();
+    let create = |name: &str| {
+        s.request("POST", "/folders")
+            .json(&json!({"name": name, "host": "extra"}))
+            .signed(&creds(USER))
+    };
+    create("f-before")
+        .send()
+        .await
+        .assert_problem(400, "invalid-api-params");
+    let hosts = s
+        .request("GET", "/folders/_/hosts")
+        .signed(&creds(USER))
+        .send()
+        .await
+        .json();
+    assert_eq!(hosts["allowed"], json!(["local"]));
+
+    // A new domain with the 19.09 fields, read back as 19.6.0b2 and 19.9 clients ask.
+    let d = data(&s, ADMIN, CREATE_DOMAIN, json!({"name": "lab19", "input": {"description": "Lab",
+        "allowed_vfolder_hosts": ["extra"], "allowed_docker_registries": ["cr.example"], "integration_id": "ext-1"}})).await;
+    assert_eq!(d["create_domain"]["ok"], true, "{d}");
+    let q = "query($n: String) { domain(name: $n) { name allowed_vfolder_hosts allowed_docker_registries integration_id } }";
+    let d = data(&s, ADMIN, q, json!({"n": "lab19"})).await;
+    assert_eq!(
+        d["domain"],
+        json!({"name": "lab19", "allowed_vfolder_hosts": ["extra"], "allowed_docker_registries": ["cr.example"], "integration_id": "ext-1"})
+    );
+
+    // The user's own domain allowing the host lets them use it (policy ∪ domain ∪ groups).
+    let m = "mutation($n: String!, $i: ModifyDomainInput!) { modify_domain(name: $n, props: $i) { ok msg } }";
+    let d = data(
+        &s,
+        ADMIN,
+        m,
+        json!({"n": "default", "i": {"allowed_vfolder_hosts": ["extra"], "integration_id": "x"}}),
+    )
+    .await;
+    assert_eq!(d["modify_domain"]["ok"], true, "{d}");
+    let hosts = s
+        .request("GET", "/folders/_/hosts")
+        .signed(&creds(USER))
+        .send()
+        .await
+        .json();
+    assert_eq!(hosts["allowed"], json!(["extra", "local"]));
+    assert_eq!(create("f-domain").send().await.status, 201);
+    let d = data(
+        &s,
+        ADMIN,
+        m,
+        json!({"n": "default", "i": {"allowed_vfolder_hosts": []}}),
+    )
+    .await;
+    assert_eq!(d["modify_domain"]["ok"], true, "{d}");
+    create("f-after")
+        .send()
+        .await
+        .assert_problem(400, "invalid-api-params");
+
+    // A group of the user's: the same through the group.
+    let groups = data(&s, USER, "{ user { groups { id name } } }", json!({})).await;
+    let gid = groups["user"]["groups"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let m = "mutation($g: String!, $i: ModifyGroupInput!) { modify_group(gid: $g, props: $i) { ok msg } }";
+    let d = data(
+        &s,
+        ADMIN,
+        m,
+        json!({"g": gid, "i": {"allowed_vfolder_hosts": ["extra"], "integration_id": "g-1"}}),
+    )
+    .await;
+    assert_eq!(d["modify_group"]["ok"], true, "{d}");
+    let q = "query($g: String!) { group(id: $g) { allowed_vfolder_hosts integration_id } }";
+    let d = data(&s, ADMIN, q, json!({"g": gid})).await;
+    assert_eq!(
+        d["group"],
+        json!({"allowed_vfolder_hosts": ["extra"], "integration_id": "g-1"})
+    );
+    let hosts = s
+        .request("GET", "/folders/_/hosts")
+        .signed(&creds(USER))
+        .send()
+        .await
+        .json();
+    assert_eq!(hosts["allowed"], json!(["extra", "local"]));
+
+    // Session fields of 19.09, and the user schema's group_id argument.
+    let q = "query($g: String) { compute_session_list(limit: 1000, offset: 0, group_id: $g) { total_count items { sess_id sess_type result status_changed group_id } } }";
+    let d = data(&s, USER, q, json!({"g": gid})).await;
+    assert_eq!(d["compute_session_list"]["total_count"], 0);
+}

@@ -14,6 +14,10 @@ pub struct DomainRow {
     pub created_at: String,
     pub modified_at: String,
     pub total_resource_slots: String,
+    pub integration_id: Option<String>,
+    /// Folder hosts the domain's members may use (besides their policy's).
+    pub allowed_vfolder_hosts: Vec<String>,
+    pub allowed_docker_registries: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -26,6 +30,9 @@ pub struct GroupRow {
     pub modified_at: String,
     pub domain_name: String,
     pub total_resource_slots: String,
+    pub integration_id: Option<String>,
+    /// Folder hosts the group's members may use (besides their policy's).
+    pub allowed_vfolder_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -50,7 +57,16 @@ fn domain_row(r: &Row<'_>) -> rusqlite::Result<DomainRow> {
         created_at: r.get("created_at")?,
         modified_at: r.get("modified_at")?,
         total_resource_slots: r.get("total_resource_slots")?,
+        integration_id: r.get("integration_id")?,
+        allowed_vfolder_hosts: names(r, "allowed_vfolder_hosts")?,
+        allowed_docker_registries: names(r, "allowed_docker_registries")?,
     })
+}
+
+/// A JSON array of names stored in a column.
+fn names(r: &Row<'_>, col: &str) -> rusqlite::Result<Vec<String>> {
+    let text: String = r.get(col)?;
+    Ok(serde_json::from_str(&text).unwrap_or_default())
 }
 
 fn group_row(r: &Row<'_>) -> rusqlite::Result<GroupRow> {
@@ -63,6 +79,8 @@ fn group_row(r: &Row<'_>) -> rusqlite::Result<GroupRow> {
         modified_at: r.get("modified_at")?,
         domain_name: r.get("domain_name")?,
         total_resource_slots: r.get("total_resource_slots")?,
+        integration_id: r.get("integration_id")?,
+        allowed_vfolder_hosts: names(r, "allowed_vfolder_hosts")?,
     })
 }
 
@@ -180,6 +198,9 @@ row_changes! {
         description: String,
         is_active: bool,
         total_resource_slots: ResourceSlots,
+        integration_id: String,
+        allowed_vfolder_hosts: Vec<String>,
+        allowed_docker_registries: Vec<String>,
     }
     /// Changes to a group.
     GroupChanges {
@@ -188,6 +209,8 @@ row_changes! {
         is_active: bool,
         domain_name: String,
         total_resource_slots: ResourceSlots,
+        integration_id: String,
+        allowed_vfolder_hosts: Vec<String>,
     }
     /// Changes to a user; `password` is the new password's hash, never the password.
     UserChanges {
@@ -300,8 +323,11 @@ impl Store {
     pub async fn create_domain(&self, row: DomainRow) -> Result<DomainRow, StoreError> {
         self.write(move |tx| {
             tx.execute(
-                "INSERT INTO domains (name, description, is_active, total_resource_slots) VALUES (?1, ?2, ?3, ?4)",
-                params![row.name, row.description, row.is_active, row.total_resource_slots],
+                "INSERT INTO domains (name, description, is_active, total_resource_slots, integration_id,
+                                      allowed_vfolder_hosts, allowed_docker_registries)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![row.name, row.description, row.is_active, row.total_resource_slots, row.integration_id,
+                        row.allowed_vfolder_hosts.value(), row.allowed_docker_registries.value()],
             )
             .map_err(integrity)?;
             Ok(tx.query_row("SELECT * FROM domains WHERE name = ?1", [&row.name], domain_row)?)
@@ -345,6 +371,36 @@ impl Store {
         .await
     }
 
+    /// The folder hosts that a domain, a group and the groups of a member allow (19.09
+    /// adds these to the keypair policy's hosts).
+    pub async fn vfolder_hosts_of(
+        &self,
+        domain: Option<String>,
+        group_id: Option<String>,
+        member: Option<String>,
+    ) -> Result<Vec<String>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT allowed_vfolder_hosts FROM domains WHERE name = ?1 AND is_active
+                 UNION ALL
+                 SELECT allowed_vfolder_hosts FROM groups g WHERE g.is_active AND (g.id = ?2
+                    OR g.id IN (SELECT group_id FROM association_groups_users WHERE user_id = ?3))",
+            )?;
+            let mut hosts: Vec<String> = Vec::new();
+            for text in
+                st.query_map(params![domain, group_id, member], |r| r.get::<_, String>(0))?
+            {
+                for h in serde_json::from_str::<Vec<String>>(&text?).unwrap_or_default() {
+                    if !hosts.contains(&h) {
+                        hosts.push(h);
+                    }
+                }
+            }
+            Ok(hosts)
+        })
+        .await
+    }
+
     pub async fn group(&self, id: &str) -> Result<Option<GroupRow>, StoreError> {
         let id = id.to_owned();
         self.read(move |c| {
@@ -379,8 +435,11 @@ impl Store {
     pub async fn create_group(&self, row: GroupRow) -> Result<GroupRow, StoreError> {
         self.write(move |tx| {
             tx.execute(
-                "INSERT INTO groups (id, name, description, is_active, domain_name, total_resource_slots) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![row.id, row.name, row.description, row.is_active, row.domain_name, row.total_resource_slots],
+                "INSERT INTO groups (id, name, description, is_active, domain_name, total_resource_slots,
+                                     integration_id, allowed_vfolder_hosts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![row.id, row.name, row.description, row.is_active, row.domain_name, row.total_resource_slots,
+                        row.integration_id, row.allowed_vfolder_hosts.value()],
             )
             .map_err(integrity)?;
             Ok(tx.query_row("SELECT * FROM groups WHERE id = ?1", [&row.id], group_row)?)

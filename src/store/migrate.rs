@@ -8,7 +8,7 @@ mod embedded {
 }
 
 /// The newest schema version this binary carries.
-pub const KNOWN_SCHEMA_VERSION: i64 = 9;
+pub const KNOWN_SCHEMA_VERSION: i64 = 10;
 
 /// What `schema show` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,6 +40,7 @@ pub struct KernelRow {
     pub terminated_at: Option<String>,
     pub status: String,
     pub status_info: Option<String>,
+    pub status_changed: Option<String>,
     pub num_queries: i64,
     pub last_stat: Option<String>,
 }
@@ -81,6 +82,7 @@ fn kernel_row(r: &Row<'_>) -> rusqlite::Result<KernelRow> {
         terminated_at: r.get("terminated_at")?,
         status: r.get("status")?,
         status_info: r.get("status_info")?,
+        status_changed: r.get("status_changed")?,
         num_queries: r.get("num_queries")?,
         last_stat: r.get("last_stat")?,
     })

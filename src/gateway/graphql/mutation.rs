@@ -107,6 +107,9 @@ pub struct DomainInput {
     description: Option<String>,
     is_active: Option<bool>,
     total_resource_slots: Option<JsonString>,
+    allowed_vfolder_hosts: Option<Vec<Option<String>>>,
+    allowed_docker_registries: Option<Vec<Option<String>>>,
+    integration_id: Option<String>,
 }
 
 #[derive(GraphQLInputObject)]
@@ -116,6 +119,9 @@ pub struct ModifyDomainInput {
     description: Option<String>,
     is_active: Option<bool>,
     total_resource_slots: Option<JsonString>,
+    allowed_vfolder_hosts: Option<Vec<Option<String>>>,
+    allowed_docker_registries: Option<Vec<Option<String>>>,
+    integration_id: Option<String>,
 }
 
 #[derive(GraphQLInputObject)]
@@ -125,6 +131,8 @@ pub struct GroupInput {
     is_active: Option<bool>,
     domain_name: String,
     total_resource_slots: Option<JsonString>,
+    allowed_vfolder_hosts: Option<Vec<Option<String>>>,
+    integration_id: Option<String>,
 }
 
 #[derive(GraphQLInputObject)]
@@ -135,6 +143,8 @@ pub struct ModifyGroupInput {
     is_active: Option<bool>,
     domain_name: Option<String>,
     total_resource_slots: Option<JsonString>,
+    allowed_vfolder_hosts: Option<Vec<Option<String>>>,
+    integration_id: Option<String>,
     user_update_mode: Option<String>,
     user_uuids: Option<Vec<Option<String>>>,
 }
@@ -336,6 +346,9 @@ impl MutationForAdmin {
                 created_at: String::new(),
                 modified_at: String::new(),
                 total_resource_slots: slots,
+                integration_id: props.integration_id,
+                allowed_vfolder_hosts: list(props.allowed_vfolder_hosts),
+                allowed_docker_registries: list(props.allowed_docker_registries),
             };
             ctx.app
                 .store
@@ -363,6 +376,9 @@ impl MutationForAdmin {
                 description: props.description,
                 is_active: props.is_active,
                 total_resource_slots: slots(props.total_resource_slots)?,
+                integration_id: props.integration_id,
+                allowed_vfolder_hosts: props.allowed_vfolder_hosts.map(|h| list(Some(h))),
+                allowed_docker_registries: props.allowed_docker_registries.map(|h| list(Some(h))),
             };
             found_row(ctx.app.store.modify_domain(&name, c).await, "domain", &name)
                 .map(|d| Some(Domain(d)))
@@ -418,6 +434,8 @@ impl MutationForAdmin {
                 modified_at: String::new(),
                 domain_name: props.domain_name,
                 total_resource_slots: slots,
+                integration_id: props.integration_id,
+                allowed_vfolder_hosts: list(props.allowed_vfolder_hosts),
             };
             ctx.app
                 .store
@@ -462,6 +480,8 @@ impl MutationForAdmin {
                 is_active: props.is_active,
                 domain_name: props.domain_name,
                 total_resource_slots: slots(props.total_resource_slots)?,
+                integration_id: props.integration_id,
+                allowed_vfolder_hosts: props.allowed_vfolder_hosts.map(|h| list(Some(h))),
             };
             found_row(
                 ctx.app.store.modify_group(&gid, c, members).await,

@@ -635,9 +635,10 @@ impl QueryForUser {
         offset: i32,
         access_key: Option<String>,
         status: Option<String>,
+        group_id: Option<String>,
     ) -> FieldResult<Option<ComputeSessionList>> {
         Ok(Some(
-            session_list(ctx, limit, offset, access_key, status, None).await?,
+            session_list(ctx, limit, offset, access_key, status, group_id).await?,
         ))
     }
     async fn compute_sessions(

@@ -48,6 +48,29 @@ impl Domain {
     fn total_resource_slots(&self) -> Option<JsonString> {
         json(&self.0.total_resource_slots)
     }
+    fn integration_id(&self) -> Option<&str> {
+        self.0.integration_id.as_deref()
+    }
+    fn allowed_vfolder_hosts(&self) -> Option<Vec<Option<String>>> {
+        Some(
+            self.0
+                .allowed_vfolder_hosts
+                .iter()
+                .cloned()
+                .map(Some)
+                .collect(),
+        )
+    }
+    fn allowed_docker_registries(&self) -> Option<Vec<Option<String>>> {
+        Some(
+            self.0
+                .allowed_docker_registries
+                .iter()
+                .cloned()
+                .map(Some)
+                .collect(),
+        )
+    }
 }
 
 pub struct Group(pub GroupRow);
@@ -77,6 +100,19 @@ impl Group {
     }
     fn total_resource_slots(&self) -> Option<JsonString> {
         json(&self.0.total_resource_slots)
+    }
+    fn integration_id(&self) -> Option<&str> {
+        self.0.integration_id.as_deref()
+    }
+    fn allowed_vfolder_hosts(&self) -> Option<Vec<Option<String>>> {
+        Some(
+            self.0
+                .allowed_vfolder_hosts
+                .iter()
+                .cloned()
+                .map(Some)
+                .collect(),
+        )
     }
 }
 
@@ -498,6 +534,11 @@ macro_rules! session_object {
             fn access_key(&self) -> Option<&str> { self.row.access_key.as_deref() }
             fn status(&self) -> Option<&str> { Some(&self.row.status) }
             fn status_info(&self) -> Option<&str> { self.row.status_info.as_deref() }
+            fn status_changed(&self) -> Option<DateTime> { self.row.status_changed.as_deref().and_then(dt) }
+            /// 19.09: every session here is interactive (no batch sessions yet).
+            fn sess_type(&self) -> Option<&str> { Some("INTERACTIVE") }
+            /// 19.09: the result of a batch session; interactive ones have none.
+            fn result(&self) -> Option<&str> { Some("UNDEFINED") }
             fn created_at(&self) -> Option<DateTime> { dt(&self.row.created_at) }
             fn terminated_at(&self) -> Option<DateTime> { self.row.terminated_at.as_deref().and_then(dt) }
             fn agent(&self) -> Option<&str> { self.row.agent.as_deref() }

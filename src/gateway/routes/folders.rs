@@ -132,7 +132,15 @@ pub async fn create(app: Arc<App>, ctx: Ctx) -> Reply {
             ))
         }
     };
-    let allowed = &kp.policy.allowed_vfolder_hosts;
+    // As in 19.09: the policy's hosts, and those of the caller's domain and of the
+    // folder's group.
+    let group_of_folder = body.group.clone().filter(|g| !g.is_empty());
+    let mut allowed = kp.policy.allowed_vfolder_hosts.clone();
+    allowed.extend(
+        app.store
+            .vfolder_hosts_of(kp.domain_name.clone(), group_of_folder, None)
+            .await?,
+    );
     if !allowed.contains(&host) {
         return Err(ApiError::bad_params(
             "You are not allowed to use this vfolder host.",
@@ -226,10 +234,14 @@ pub async fn list_hosts(app: Arc<App>, ctx: Ctx) -> Reply {
     let kp = me(&ctx)?;
     let hosts = hosts(&app).await?;
     let mounted = hosts.mounted();
-    let allowed: Vec<&String> = mounted
-        .iter()
-        .filter(|h| kp.policy.allowed_vfolder_hosts.contains(h))
-        .collect();
+    // The policy's hosts, and those of the caller's domain and of every group of theirs.
+    let mut usable = kp.policy.allowed_vfolder_hosts.clone();
+    usable.extend(
+        app.store
+            .vfolder_hosts_of(kp.domain_name.clone(), None, Some(kp.user_uuid.clone()))
+            .await?,
+    );
+    let allowed: Vec<&String> = mounted.iter().filter(|h| usable.contains(h)).collect();
     let default = hosts.default_host.clone().filter(|d| allowed.contains(&d));
     ok_json(json!({"default": default, "allowed": allowed}))
 }
