@@ -919,6 +919,16 @@ async fn domains_and_groups_carry_the_1909_fields_and_add_folder_hosts() {
     assert_eq!(hosts["allowed"], json!(["local"]));
 
     // A new domain with the 19.09 fields, read back as 19.6.0b2 and 19.9 clients ask.
+    // A group of a domain that does not exist: a clear refusal, not a constraint name.
+    let d = data(
+        &s,
+        ADMIN,
+        CREATE_GROUP,
+        json!({"name": "g19", "input": {"domain_name": "nowhere"}}),
+    )
+    .await;
+    assert_eq!(d["create_group"]["ok"], false);
+    assert_eq!(d["create_group"]["msg"], "no such domain: nowhere");
     let d = data(&s, ADMIN, CREATE_DOMAIN, json!({"name": "lab19", "input": {"description": "Lab",
         "allowed_vfolder_hosts": ["extra"], "allowed_docker_registries": ["cr.example"], "integration_id": "ext-1"}})).await;
     assert_eq!(d["create_domain"]["ok"], true, "{d}");

@@ -418,6 +418,12 @@ impl MutationForAdmin {
         ctx.require_group_admin(&props.domain_name)?;
         let r = async {
             check_slug("group", &name)?;
+            if ctx.app.store.domain(&props.domain_name).await?.is_none() {
+                return Err(StoreError::Invalid(format!(
+                    "no such domain: {}",
+                    props.domain_name
+                )));
+            }
             let slots = normalize_slots(
                 props
                     .total_resource_slots
