@@ -1003,4 +1003,36 @@ async fn domains_and_groups_carry_the_1909_fields_and_add_folder_hosts() {
     let q = "query($g: String) { compute_session_list(limit: 1000, offset: 0, group_id: $g) { total_count items { sess_id sess_type result status_changed group_id } } }";
     let d = data(&s, USER, q, json!({"g": gid})).await;
     assert_eq!(d["compute_session_list"]["total_count"], 0);
+    // 19.9 clients filter by a comma-separated list of statuses, CANCELLED among them.
+    register_noop_image(s.app().shared.as_ref()).await;
+    let _agents = noop_agents(&s, 1, "4", "8g", |_| {}).await;
+    let body = noop_session("listed", "1");
+    let r = s
+        .request("POST", "/kernel")
+        .json(&body)
+        .signed(&creds(USER))
+        .send()
+        .await;
+    assert!(r.status == 201 || r.status == 200, "{:?}", r.json());
+    let q = "query($s: String) { compute_session_list(limit: 20, offset: 0, status: $s) { total_count items { sess_id sess_type result } } }";
+    for (statuses, n) in [
+        (
+            "PENDING,PREPARING,PULLING,RUNNING,RESTARTING,TERMINATING,RESIZING,SUSPENDED,ERROR",
+            1,
+        ),
+        ("CANCELLED,TERMINATED", 0),
+        ("CANCELLED", 0),
+        ("PENDING,RUNNING,CANCELLED,TERMINATED", 1),
+    ] {
+        let d = data(&s, ADMIN, q, json!({"s": statuses})).await;
+        assert_eq!(
+            d["compute_session_list"]["total_count"], n,
+            "{statuses}: {d}"
+        );
+    }
+    let d = data(&s, ADMIN, q, json!({"s": "RUNNING"})).await;
+    let first = &d["compute_session_list"]["items"][0];
+    assert_eq!(first["sess_type"], "INTERACTIVE", "{d}");
+    assert_eq!(first["result"], "UNDEFINED");
+    refused(&s, ADMIN, q, json!({"s": "RUNNING,BOGUS"})).await;
 }

@@ -2,6 +2,7 @@
 //! lists), usage reports and quota checks.
 
 use super::{Store, StoreError};
+use crate::domain::KernelStatus;
 use rusqlite::{params, OptionalExtension, Row};
 
 #[derive(Debug, Clone)]
@@ -142,8 +143,24 @@ impl Store {
         offset: i64,
     ) -> Result<(Vec<KernelRow>, i64), StoreError> {
         self.read(move |c| {
-            let cond = "(?1 IS NULL OR k.role = ?1) AND (?2 IS NULL OR k.access_key = ?2) AND (?3 IS NULL OR k.status = ?3)
-                        AND (?4 IS NULL OR k.group_id = ?4) AND (?5 IS NULL OR k.domain_name = ?5) AND (?6 IS NULL OR k.sess_id = ?6)";
+            // One status binds as ?3; a list (19.09) becomes an IN of known status names.
+            let status = match f.status.as_deref() {
+                Some(list) if list.contains(',') => {
+                    let names: Vec<String> = list
+                        .split(',')
+                        .filter_map(|n| n.parse::<KernelStatus>().ok())
+                        .map(|k| format!("'{}'", k.as_str()))
+                        .collect();
+                    if names.is_empty() {
+                        "?3 IS NULL AND 0".to_owned()
+                    } else {
+                        format!("?3 IS NOT NULL AND k.status IN ({})", names.join(", "))
+                    }
+                }
+                _ => "?3 IS NULL OR k.status = ?3".to_owned(),
+            };
+            let cond = format!("(?1 IS NULL OR k.role = ?1) AND (?2 IS NULL OR k.access_key = ?2) AND ({status})
+                        AND (?4 IS NULL OR k.group_id = ?4) AND (?5 IS NULL OR k.domain_name = ?5) AND (?6 IS NULL OR k.sess_id = ?6)");
             let order = if f.status.as_deref() == Some("TERMINATED") { "k.terminated_at DESC" } else { "k.created_at DESC" };
             let args = params![f.role, f.access_key, f.status, f.group_id, f.domain, f.sess_id, limit, offset];
             let mut st = c.prepare_cached(&format!("{KERNEL_SELECT} WHERE {cond} ORDER BY {order} LIMIT ?7 OFFSET ?8"))?;

@@ -12,15 +12,31 @@ use juniper::{graphql_object, FieldError, FieldResult};
 pub const MAX_PAGE: i32 = 100;
 
 /// Validates a status filter (`None` or "ALL" means any status).
+/// A session list's status filter: one status, or (19.09) a comma-separated list of them.
+/// `CANCELLED`, a 19.09 status no session here ever has, matches nothing.
 pub fn status_filter(status: Option<String>) -> FieldResult<Option<String>> {
     match status {
         None => Ok(None),
         Some(s) if s.eq_ignore_ascii_case("all") => Ok(None),
         Some(s) => {
-            let parsed: KernelStatus = s
-                .parse()
-                .map_err(|e: crate::domain::UnknownVariant| FieldError::from(e.to_string()))?;
-            Ok(Some(parsed.as_str().to_owned()))
+            let mut names = Vec::new();
+            for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                if part.eq_ignore_ascii_case("CANCELLED") {
+                    continue;
+                }
+                let parsed: KernelStatus = part
+                    .parse()
+                    .map_err(|e: crate::domain::UnknownVariant| FieldError::from(e.to_string()))?;
+                if !names.contains(&parsed.as_str()) {
+                    names.push(parsed.as_str());
+                }
+            }
+            // A list of only CANCELLED keeps a list form, which matches nothing.
+            Ok(Some(if names.is_empty() {
+                ",".to_owned()
+            } else {
+                names.join(",")
+            }))
         }
     }
 }
