@@ -151,6 +151,27 @@ pub fn client_headers(
     content_type: &str,
     now: DateTime<Utc>,
 ) -> (String, String) {
+    client_headers_for(
+        creds,
+        method,
+        path_and_query,
+        host,
+        content_type,
+        crate::domain::LATEST_API_VERSION,
+        now,
+    )
+}
+
+/// As [`client_headers`], for a request sending `version` in `X-BackendAI-Version`.
+pub fn client_headers_for(
+    creds: &Credentials,
+    method: &str,
+    path_and_query: &str,
+    host: &str,
+    content_type: &str,
+    version: &str,
+    now: DateTime<Utc>,
+) -> (String, String) {
     let raw_date = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
     let alg = creds.alg;
     let body_hash = alg.hex_digest(b"");
@@ -162,7 +183,7 @@ pub fn client_headers(
         host,
         content_type,
         version_label: "x-backendai-version",
-        version: crate::domain::LATEST_API_VERSION,
+        version,
         body_hash: &body_hash,
     };
     let sig = hex::encode(input.signature(alg, &creds.secret_key));

@@ -864,3 +864,54 @@ async fn a_refused_upload_reaches_a_client_still_sending_its_body() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn downloads_use_the_part_encoding_of_each_api_revision() {
+    let s = TestServer::start().await;
+    let r = call(&s, USER, "POST", "/folders", json!({"name": "enc"})).await;
+    assert_eq!(r.status, 201);
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    assert_eq!(
+        upload(&s, USER, "enc", &[("data.bin", &data)]).await.status,
+        201
+    );
+    let fetch = |version: &'static str| {
+        s.request("GET", "/folders/enc/download")
+            .header("X-BackendAI-Version", version)
+            .json(&json!({"files": ["data.bin"]}))
+            .signed(&creds(USER))
+            .send()
+    };
+    // The part of a multipart/mixed answer: its headers and its bytes.
+    let part = |r: &Resp| {
+        let ct = r.header("content-type").unwrap().to_owned();
+        let boundary = ct.split("boundary=").nth(1).unwrap().to_owned();
+        let body = &r.body;
+        let start = find(body, b"\r\n\r\n").unwrap() + 4;
+        let end = find(body, format!("\r\n--{boundary}--").as_bytes()).unwrap();
+        (
+            String::from_utf8_lossy(&body[..start]).to_string(),
+            body[start..end].to_vec(),
+        )
+    };
+    // v4.20190315 (clients up to 19.9.0b9): gzip parts.
+    let old = fetch("v4.20190315").await;
+    assert_eq!(old.status, 200);
+    let (headers, bytes) = part(&old);
+    assert!(headers.contains("Content-Encoding: gzip"), "{headers}");
+    let mut unzipped = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, data);
+    // v4.20190615 (19.9.x): the bytes as they are, as manager 19.09.4+ sends them.
+    let new = fetch("v4.20190615").await;
+    assert_eq!(new.status, 200);
+    assert_eq!(new.header("x-total-payloads-length"), Some("100000"));
+    let (headers, bytes) = part(&new);
+    assert!(!headers.contains("gzip"), "{headers}");
+    assert_eq!(bytes, data);
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}

@@ -9,7 +9,7 @@ pub mod browser;
 
 use backend_ai_manager::config::ManagerConfig;
 use backend_ai_manager::server::{self, Running};
-use backend_ai_manager::signing::{client_headers, Credentials, HashAlg};
+use backend_ai_manager::signing::{client_headers_for, Credentials, HashAlg};
 use hyper::{Body, Client, Method, Request};
 use serde_json::Value;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -594,8 +594,16 @@ impl Req {
     /// Signs as client 19.6.0a1 does, at `now`.
     pub fn signed_at(self, c: &Credentials, now: chrono::DateTime<chrono::Utc>) -> Req {
         let host = self.addr.to_string();
-        let (date, auth) =
-            client_headers(c, &self.method, &self.path, &host, &self.content_type, now);
+        let version = self.header_value("X-BackendAI-Version");
+        let (date, auth) = client_headers_for(
+            c,
+            &self.method,
+            &self.path,
+            &host,
+            &self.content_type,
+            &version,
+            now,
+        );
         self.header("Date", &date).header("Authorization", &auth)
     }
 

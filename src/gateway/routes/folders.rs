@@ -510,17 +510,28 @@ pub async fn download(app: Arc<App>, ctx: Ctx) -> Reply {
         opened.push(blocking(move || vfolder::open(&root, &rel)).await?);
     }
     let total: u64 = opened.iter().map(|(_, n, _)| n).sum();
+    // v4.20190315 clients read gzip parts; 19.09 (v4.20190615) ones write each part's bytes
+    // as they come, so theirs are sent as they are (identity, as manager 19.09.4+ does).
+    let gzip = ctx.version.major < 4 || ctx.version.revision.as_str() < "20190615";
     let boundary = hex::encode(rand::random::<[u8; 16]>());
     let b = boundary.clone();
     let mut queue = opened.into_iter();
-    let mut current: Option<(std::fs::File, GzEncoder<Vec<u8>>)> = None;
+    let mut current: Option<(std::fs::File, Option<GzEncoder<Vec<u8>>>)> = None;
     let mut ended = false;
     let mut buf = vec![0u8; CHUNK];
     let body = chunked_body(move || {
         use std::io::{Read, Write};
         loop {
-            if let Some((mut file, mut gz)) = current.take() {
+            if let Some((mut file, gz)) = current.take() {
                 let n = file.read(&mut buf)?;
+                let Some(mut gz) = gz else {
+                    if n == 0 {
+                        return Ok(Some(b"\r\n".to_vec()));
+                    }
+                    let out = buf[..n].to_vec();
+                    current = Some((file, None));
+                    return Ok(Some(out));
+                };
                 if n == 0 {
                     let mut out = gz.finish()?;
                     out.extend_from_slice(b"\r\n");
@@ -528,7 +539,7 @@ pub async fn download(app: Arc<App>, ctx: Ctx) -> Reply {
                 }
                 gz.write_all(&buf[..n])?;
                 let out = std::mem::take(gz.get_mut());
-                current = Some((file, gz));
+                current = Some((file, Some(gz)));
                 if !out.is_empty() {
                     return Ok(Some(out));
                 }
@@ -536,9 +547,17 @@ pub async fn download(app: Arc<App>, ctx: Ctx) -> Reply {
             }
             return Ok(match queue.next() {
                 Some((file, _, name)) => {
-                    current = Some((file, GzEncoder::new(Vec::new(), Compression::fast())));
+                    let (encoder, encoding) = if gzip {
+                        (
+                            Some(GzEncoder::new(Vec::new(), Compression::fast())),
+                            "Content-Encoding: gzip",
+                        )
+                    } else {
+                        (None, "Content-Transfer-Encoding: binary")
+                    };
+                    current = Some((file, encoder));
                     Some(format!(
-                        "--{b}\r\nContent-Type: application/octet-stream\r\nContent-Encoding: gzip\r\nContent-Disposition: attachment; filename=\"{}\"\r\n\r\n",
+                        "--{b}\r\nContent-Type: application/octet-stream\r\n{encoding}\r\nContent-Disposition: attachment; filename=\"{}\"\r\n\r\n",
                         name.replace('"', "_")
                     ).into_bytes())
                 }
