@@ -7,35 +7,13 @@
 mod common;
 
 use common::browser::Browser;
-use common::{creds, setting, Resp, TestServer, DOMAIN_ADMIN, USER};
+use common::{creds, setting, Containers, Resp, TestServer, DOMAIN_ADMIN, USER};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const USER_EMAIL: &str = "user@lablup.com";
 const USER_PASSWORD: &str = "C8qnIo29";
-
-/// Removes the test's containers however it ends.
-struct Containers(String);
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        let out = std::process::Command::new("docker")
-            .args(["ps", "-aq", "--filter"])
-            .arg(format!("label=ai.backend.agent-id={}", self.0))
-            .output();
-        if let Ok(out) = out {
-            let ids = String::from_utf8_lossy(&out.stdout).to_string();
-            let ids: Vec<&str> = ids.split_whitespace().collect();
-            if !ids.is_empty() {
-                let _ = std::process::Command::new("docker")
-                    .args(["rm", "-f"])
-                    .args(&ids)
-                    .output();
-            }
-        }
-    }
-}
 
 async fn start() -> (TestServer, Containers) {
     let s = TestServer::start_with_agent(|c| c.manager.app_ports = "0".into()).await;

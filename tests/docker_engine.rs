@@ -11,7 +11,7 @@ mod common;
 
 use backend_ai_manager::registry::sessions::parse_slots;
 use backend_ai_manager::server::App;
-use common::{creds, session_rows, setting, Resp, TestServer, USER};
+use common::{creds, session_rows, setting, Containers, Resp, TestServer, USER};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -132,27 +132,6 @@ async fn serve(
         while conns.join_next().await.is_some() {}
         if stop {
             return;
-        }
-    }
-}
-
-/// Removes the containers an agent id left behind.
-struct Containers(String);
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        let ids = std::process::Command::new("docker")
-            .args(["ps", "-aq", "--filter"])
-            .arg(format!("label=ai.backend.agent-id={}", self.0))
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default();
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if !ids.is_empty() {
-            let _ = std::process::Command::new("docker")
-                .args(["rm", "-f"])
-                .args(&ids)
-                .output();
         }
     }
 }

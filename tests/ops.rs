@@ -136,7 +136,10 @@ async fn a_database_from_an_older_release_is_backed_up_and_migrated_forward() {
              DROP TRIGGER auth_changes_policy_delete;
              DROP TRIGGER auth_changes_policy_update;
              DROP TABLE auth_changes;
-             DELETE FROM refinery_schema_history WHERE version IN (4, 5, 6, 7, 8, 9);",
+             ALTER TABLE domains DROP COLUMN allowed_vfolder_hosts;
+             ALTER TABLE domains DROP COLUMN allowed_docker_registries;
+             ALTER TABLE groups DROP COLUMN allowed_vfolder_hosts;
+             DELETE FROM refinery_schema_history WHERE version IN (4, 5, 6, 7, 8, 9, 10);",
         )
         .unwrap();
     }
@@ -148,18 +151,19 @@ async fn a_database_from_an_older_release_is_backed_up_and_migrated_forward() {
             && out.contains("pending:  version 6")
             && out.contains("pending:  version 7")
             && out.contains("pending:  version 8")
-            && out.contains("pending:  version 9"),
+            && out.contains("pending:  version 9")
+            && out.contains("pending:  version 10"),
         "{out}"
     );
     let (ok, out) = manager(dir.path(), &["schema", "migrate"]);
     assert!(ok, "{out}");
     assert!(
-        dir.path().join("manager.db.before-v9.bak").is_file(),
+        dir.path().join("manager.db.before-v10.bak").is_file(),
         "a backup precedes the migration"
     );
     let (ok, out) = manager(dir.path(), &["schema", "show"]);
     assert!(
-        ok && out.contains("applied:  version 9") && !out.contains("pending"),
+        ok && out.contains("applied:  version 10") && !out.contains("pending"),
         "{out}"
     );
     let (ok, out) = manager(
@@ -168,7 +172,7 @@ async fn a_database_from_an_older_release_is_backed_up_and_migrated_forward() {
             "db",
             "check",
             dir.path()
-                .join("manager.db.before-v9.bak")
+                .join("manager.db.before-v10.bak")
                 .to_str()
                 .unwrap(),
         ],

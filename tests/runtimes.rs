@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{creds, TestServer, USER};
+use common::{creds, Containers, TestServer, USER};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -229,32 +229,6 @@ fn image_of(runtime: &str) -> String {
         "the {runtime} image {image} is not built: run `packaging/images/build.sh {runtime}` (or `all`; scripts/test.sh does)"
     );
     image
-}
-
-/// Removes the containers of the test's embedded agent when the test ends.
-struct Containers(String);
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        let out = std::process::Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=ai.backend.agent-id={}", self.0),
-            ])
-            .output();
-        let ids = out
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default();
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if !ids.is_empty() {
-            let _ = std::process::Command::new("docker")
-                .args(["rm", "-f"])
-                .args(&ids)
-                .output();
-        }
-    }
 }
 
 async fn server() -> (TestServer, Containers) {

@@ -12,38 +12,13 @@ use backend_ai_manager::registry::sessions::parse_slots;
 use backend_ai_manager::server::App;
 use backend_ai_manager::store::StoreError;
 use common::{
-    creds, session_rows as sessions, setting, sql, wait_for_sessions, Resp, TestServer, USER,
+    creds, session_rows as sessions, setting, sql, wait_for_sessions, Containers, Resp, TestServer,
+    USER,
 };
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Removes every container an agent id left behind (agents that stop leave their kernels
-/// running, for a restarted agent to recover).
-struct Containers(String);
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        let ids = std::process::Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=ai.backend.agent-id={}", self.0),
-            ])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default();
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if !ids.is_empty() {
-            let _ = std::process::Command::new("docker")
-                .args(["rm", "-f"])
-                .args(&ids)
-                .output();
-        }
-    }
-}
 
 fn containers_of(agent_id: &str) -> Vec<String> {
     let out = std::process::Command::new("docker")

@@ -208,6 +208,27 @@ pub fn unique_namespace() -> String {
     format!("test{}", uuid::Uuid::new_v4().simple())
 }
 
+/// Removes the containers an agent id left behind, however the test ends.
+pub struct Containers(pub String);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        let ids = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter"])
+            .arg(format!("label=ai.backend.agent-id={}", self.0))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+    }
+}
+
 /// A server running in this process on an ephemeral loopback port.
 pub struct TestServer {
     pub addr: SocketAddr,
