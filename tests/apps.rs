@@ -315,7 +315,16 @@ http.server.ThreadingHTTPServer(("127.0.0.1", 8080), H).serve_forever()
 open('/home/work/echo.py', 'w').write(src)
 subprocess.Popen([sys.executable, '/home/work/echo.py'], start_new_session=True,
                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-print('started')
+# Listening before the app is opened: else the image's own `http` service would take the port.
+import socket, time
+deadline = time.time() + 90
+while time.time() < deadline:
+    try:
+        socket.create_connection(('127.0.0.1', 8080), 1).close()
+        print('started')
+        break
+    except OSError:
+        time.sleep(0.05)
 "#;
 
 /// The page an app serves that tries to use the API with its user's UI login.
@@ -345,15 +354,26 @@ fn probe_page(api: &str) -> String {
     )
 }
 
+/// Runs `code` in query mode until it finishes; the answers of every round, in order.
 async fn run_code(s: &TestServer, token: &str, code: &str) -> Value {
-    let r = s
-        .request("POST", &format!("/kernel/{token}"))
-        .json(&json!({"mode": "query", "runId": "r1", "code": code}))
-        .signed(&creds(USER))
-        .send()
-        .await;
-    assert_eq!(r.status, 200, "{:?}", r.json());
-    r.json()
+    let mut answers = Vec::new();
+    let mut body = json!({"mode": "query", "runId": "r1", "code": code});
+    loop {
+        let r = s
+            .request("POST", &format!("/kernel/{token}"))
+            .json(&body)
+            .signed(&creds(USER))
+            .send()
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.json());
+        let answer = r.json();
+        let finished = answer["result"]["status"] != "continued";
+        answers.push(answer);
+        if finished {
+            return Value::Array(answers);
+        }
+        body = json!({"mode": "continue", "runId": "r1", "code": ""});
+    }
 }
 
 #[tokio::test]

@@ -278,12 +278,14 @@ impl Runner {
         match result {
             Ok(code) => self.emit_json(to_agent::FINISHED, json!({"exitCode": code})),
             Err("timeout") => {
-                self.kill_interp();
+                self.kill_interp(Duration::ZERO);
                 self.emit_json(to_agent::EXEC_TIMEOUT, json!({}));
             }
             Err(_) => {
-                // The interpreter exited (e.g. `exit()`); the next run starts a fresh one.
-                let code = self.kill_interp();
+                // The interpreter exited (e.g. `exit()`, or the memory limit killed it): its
+                // pipe closed first, so give it a moment to be reaped with its real status.
+                // The next run starts a fresh one.
+                let code = self.kill_interp(Duration::from_secs(2));
                 self.emit_json(to_agent::FINISHED, json!({"exitCode": code}));
             }
         }
@@ -318,13 +320,20 @@ impl Runner {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// Stops the interpreter; returns its exit code (128 + N when a signal ended it, which
-    /// it reports on stderr: SIGKILL from outside is usually the memory limit).
-    fn kill_interp(&self) -> i32 {
+    /// Stops the interpreter, after waiting up to `grace` for it to end by itself; returns
+    /// its exit code (128 + N when a signal ended it, which it reports on stderr: SIGKILL
+    /// from outside is usually the memory limit).
+    fn kill_interp(&self, grace: Duration) -> i32 {
         let Some(mut d) = lock(&self.interp).take() else {
             return 1;
         };
-        let status = match d.child.try_wait().ok().flatten() {
+        let until = Instant::now() + grace;
+        let mut ended = d.child.try_wait().ok().flatten();
+        while ended.is_none() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+            ended = d.child.try_wait().ok().flatten();
+        }
+        let status = match ended {
             Some(s) => s,
             None => {
                 // SAFETY: signalling the interpreter's own process group.
