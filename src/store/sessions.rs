@@ -97,7 +97,8 @@ const KERNEL_SELECT: &str =
 pub struct KernelFilter {
     pub role: Option<&'static str>,
     pub access_key: Option<String>,
-    pub status: Option<String>,
+    /// `None`: any status; otherwise one of these (an empty list matches nothing).
+    pub status: Option<Vec<KernelStatus>>,
     pub group_id: Option<String>,
     pub domain: Option<String>,
     pub sess_id: Option<String>,
@@ -143,31 +144,28 @@ impl Store {
         offset: i64,
     ) -> Result<(Vec<KernelRow>, i64), StoreError> {
         self.read(move |c| {
-            // One status binds as ?3; a list (19.09) becomes an IN of known status names.
+            // One status binds as ?3; a list (19.09) becomes an IN of the enum's names.
+            let one = match f.status.as_deref() {
+                Some([only]) => Some(*only),
+                _ => None,
+            };
             let status = match f.status.as_deref() {
-                Some(list) if list.contains(',') => {
-                    let names: Vec<String> = list
-                        .split(',')
-                        .filter_map(|n| n.parse::<KernelStatus>().ok())
-                        .map(|k| format!("'{}'", k.as_str()))
-                        .collect();
-                    if names.is_empty() {
-                        "?3 IS NULL AND 0".to_owned()
-                    } else {
-                        format!("?3 IS NOT NULL AND k.status IN ({})", names.join(", "))
-                    }
+                None | Some([_]) => "?3 IS NULL OR k.status = ?3".to_owned(),
+                Some([]) => "?3 IS NULL AND 0".to_owned(),
+                Some(list) => {
+                    let names: Vec<String> = list.iter().map(|k| format!("'{}'", k.as_str())).collect();
+                    format!("?3 IS NULL AND k.status IN ({})", names.join(", "))
                 }
-                _ => "?3 IS NULL OR k.status = ?3".to_owned(),
             };
             let cond = format!("(?1 IS NULL OR k.role = ?1) AND (?2 IS NULL OR k.access_key = ?2) AND ({status})
                         AND (?4 IS NULL OR k.group_id = ?4) AND (?5 IS NULL OR k.domain_name = ?5) AND (?6 IS NULL OR k.sess_id = ?6)");
-            let order = if f.status.as_deref() == Some("TERMINATED") { "k.terminated_at DESC" } else { "k.created_at DESC" };
-            let args = params![f.role, f.access_key, f.status, f.group_id, f.domain, f.sess_id, limit, offset];
+            let order = if one == Some(KernelStatus::Terminated) { "k.terminated_at DESC" } else { "k.created_at DESC" };
+            let args = params![f.role, f.access_key, one, f.group_id, f.domain, f.sess_id, limit, offset];
             let mut st = c.prepare_cached(&format!("{KERNEL_SELECT} WHERE {cond} ORDER BY {order} LIMIT ?7 OFFSET ?8"))?;
             let rows = st.query_map(args, kernel_row)?.collect::<Result<Vec<_>, _>>()?;
             let total = c
                 .prepare_cached(&format!("SELECT count(*) FROM kernels k WHERE {cond}"))?
-                .query_row(params![f.role, f.access_key, f.status, f.group_id, f.domain, f.sess_id], |r| r.get(0))?;
+                .query_row(params![f.role, f.access_key, one, f.group_id, f.domain, f.sess_id], |r| r.get(0))?;
             Ok((rows, total))
         })
         .await

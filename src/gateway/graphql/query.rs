@@ -14,31 +14,23 @@ pub const MAX_PAGE: i32 = 100;
 /// Validates a status filter (`None` or "ALL" means any status).
 /// A session list's status filter: one status, or (19.09) a comma-separated list of them.
 /// `CANCELLED`, a 19.09 status no session here ever has, matches nothing.
-pub fn status_filter(status: Option<String>) -> FieldResult<Option<String>> {
-    match status {
-        None => Ok(None),
-        Some(s) if s.eq_ignore_ascii_case("all") => Ok(None),
-        Some(s) => {
-            let mut names = Vec::new();
-            for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                if part.eq_ignore_ascii_case("CANCELLED") {
-                    continue;
-                }
-                let parsed: KernelStatus = part
-                    .parse()
-                    .map_err(|e: crate::domain::UnknownVariant| FieldError::from(e.to_string()))?;
-                if !names.contains(&parsed.as_str()) {
-                    names.push(parsed.as_str());
-                }
-            }
-            // A list of only CANCELLED keeps a list form, which matches nothing.
-            Ok(Some(if names.is_empty() {
-                ",".to_owned()
-            } else {
-                names.join(",")
-            }))
+pub fn status_filter(status: Option<String>) -> FieldResult<Option<Vec<KernelStatus>>> {
+    let Some(s) = status.filter(|s| !s.eq_ignore_ascii_case("all")) else {
+        return Ok(None);
+    };
+    let mut wanted = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if part.eq_ignore_ascii_case("CANCELLED") {
+            continue;
+        }
+        let parsed: KernelStatus = part
+            .parse()
+            .map_err(|e: crate::domain::UnknownVariant| FieldError::from(e.to_string()))?;
+        if !wanted.contains(&parsed) {
+            wanted.push(parsed);
         }
     }
+    Ok(Some(wanted))
 }
 
 fn page(limit: i32, offset: i32) -> FieldResult<(i64, i64)> {

@@ -20,6 +20,11 @@ fn json(s: &str) -> Option<JsonString> {
     Some(JsonString(s.to_owned()))
 }
 
+/// A list of names as GraphQL's `[String]`.
+fn names(v: &[String]) -> Option<Vec<Option<String>>> {
+    Some(v.iter().cloned().map(Some).collect())
+}
+
 fn slot(json_text: &str, name: &str) -> Option<f64> {
     let v: Value = serde_json::from_str(json_text).ok()?;
     let slots = crate::domain::ResourceSlots::from_json(&v).ok()?;
@@ -52,24 +57,10 @@ impl Domain {
         self.0.integration_id.as_deref()
     }
     fn allowed_vfolder_hosts(&self) -> Option<Vec<Option<String>>> {
-        Some(
-            self.0
-                .allowed_vfolder_hosts
-                .iter()
-                .cloned()
-                .map(Some)
-                .collect(),
-        )
+        names(&self.0.allowed_vfolder_hosts)
     }
     fn allowed_docker_registries(&self) -> Option<Vec<Option<String>>> {
-        Some(
-            self.0
-                .allowed_docker_registries
-                .iter()
-                .cloned()
-                .map(Some)
-                .collect(),
-        )
+        names(&self.0.allowed_docker_registries)
     }
 }
 
@@ -105,14 +96,7 @@ impl Group {
         self.0.integration_id.as_deref()
     }
     fn allowed_vfolder_hosts(&self) -> Option<Vec<Option<String>>> {
-        Some(
-            self.0
-                .allowed_vfolder_hosts
-                .iter()
-                .cloned()
-                .map(Some)
-                .collect(),
-        )
+        names(&self.0.allowed_vfolder_hosts)
     }
 }
 
@@ -295,14 +279,7 @@ impl KeyPairResourcePolicy {
         Some(BigInt(self.0.max_vfolder_size))
     }
     fn allowed_vfolder_hosts(&self) -> Option<Vec<Option<String>>> {
-        Some(
-            self.0
-                .allowed_vfolder_hosts
-                .iter()
-                .cloned()
-                .map(Some)
-                .collect(),
-        )
+        names(&self.0.allowed_vfolder_hosts)
     }
 }
 
